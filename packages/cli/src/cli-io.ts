@@ -1,0 +1,48 @@
+// What a command may touch. Tests pass their own streams and env; only bin.ts
+// binds these to the real process.
+import type { Readable, Writable } from 'node:stream'
+import { EXIT } from './exit-codes.js'
+
+export interface CliIO {
+  stdin: Readable & { isTTY?: boolean; setRawMode?: (mode: boolean) => unknown }
+  stdout: Writable & { isTTY?: boolean }
+  stderr: Writable & { isTTY?: boolean }
+  env: NodeJS.ProcessEnv
+  cwd: string
+}
+
+export interface Command {
+  name: string
+  /** One line for the command list. */
+  summary: string
+  /** Full --help text, with examples. */
+  help: string
+  run(args: string[], io: CliIO): Promise<number>
+}
+
+/** An expected failure: printed as `credproxy: <message>` plus a next step, no stack. */
+export class CliError extends Error {
+  override name = 'CliError'
+  constructor(
+    message: string,
+    readonly hint?: string,
+    readonly exitCode: number = EXIT.FAILURE,
+  ) {
+    super(message)
+  }
+}
+
+export class UsageError extends CliError {
+  override name = 'UsageError'
+  constructor(message: string, hint?: string) {
+    super(message, hint, EXIT.USAGE)
+  }
+}
+
+export function useColor(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean {
+  return stream.isTTY === true && env['NO_COLOR'] === undefined && env['TERM'] !== 'dumb'
+}
+
+export function writeLine(stream: Writable, line = ''): void {
+  stream.write(`${line}\n`)
+}

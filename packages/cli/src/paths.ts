@@ -1,0 +1,41 @@
+// Where credproxy keeps things. $CREDPROXY_HOME puts everything under one
+// directory (tests, portable setups); otherwise the XDG base directories.
+import { homedir, tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export interface CredproxyPaths {
+  /** Encrypted credential files, the machine-secret file. */
+  dataDir: string
+  /** Audit log, lock files, session registry. */
+  stateDir: string
+  /** providers.json and other user configuration. */
+  configDir: string
+  /** Per-session broker directories (sockets); short to respect the 108-byte socket path limit. */
+  runtimeDir: string
+}
+
+export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CredproxyPaths {
+  const home = env['CREDPROXY_HOME']
+  if (home !== undefined && home !== '') {
+    return {
+      dataDir: join(home, 'data'),
+      stateDir: join(home, 'state'),
+      configDir: join(home, 'config'),
+      runtimeDir: join(home, 'run'),
+    }
+  }
+  const userHome = env['HOME'] ?? homedir()
+  const xdg = (name: string, fallback: string): string => {
+    const value = env[name]
+    return value !== undefined && value.startsWith('/') ? value : join(userHome, fallback)
+  }
+  const runtime = env['XDG_RUNTIME_DIR']
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0
+  return {
+    dataDir: join(xdg('XDG_DATA_HOME', '.local/share'), 'credproxy'),
+    stateDir: join(xdg('XDG_STATE_HOME', '.local/state'), 'credproxy'),
+    configDir: join(xdg('XDG_CONFIG_HOME', '.config'), 'credproxy'),
+    runtimeDir:
+      runtime !== undefined && runtime.startsWith('/') ? join(runtime, 'credproxy') : join(tmpdir(), `credproxy-${uid}`),
+  }
+}
