@@ -1,0 +1,40 @@
+// The contract between the socket server and the host OAuth machinery. The server
+// owns grants, sanitizing and audit; the broker owns flows, refresh and storage of
+// the resulting tokens. Every failure is a ProxyError with a registry code.
+import type { OAuthToken } from '@credproxy/core'
+
+export type FlowType = 'device_code' | 'pkce_redirect' | 'browser_redirect'
+
+export interface OAuthInitiateResult {
+  flow_type: FlowType
+  session_id: string
+  pollIntervalMs: number
+  auth_url?: string
+  verification_uri?: string
+  user_code?: string
+  verification_uri_complete?: string
+}
+
+export type OAuthPollResult =
+  | { status: 'pending'; interval?: number }
+  /** `token` is the full host token; the server sanitizes it before it crosses the socket. */
+  | { status: 'complete'; token: OAuthToken }
+
+export interface OAuthBroker {
+  /** Start a login in the background and return at once with what the user must see. */
+  initiate(provider: string, bucket: string, owner: string): Promise<OAuthInitiateResult>
+  /** Never blocks. Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, ACCESS_DENIED, POLL_FAILED. */
+  poll(sessionId: string, owner: string): Promise<OAuthPollResult>
+  /** Paste-the-code / redirect completion. */
+  exchange(sessionId: string, code: string, owner: string): Promise<OAuthToken>
+  cancel(sessionId: string, owner: string): Promise<void>
+  /**
+   * The stored token, refreshed first when it is near expiry (and a refresh is
+   * possible). null when nothing is stored.
+   */
+  getFreshToken(provider: string, bucket: string): Promise<OAuthToken | null>
+  /** Refresh now (a client saw a 401). A still-valid token is returned during cooldown. */
+  refresh(provider: string, bucket: string): Promise<OAuthToken>
+  /** Stop timers and background tasks. */
+  close(): Promise<void>
+}
