@@ -1,0 +1,43 @@
+// Seams between the connection machinery (credential-proxy-server.ts) and the
+// security modules (peer credentials, audit log), so each can be read and tested alone.
+import type { Socket } from 'node:net'
+import type { ErrorCode } from '@credproxy/core'
+
+/** Who is on the other end of a connection, as the host kernel reports it. */
+export interface PeerInfo {
+  pid: number
+  uid: number
+  gid: number
+}
+
+export type PeerDecision =
+  | { ok: true; peer: PeerInfo | null }
+  /** reason goes to the host log and the audit log, never to the peer. */
+  | { ok: false; peer: PeerInfo | null; reason: string }
+
+/** Decides, right after accept and before any byte is read, whether a peer may talk to this session. */
+export type PeerCheck = (socket: Socket) => PeerDecision
+
+/** One audit line. Never carries a secret value: only names, codes and numbers. */
+export interface AuditEntry {
+  /** ISO time; filled in by the writer when absent. */
+  time?: string
+  session: string
+  event: 'request' | 'connection_refused' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
+  peer?: PeerInfo | null
+  op?: string
+  provider?: string
+  bucket?: string
+  key?: string
+  /** 'ok' or the error code answered. */
+  outcome: 'ok' | ErrorCode
+  durationMs?: number
+  /** Short fixed reason for refusals (e.g. 'uid-mismatch', 'bad-proof'); never peer-supplied text. */
+  reason?: string
+  protocolVersion?: number
+}
+
+export interface AuditSink {
+  /** Must not throw and must not block the request path. */
+  write(entry: AuditEntry): void
+}
