@@ -1,0 +1,112 @@
+// `credproxy key set|get|list|delete`: API keys in host storage (and, later, through
+// the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
+import { parseArgs } from 'node:util'
+import { isKeyName, ProxyError } from '@credproxy/core'
+import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+import { promptHidden, readAllStdin } from './secret-input.js'
+import { openCommandStores } from './stores.js'
+
+const help = `Usage: credproxy key <set|get|list|delete> [NAME] [options]
+
+Store API keys on the host (OS keyring, or encrypted files without one).
+
+Subcommands:
+  set NAME        store a key; the value is read from stdin when piped, else
+                  from a prompt that does not echo (never from the command line)
+  get NAME        print the key's value (exit 3 when there is none)
+  list [--json]   print the stored key names, never their values
+  delete NAME     remove a key (exit 3 when there was none)
+
+Names: 1-64 characters from a-z A-Z 0-9 . _ -
+
+Examples:
+  credproxy key set OPENAI_API_KEY                  # prompts, input hidden
+  printf %s "$TOKEN" | credproxy key set NPM_TOKEN
+  OPENAI_API_KEY=$(credproxy key get OPENAI_API_KEY) my-tool
+  credproxy key list --json
+  credproxy key delete NPM_TOKEN`
+
+const SUBCOMMANDS = ['set', 'get', 'list', 'delete'] as const
+
+function validName(name: string | undefined, sub: string): string {
+  if (name === undefined) throw new UsageError(`key ${sub} needs a NAME`, `Example: credproxy key ${sub} OPENAI_API_KEY`)
+  if (!isKeyName(name)) {
+    throw new UsageError(`'${name}' is not a valid key name`, 'Use 1-64 characters from a-z A-Z 0-9 . _ -')
+  }
+  return name
+}
+
+function notFound(name: string): CliError {
+  return new CliError(`no API key named ${name}`, `Store one with: credproxy key set ${name}`, EXIT.NOT_FOUND)
+}
+
+async function readValue(io: CliIO, name: string): Promise<string> {
+  const value = io.stdin.isTTY === true ? await promptHidden(io, `Value for ${name} (input hidden): `) : await readAllStdin(io, 'the key value')
+  if (value.trim() === '') {
+    throw new UsageError(`the value for ${name} is empty; nothing was stored`, `Pipe the value: printf %s "$VALUE" | credproxy key set ${name}`)
+  }
+  return value
+}
+
+async function run(args: string[], io: CliIO): Promise<number> {
+  const [sub, ...rest] = args
+  if (sub === undefined || !(SUBCOMMANDS as readonly string[]).includes(sub)) {
+    throw new UsageError(
+      sub === undefined ? 'key needs a subcommand' : `unknown key subcommand '${sub}'`,
+      'Run `credproxy key --help`: set, get, list, delete.',
+    )
+  }
+  if (sub === 'set') {
+    // Checked before parseArgs: its messages would echo an argument that may be the secret.
+    const [name, ...extra] = rest
+    if (extra.length > 0 || name?.startsWith('-') === true) {
+      throw new UsageError(
+        'key set takes the value on stdin, not as an argument (arguments show in the process list and shell history)',
+        `Pipe it: printf %s "$VALUE" | credproxy key set ${name !== undefined && isKeyName(name) ? name : 'NAME'}, or run it without a value to be prompted.`,
+      )
+    }
+    const keyName = validName(name, 'set')
+    const value = await readValue(io, keyName)
+    const stores = await openCommandStores(io)
+    await stores.keys.saveKey(keyName, value)
+    writeLine(io.stderr, `Stored API key ${keyName} (${stores.backend}).`)
+    return EXIT.OK
+  }
+  let parsed
+  try {
+    parsed = parseArgs({ args: rest, strict: true, allowPositionals: true, options: { json: { type: 'boolean' } } })
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy key --help` for the options.')
+  }
+  const { values, positionals } = parsed
+  if (sub === 'list') {
+    if (positionals.length > 0) throw new UsageError('key list takes no NAME', 'Run `credproxy key list`.')
+    const keys = await (await openCommandStores(io)).keys.listKeys()
+    if (values.json === true) writeLine(io.stdout, JSON.stringify({ keys }))
+    else if (keys.length === 0) writeLine(io.stderr, 'No API keys stored. Add one with: credproxy key set NAME')
+    else for (const key of keys) writeLine(io.stdout, key)
+    return EXIT.OK
+  }
+  if (positionals.length > 1) throw new UsageError(`key ${sub} takes one NAME`, `Example: credproxy key ${sub} OPENAI_API_KEY`)
+  const name = validName(positionals[0], sub)
+  const stores = await openCommandStores(io)
+  if (sub === 'get') {
+    const value = await stores.keys.getKey(name)
+    if (value === null) throw notFound(name)
+    writeLine(io.stdout, value)
+    return EXIT.OK
+  }
+  let deleted: boolean
+  try {
+    deleted = await stores.keys.deleteKey(name)
+  } catch (error) {
+    if (error instanceof ProxyError && error.code === 'NOT_FOUND') throw notFound(name)
+    throw error
+  }
+  if (!deleted) throw notFound(name)
+  writeLine(io.stderr, `Deleted API key ${name}.`)
+  return EXIT.OK
+}
+
+export const command: Command = { name: 'key', summary: 'Store, read, list and delete API keys', help, run }

@@ -1,0 +1,76 @@
+// Thin async wrapper over @napi-rs/keyring: one service name, accounts named by
+// the caller, every failure turned into a CliError that says what to do.
+import { randomBytes } from 'node:crypto'
+import { AsyncEntry } from '@napi-rs/keyring'
+import { CliError } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+
+export const DEFAULT_KEYRING_SERVICE = 'credproxy'
+/** A Secret Service that never answers must not hang a command. */
+export const KEYRING_CALL_TIMEOUT_MS = 10_000
+export const KEYRING_PROBE_TIMEOUT_MS = 5_000
+
+export const KEYRING_HINT =
+  'Start a Secret Service (for example gnome-keyring in a D-Bus session), or set CREDPROXY_KEYRING=off to use encrypted files.'
+
+export class KeyringClient {
+  constructor(readonly service: string) {}
+
+  async get(account: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<string | null> {
+    try {
+      return await new AsyncEntry(this.service, account).getPassword(AbortSignal.timeout(timeoutMs))
+    } catch (error) {
+      throw keyringError('read', account, error)
+    }
+  }
+
+  /** Writes are read back: a keyring that silently drops or alters a value is an error, not a lost credential. */
+  async set(account: string, value: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<void> {
+    try {
+      const entry = new AsyncEntry(this.service, account)
+      await entry.setPassword(value, AbortSignal.timeout(timeoutMs))
+      const back = await entry.getPassword(AbortSignal.timeout(timeoutMs))
+      if (back !== value) throw new Error('the value read back differs from the value written')
+    } catch (error) {
+      throw keyringError('write', account, error)
+    }
+  }
+
+  /** true when an entry was deleted. */
+  async delete(account: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<boolean> {
+    try {
+      return await new AsyncEntry(this.service, account).deletePassword(AbortSignal.timeout(timeoutMs))
+    } catch (error) {
+      throw keyringError('delete', account, error)
+    }
+  }
+
+  /** set/get/delete of a throwaway entry; null when the keyring works, else why not. */
+  async probe(): Promise<string | null> {
+    const account = `probe:${process.pid}:${randomBytes(6).toString('hex')}`
+    const value = randomBytes(16).toString('hex')
+    try {
+      await this.set(account, value, KEYRING_PROBE_TIMEOUT_MS)
+      await this.delete(account, KEYRING_PROBE_TIMEOUT_MS)
+      return null
+    } catch (error) {
+      return error instanceof KeyringError ? error.reason : String(error)
+    }
+  }
+}
+
+export class KeyringError extends CliError {
+  override name = 'KeyringError'
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
+    super(message, KEYRING_HINT, EXIT.UNAVAILABLE)
+  }
+}
+
+function keyringError(action: string, account: string, error: unknown): KeyringError {
+  // napi-rs messages name the platform failure, never the value.
+  const reason = error instanceof Error ? error.message : String(error)
+  return new KeyringError(`could not ${action} keyring entry '${account}': ${reason}`, reason)
+}

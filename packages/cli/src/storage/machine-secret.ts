@@ -1,0 +1,104 @@
+// The random machine secret the file backend's key is derived from. Kept in the
+// keyring when the caller hands one in, else in a 0600 file in the data dir.
+import { randomBytes } from 'node:crypto'
+import { link, open, readFile, rm } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { z } from 'zod'
+import { CliError } from '../cli-io.js'
+import { ensurePrivateFile, PRIVATE_FILE_MODE } from '../fs-private.js'
+import { syncDir, TEMP_PREFIX } from './atomic-write.js'
+import type { KeyringClient } from './keyring-client.js'
+
+export const MACHINE_SECRET_FILE = 'machine-secret.json'
+export const MACHINE_SECRET_ACCOUNT = 'machine-secret'
+export const MACHINE_SECRET_BYTES = 32
+export const KDF_SALT_BYTES = 16
+
+const MachineSecretSchema = z.strictObject({
+  version: z.literal(1),
+  secret: z.base64().refine((s) => Buffer.from(s, 'base64').length === MACHINE_SECRET_BYTES),
+  salt: z.base64().refine((s) => Buffer.from(s, 'base64').length === KDF_SALT_BYTES),
+})
+
+export interface MachineSecret {
+  secret: Buffer
+  salt: Buffer
+  /** The file path or keyring entry it came from. */
+  source: string
+}
+
+function fresh(): string {
+  return JSON.stringify({
+    version: 1,
+    secret: randomBytes(MACHINE_SECRET_BYTES).toString('base64'),
+    salt: randomBytes(KDF_SALT_BYTES).toString('base64'),
+  })
+}
+
+function parse(text: string, source: string): MachineSecret {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = undefined
+  }
+  const parsed = MachineSecretSchema.safeParse(json)
+  if (!parsed.success) {
+    throw new CliError(
+      `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
+      'Restore it from a backup, or move the credproxy data directory away and store your credentials again.',
+    )
+  }
+  return { secret: Buffer.from(parsed.data.secret, 'base64'), salt: Buffer.from(parsed.data.salt, 'base64'), source }
+}
+
+/** An existing file wins, so credentials written before a keyring appeared stay readable. */
+export async function loadMachineSecret(dataDir: string, keyring?: KeyringClient): Promise<MachineSecret> {
+  const path = join(dataDir, MACHINE_SECRET_FILE)
+  const existing = await readSecretFile(path)
+  if (existing !== null) return existing
+  if (keyring !== undefined) {
+    const source = `keyring entry '${keyring.service}/${MACHINE_SECRET_ACCOUNT}'`
+    const stored = await keyring.get(MACHINE_SECRET_ACCOUNT)
+    if (stored !== null) return parse(stored, source)
+    await keyring.set(MACHINE_SECRET_ACCOUNT, fresh())
+    // Read again: a concurrent creator may have won; everyone uses what is stored now.
+    return parse((await keyring.get(MACHINE_SECRET_ACCOUNT)) ?? '', source)
+  }
+  await createSecretFile(path)
+  const created = await readSecretFile(path)
+  if (created === null) throw new CliError(`${path} vanished while it was being created`, 'Run the command again.')
+  return created
+}
+
+async function readSecretFile(path: string): Promise<MachineSecret | null> {
+  let text: string
+  try {
+    await ensurePrivateFile(path)
+    text = await readFile(path, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw error
+  }
+  return parse(text, path)
+}
+
+/** Write a complete temp file, then link() it into place: exactly one concurrent creator wins. */
+async function createSecretFile(path: string): Promise<void> {
+  const temp = join(dirname(path), `${TEMP_PREFIX}machine-secret.${randomBytes(6).toString('hex')}`)
+  const handle = await open(temp, 'wx', PRIVATE_FILE_MODE)
+  try {
+    await handle.writeFile(fresh())
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  try {
+    await link(temp, path)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+  } finally {
+    await rm(temp, { force: true })
+  }
+  await syncDir(dirname(path))
+}

@@ -1,0 +1,120 @@
+// The behavioural suite on the encrypted file backend, plus what only files can
+// show: no plaintext on disk, modes, corrupt and swapped files.
+import { chmod, chown, copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { openHostStores } from '../src/storage/index.js'
+import type { HostStores } from '../src/storage/types.js'
+import { storageSuite, token } from './storage-suite.js'
+
+storageSuite('file', () => ({ CREDPROXY_KEYRING: 'off' }))
+
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [dir]
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) out.push(...(await walk(path)))
+    else out.push(path)
+  }
+  return out
+}
+
+describe('encrypted file backend on disk', () => {
+  let home: string
+  let env: NodeJS.ProcessEnv
+  let stores: HostStores
+  const open = () => openHostStores({ env, log: () => {} })
+  const tokenFile = (provider: string, bucket = 'default') => join(home, 'data', 'credentials', `token+${provider}+${bucket}.enc`)
+
+  beforeEach(async () => {
+    home = await mkdtemp(join(tmpdir(), 'credproxy-file-'))
+    env = { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
+    stores = await open()
+  })
+  afterEach(async () => {
+    await rm(home, { recursive: true, force: true })
+  })
+
+  test('no stored secret appears in plaintext anywhere under the store, files 0600, dirs 0700', async () => {
+    const secrets = ['sk-PLAINTEXT-api-key-7f3a', 'ACCESS-plaintext-9c1d', 'REFRESH-plaintext-2b8e']
+    await stores.keys.saveKey('OPENAI_API_KEY', secrets[0] ?? '')
+    await stores.tokens.saveToken('anthropic', token({ access_token: secrets[1], refresh_token: secrets[2] }))
+    await stores.tokens.recordUsage('anthropic', 'default')
+    await stores.tokens.withRefreshLock('anthropic', 'default', () => Promise.resolve())
+    const paths = await walk(home)
+    expect(paths.length).toBeGreaterThan(5)
+    for (const path of paths) {
+      const info = await stat(path)
+      if (path === home) continue
+      if (info.isDirectory()) {
+        expect({ path, mode: info.mode & 0o777 }).toEqual({ path, mode: 0o700 })
+        continue
+      }
+      expect({ path, mode: info.mode & 0o777 }).toEqual({ path, mode: 0o600 })
+      const bytes = await readFile(path)
+      for (const secret of secrets) {
+        expect(bytes.includes(secret), `${secret} in ${path}`).toBe(false)
+        expect(bytes.includes(Buffer.from(secret).toString('base64').slice(0, 16)), `base64 of secret in ${path}`).toBe(false)
+      }
+    }
+  })
+
+  test('wider permissions on the store are repaired', async () => {
+    await stores.tokens.saveToken('p', token())
+    await chmod(tokenFile('p'), 0o644)
+    await chmod(join(home, 'data', 'credentials'), 0o755)
+    await chmod(join(home, 'data', 'machine-secret.json'), 0o640)
+    const reopened = await open()
+    expect(await reopened.tokens.getToken('p')).toEqual(token())
+    expect((await stat(tokenFile('p'))).mode & 0o777).toBe(0o600)
+    expect((await stat(join(home, 'data', 'credentials'))).mode & 0o777).toBe(0o700)
+    expect((await stat(join(home, 'data', 'machine-secret.json'))).mode & 0o777).toBe(0o600)
+  })
+
+  test.runIf(process.getuid?.() === 0)('a credential file owned by another user is refused, naming the path', async () => {
+    await stores.tokens.saveToken('p', token())
+    await chown(tokenFile('p'), 4242, 4242)
+    await expect(stores.tokens.getToken('p')).rejects.toThrow(tokenFile('p'))
+  })
+
+  test('a corrupt file is reported with its path, never read as empty nor overwritten by an update', async () => {
+    await stores.tokens.saveToken('p', token())
+    const garbage = '{"format":"credproxy-secret","version":1,"oops":true}\n'
+    await writeFile(tokenFile('p'), garbage)
+    await expect(stores.tokens.getToken('p')).rejects.toThrow(tokenFile('p'))
+    await expect(stores.tokens.updateToken('p', 'default', () => token())).rejects.toThrow(tokenFile('p'))
+    expect(await readFile(tokenFile('p'), 'utf8')).toBe(garbage)
+    // A flipped ciphertext byte fails authentication the same way.
+    await stores.tokens.saveToken('q', token())
+    const text = await readFile(tokenFile('q'), 'utf8')
+    const envelope = JSON.parse(text) as { ciphertext: string }
+    const bytes = Buffer.from(envelope.ciphertext, 'base64')
+    bytes[0] = (bytes[0] ?? 0) ^ 1
+    await writeFile(tokenFile('q'), JSON.stringify({ ...envelope, ciphertext: bytes.toString('base64') }))
+    await expect(stores.tokens.getToken('q')).rejects.toThrow(/failed to decrypt/)
+  })
+
+  test("a file swapped for another credential's file fails to decrypt", async () => {
+    await stores.tokens.saveToken('victim', token({ access_token: 'victim' }))
+    await stores.tokens.saveToken('attacker', token({ access_token: 'attacker' }))
+    await copyFile(tokenFile('attacker'), tokenFile('victim'))
+    await expect(stores.tokens.getToken('victim')).rejects.toThrow(/failed to decrypt/)
+    await stores.keys.saveKey('A', 'a-value')
+    await copyFile(tokenFile('attacker'), join(home, 'data', 'credentials', 'key+B.enc'))
+    await expect(stores.keys.getKey('B')).rejects.toThrow(/key\+B\.enc/)
+  })
+
+  test('a lost machine secret makes reads fail loudly, not empty', async () => {
+    await stores.keys.saveKey('K', 'value')
+    await rm(join(home, 'data', 'machine-secret.json'))
+    const reopened = await open()
+    await expect(reopened.keys.getKey('K')).rejects.toThrow(/key\+K\.enc.*failed to decrypt/)
+  })
+
+  test('file names carry only the validated names', async () => {
+    await stores.tokens.saveToken('gh@corp', token(), 'work.1')
+    await stores.keys.saveKey('NPM_TOKEN', 'n')
+    expect((await readdir(join(home, 'data', 'credentials'))).sort()).toEqual(['key+NPM_TOKEN.enc', 'token+gh@corp+work.1.enc'])
+  })
+})
