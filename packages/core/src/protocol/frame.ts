@@ -8,6 +8,13 @@ export const MAX_FRAME_BYTES_V1 = 65_536
 export const MAX_FRAME_BYTES = 4_194_304
 /** A frame that has started must complete within this time. */
 export const PARTIAL_FRAME_TIMEOUT_MS = 5_000
+/**
+ * Leftover chunks smaller than this are copied into a shared staging buffer, so a
+ * peer writing one byte at a time cannot make us hold millions of tiny Buffer objects.
+ */
+export const FRAME_COALESCE_BELOW_BYTES = 4_096
+/** Size of one staging buffer used for coalescing small leftovers. */
+export const FRAME_STAGING_BYTES = 65_536
 
 export function maxFrameBytesFor(version: number): number {
   return version <= 1 ? MAX_FRAME_BYTES_V1 : MAX_FRAME_BYTES
@@ -27,6 +34,10 @@ export class FrameError extends Error {
 
 /** Encode one message. Throws FrameError('FRAME_TOO_LARGE') when the body exceeds maxFrameBytes. */
 export function encodeFrame(message: object, maxFrameBytes: number = MAX_FRAME_BYTES): Buffer {
+  // The decoder accepts only objects; refusing arrays here keeps both sides symmetric.
+  if (message === null || typeof message !== 'object' || Array.isArray(message)) {
+    throw new FrameError('NOT_AN_OBJECT', 'frame message must be a JSON object')
+  }
   const body = Buffer.from(JSON.stringify(message), 'utf8')
   if (body.length > maxFrameBytes) {
     throw new FrameError('FRAME_TOO_LARGE', `frame body of ${body.length} bytes exceeds ${maxFrameBytes}`)
@@ -37,7 +48,9 @@ export function encodeFrame(message: object, maxFrameBytes: number = MAX_FRAME_B
   return frame
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true })
+// ignoreBOM keeps a byte-order mark in the text, so JSON.parse rejects it: JSON on the wire has no BOM.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const EMPTY = Buffer.alloc(0)
 
 /** Parse one frame body. Throws FrameError. */
 export function decodeFrameBody(body: Buffer): Record<string, unknown> {
@@ -65,6 +78,7 @@ type DecoderState = 'READ_HEADER' | 'READ_BODY'
  * Incremental decoder. Chunks are kept as they arrive and each frame is assembled
  * once, so cost is linear in the bytes received. The declared length is checked the
  * moment the header is complete, before any body byte is kept for that frame.
+ * Small leftovers are coalesced into staging buffers (see FRAME_COALESCE_BELOW_BYTES).
  * After an error the decoder is dead: every later push throws the same error.
  */
 export class FrameDecoder {
@@ -75,6 +89,8 @@ export class FrameDecoder {
   #bodyBytes = 0
   #failed: FrameError | undefined
   #maxFrameBytes: number
+  #staging: Buffer | undefined
+  #stagingUsed = 0
 
   constructor(options: { maxFrameBytes?: number } = {}) {
     this.#maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES
@@ -92,6 +108,11 @@ export class FrameDecoder {
   /** Bytes received but not yet returned as frames. */
   get bufferedBytes(): number {
     return this.#buffered
+  }
+
+  /** Buffers currently held (diagnostics: stays small however the bytes were chunked). */
+  get bufferedChunks(): number {
+    return this.#chunks.length - this.#head
   }
 
   /** True while part of a frame has arrived and the rest has not. */
@@ -129,9 +150,36 @@ export class FrameDecoder {
       this.#chunks = []
       this.#head = 0
       this.#buffered = 0
+      this.#staging = undefined
       throw this.#failed
     }
+    if (this.#buffered === 0) this.#stagingUsed = 0
+    else this.#coalesceTail()
     return frames
+  }
+
+  /** Copy a small leftover last chunk into the staging buffer, extending the previous staged view when adjacent. */
+  #coalesceTail(): void {
+    const last = this.#chunks.length - 1
+    const chunk = this.#chunks[last]
+    if (chunk === undefined || last < this.#head || chunk.length >= FRAME_COALESCE_BELOW_BYTES) return
+    let staging = this.#staging
+    if (staging !== undefined && chunk.buffer === staging.buffer) return
+    if (staging === undefined || staging.length - this.#stagingUsed < chunk.length) {
+      staging = Buffer.allocUnsafeSlow(FRAME_STAGING_BYTES)
+      this.#staging = staging
+      this.#stagingUsed = 0
+    }
+    const start = this.#stagingUsed
+    chunk.copy(staging, start)
+    this.#stagingUsed += chunk.length
+    const prev = last > this.#head ? this.#chunks[last - 1] : undefined
+    if (prev !== undefined && prev.buffer === staging.buffer && prev.byteOffset + prev.length === staging.byteOffset + start) {
+      this.#chunks[last - 1] = staging.subarray(prev.byteOffset - staging.byteOffset, this.#stagingUsed)
+      this.#chunks.pop()
+    } else {
+      this.#chunks[last] = staging.subarray(start, this.#stagingUsed)
+    }
   }
 
   /** Remove exactly n buffered bytes (n <= buffered), copying only when they span chunks. */
@@ -162,13 +210,15 @@ export class FrameDecoder {
     return out
   }
 
-  // Advancing an index instead of Array.shift keeps many small chunks linear.
+  // Advancing an index instead of Array.shift keeps many chunks linear; compacting only
+  // once half the array is dead keeps the compaction copies amortized O(1) per chunk.
   #dropHead(): void {
+    this.#chunks[this.#head] = EMPTY
     this.#head++
     if (this.#head === this.#chunks.length) {
       this.#chunks = []
       this.#head = 0
-    } else if (this.#head >= 1024) {
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#chunks.length) {
       this.#chunks = this.#chunks.slice(this.#head)
       this.#head = 0
     }

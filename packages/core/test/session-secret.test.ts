@@ -1,0 +1,101 @@
+// readSessionSecret in real child processes (the secret is cached per process, and
+// the fd is a real inherited pipe). Needs the built package: run `npm run build` first.
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { CORE_DIST_PATH, runChild } from './helpers/child.js'
+
+const SECRET_HEX = '5ec2e7'.repeat(10) + 'abcd'
+const SECRET_SHA = createHash('sha256').update(Buffer.from(SECRET_HEX, 'hex')).digest('hex')
+
+// Reports what the child saw, never the secret itself.
+const READ_SECRET = `
+import { createHash } from 'node:crypto'
+import { fstatSync } from 'node:fs'
+const { readSessionSecret } = await import(CORE)
+const fdBefore = process.env.CREDPROXY_SECRET_FD
+try {
+  const secret = readSessionSecret(process.env)
+  let fdOpen = true
+  try { fstatSync(Number(fdBefore)) } catch { fdOpen = false }
+  const again = readSessionSecret(process.env)
+  console.log(JSON.stringify({ sha256: createHash('sha256').update(secret).digest('hex'),
+    envHasFd: 'CREDPROXY_SECRET_FD' in process.env, fdOpen, cached: again.equals(secret) }))
+} catch (error) {
+  console.log(JSON.stringify({ code: error.code, message: error.message, envHasFd: 'CREDPROXY_SECRET_FD' in process.env }))
+}
+`
+
+function baseEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { PATH: process.env['PATH'], ...extra }
+}
+
+async function read(options: Parameters<typeof runChild>[1]): Promise<Record<string, unknown>> {
+  const result = await runChild(READ_SECRET, options)
+  expect(result.stderr).toBe('')
+  return JSON.parse(result.stdout) as Record<string, unknown>
+}
+
+let dir: string
+beforeAll(async () => {
+  if (!existsSync(CORE_DIST_PATH)) throw new Error('run `npm run build` first: the child imports packages/core/dist')
+  dir = await mkdtemp(join(tmpdir(), 'credproxy-secret-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('CREDPROXY_SECRET_FD', () => {
+  test('reads the secret from an inherited pipe once, closes the fd and removes the variable', async () => {
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3: `${SECRET_HEX}\n` })
+    expect(seen).toEqual({ sha256: SECRET_SHA, envHasFd: false, fdOpen: false, cached: true })
+  })
+
+  test('without a trailing newline (read to EOF)', async () => {
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3: SECRET_HEX })
+    expect(seen['sha256']).toBe(SECRET_SHA)
+  })
+
+  test('a malformed secret is a clear UNAUTHORIZED error that does not echo the input', async () => {
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3: 'NOT-A-SECRET-value\n' })
+    expect(seen['code']).toBe('UNAUTHORIZED')
+    expect(seen['message']).toContain('64 lowercase hex')
+    expect(seen['message']).toContain('credproxy run')
+    expect(seen['message']).not.toContain('NOT-A-SECRET')
+    expect(seen['envHasFd']).toBe(false)
+  })
+
+  test('stdio fds are refused', async () => {
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '0' }) })
+    expect(seen['code']).toBe('UNAUTHORIZED')
+    expect(seen['message']).toContain('CREDPROXY_SECRET_FD')
+  })
+})
+
+describe('CREDPROXY_SECRET_FILE', () => {
+  test('reads a 0600 file', async () => {
+    const file = join(dir, 'secret')
+    await writeFile(file, `${SECRET_HEX}\n`, { mode: 0o600 })
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FILE: file }) })
+    expect(seen['sha256']).toBe(SECRET_SHA)
+  })
+
+  test('refuses a file others can read', async () => {
+    const file = join(dir, 'secret-open')
+    await writeFile(file, SECRET_HEX)
+    await chmod(file, 0o644)
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FILE: file }) })
+    expect(seen['code']).toBe('UNAUTHORIZED')
+    expect(seen['message']).toContain('0600')
+  })
+})
+
+test('no secret at all names both variables', async () => {
+  const seen = await read({ env: baseEnv({}) })
+  expect(seen['code']).toBe('UNAUTHORIZED')
+  expect(seen['message']).toContain('CREDPROXY_SECRET_FD')
+  expect(seen['message']).toContain('CREDPROXY_SECRET_FILE')
+})
