@@ -1,0 +1,195 @@
+// `credproxy serve`: a broker over the host stores for launchers credproxy does
+// not control (e.g. llxprt-code's own sandbox). Prints one JSON line when ready,
+// runs until SIGINT/SIGTERM, and removes its socket and directory on the way out.
+import { readFile, stat, unlink } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
+import { resolvePaths, type CredproxyPaths } from '../paths.js'
+import { AuditLog, auditLogPath } from '../server/audit-log.js'
+import { startControlChannel } from '../server/control.js'
+import { CredentialProxyServer } from '../server/credential-proxy-server.js'
+import { parseProviderGrant, type Capability, type GrantSet } from '../server/grants.js'
+import type { AuditSink } from '../server/hooks.js'
+import { createPeerCheck } from '../server/peer-credentials.js'
+import { writeSessionSecretFile } from '../server/session-secret-file.js'
+import { openHostStores } from '../storage/index.js'
+import type { HostStores } from '../storage/types.js'
+import type { OAuthBroker } from '../oauth/broker.js'
+
+/** A legacy token longer than this is refused (the wire schema's limit). */
+export const MAX_LEGACY_TOKEN_CHARS = 1024
+export const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const
+
+const help = `Usage: credproxy serve [options]
+
+Run a credential broker on a Unix socket until SIGINT or SIGTERM, for sandbox
+launchers that start their own sandbox. Prints one JSON line on stdout when
+ready: {"socket":"...","pid":N,"session":"..."}. Nothing is granted unless
+you grant it.
+
+Options:
+  --socket PATH             listen on PATH (default: a new 0700 directory per session)
+  --secret-file PATH        write the 64-hex session secret to a NEW 0600 file (v3 clients
+                            prove it; it never crosses the socket); removed on exit
+  --legacy-token-file PATH  also serve protocol v1/v2 clients presenting the token in PATH
+  --grant P[:BUCKET]        grant OAuth provider P (all buckets, or only BUCKET); repeatable
+  --grant-key NAME          grant the API key NAME; repeatable
+  --grant-all               grant every provider and every API key
+  --allow-save              let clients save and remove tokens (default: read and login only)
+  --verbose                 broker log lines on stderr
+
+Grants can change while it runs: credproxy grant --session ID ...
+
+Examples:
+  credproxy serve --grant anthropic --grant-key OPENAI_API_KEY --secret-file /run/user/1000/cp.secret
+  credproxy serve --socket /tmp/cp.sock --legacy-token-file ~/.config/llxprt/proxy.token --grant-all`
+
+export interface ServeOptions {
+  socket: string | undefined
+  secretFile: string | undefined
+  legacyTokenFile: string | undefined
+  grants: GrantSet
+  verbose: boolean
+}
+
+export function parseServeArgs(args: readonly string[]): ServeOptions {
+  let values
+  try {
+    ;({ values } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        'secret-file': { type: 'string' },
+        'legacy-token-file': { type: 'string' },
+        grant: { type: 'string', multiple: true },
+        'grant-key': { type: 'string', multiple: true },
+        'grant-all': { type: 'boolean' },
+        'allow-save': { type: 'boolean' },
+        verbose: { type: 'boolean' },
+      },
+    }))
+  } catch (error) {
+    throw new UsageError((error as Error).message, 'Run `credproxy serve --help` for the options.')
+  }
+  const capabilities: Capability[] = values['allow-save'] === true ? ['read', 'login', 'save'] : ['read', 'login']
+  const grants: GrantSet = { providers: [], keys: [], capabilities }
+  try {
+    for (const g of values.grant ?? []) grants.providers.push(parseProviderGrant(g))
+  } catch {
+    throw new UsageError('--grant takes PROVIDER or PROVIDER:BUCKET (letters, digits, . _ @ -)', 'Example: --grant anthropic:work')
+  }
+  grants.keys.push(...(values['grant-key'] ?? []))
+  if (values['grant-all'] === true) {
+    grants.providers.push({ provider: '*' })
+    grants.keys.push('*')
+  }
+  return {
+    socket: values.socket,
+    secretFile: values['secret-file'],
+    legacyTokenFile: values['legacy-token-file'],
+    grants,
+    verbose: values.verbose === true,
+  }
+}
+
+async function readLegacyToken(path: string, io: CliIO): Promise<string> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (error) {
+    throw new CliError(`cannot read legacy token file ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, 'Pass --legacy-token-file a file you can read.')
+  }
+  const token = text.trim()
+  if (token.length === 0 || token.length > MAX_LEGACY_TOKEN_CHARS || /\s/.test(token)) {
+    throw new UsageError(`${path} must hold one token of 1 to ${MAX_LEGACY_TOKEN_CHARS} characters without spaces`)
+  }
+  if (((await stat(path)).mode & 0o077) !== 0) {
+    writeLine(io.stderr, `credproxy: warning: ${path} is readable by other users; chmod 600 it`)
+  }
+  return token
+}
+
+export interface ServeDeps {
+  /** Resolves when the broker should stop (default: the first SIGINT or SIGTERM). */
+  waitForShutdown?: () => Promise<unknown>
+  openStores?: (io: CliIO, paths: CredproxyPaths, log: (line: string) => void) => Promise<HostStores>
+  /** null: no OAuth configuration (logins answer PROVIDER_NOT_CONFIGURED). */
+  createOAuth?: (stores: HostStores, io: CliIO, paths: CredproxyPaths, log: (line: string) => void) => Promise<OAuthBroker | null>
+}
+
+export function waitForSignal(signals: readonly NodeJS.Signals[] = SHUTDOWN_SIGNALS): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const handler = (signal: NodeJS.Signals): void => {
+      for (const s of signals) process.off(s, handler)
+      resolve(signal)
+    }
+    for (const s of signals) process.on(s, handler)
+  })
+}
+
+export function createServeCommand(deps: ServeDeps = {}): Command {
+  return {
+    name: 'serve',
+    summary: 'run a credential broker on a Unix socket for an external sandbox launcher',
+    help,
+    async run(args: string[], io: CliIO): Promise<number> {
+      const options = parseServeArgs(args)
+      const paths = resolvePaths(io.env)
+      const log = options.verbose ? (line: string) => writeLine(io.stderr, line) : () => undefined
+      const legacyToken = options.legacyTokenFile === undefined ? undefined : await readLegacyToken(options.legacyTokenFile, io)
+      // Listen before the first signal can arrive after "ready", and never miss it.
+      const shutdown = (deps.waitForShutdown ?? (() => waitForSignal()))()
+      const cleanups: Array<() => Promise<unknown>> = []
+      try {
+        const stores = await (deps.openStores ?? ((i, p, l) => openHostStores({ env: i.env, paths: p, log: l })))(io, paths, (line) =>
+          writeLine(io.stderr, line),
+        )
+        const oauth = await (deps.createOAuth ?? ((s, i, p, l) => createOAuthBroker({ stores: s, paths: p, env: i.env, log: l })))(
+          stores,
+          io,
+          paths,
+          log,
+        )
+        if (oauth !== null) cleanups.push(() => oauth.close())
+        const audit: AuditSink & { close(): Promise<void> } = await AuditLog.open(auditLogPath(paths), { log })
+        cleanups.push(() => audit.close())
+        const server = new CredentialProxyServer({
+          stores,
+          ...(oauth === null ? {} : { oauth }),
+          ...(options.socket === undefined ? { runtimeDir: paths.runtimeDir } : { socketPath: options.socket }),
+          grants: options.grants,
+          ...(legacyToken === undefined ? {} : { allowLegacyClients: true, legacyToken }),
+          peerCheck: createPeerCheck({ log }),
+          audit,
+          log,
+        })
+        const started = await server.start()
+        cleanups.push(() => server.stop())
+        if (options.secretFile !== undefined) {
+          const secretFile = options.secretFile
+          await writeSessionSecretFile(secretFile, started.secret)
+          cleanups.push(() => unlink(secretFile).catch(() => undefined))
+        }
+        const control = await startControlChannel(
+          { sessionId: started.sessionId, grants: server.grants, socketPath: started.socketPath, peers: () => server.peers() },
+          paths,
+          { command: ['credproxy-serve'], audit, log },
+        )
+        cleanups.push(() => control.stop())
+        writeLine(io.stdout, JSON.stringify({ socket: started.socketPath, pid: process.pid, session: started.sessionId }))
+        await shutdown
+        return EXIT.OK
+      } finally {
+        for (const cleanup of cleanups.reverse()) {
+          await cleanup().catch((error: unknown) => writeLine(io.stderr, `credproxy: cleanup failed: ${(error as Error).message}`))
+        }
+      }
+    },
+  }
+}
+
+export const command = createServeCommand()

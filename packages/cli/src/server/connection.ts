@@ -1,0 +1,539 @@
+// One accepted socket: handshake state machine, frame limits and timers,
+// backpressure, the in-flight table (cancel, exactly one answer per id) and audit.
+// Wire spec: dev-docs/protocol.md "Handshake" and "Requests and responses".
+import type { Socket } from 'node:net'
+import {
+  computeClientProof,
+  computeServerProof,
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  generateNonce,
+  HandshakeFinishRequestSchema,
+  HandshakeRequestSchema,
+  isOpName,
+  legacyTokensEqual,
+  MAX_FRAME_BYTES,
+  MAX_LEGACY_PROTOCOL_VERSION,
+  MAX_PROTOCOL_VERSION,
+  maxFrameBytesFor,
+  MIN_PROTOCOL_VERSION,
+  negotiateVersion,
+  proofsEqual,
+  ProxyError,
+  RequestEnvelopeSchema,
+  RequestIdSchema,
+  safeMessage,
+  type ErrorCode,
+} from '@credproxy/core'
+import type { OAuthBroker } from '../oauth/broker.js'
+import type { HostStores } from '../storage/types.js'
+import {
+  authorize,
+  dispatch,
+  ExposedProxyError,
+  parseRequest,
+  requestNames,
+  type DispatchContext,
+  type RequestNames,
+} from './dispatch.js'
+import type { SessionGrants } from './grants.js'
+import type { AuditEntry, PeerInfo } from './hooks.js'
+import type { ServerLimits } from './limits.js'
+import { TokenBucket, type Clock } from './rate-limit.js'
+
+/** What every connection of one session shares with the server. */
+export interface ConnectionHost {
+  sessionId: string
+  secret: Buffer
+  allowLegacyClients: boolean
+  legacyToken: string
+  limits: ServerLimits
+  grants: SessionGrants
+  stores: HostStores
+  oauth: OAuthBroker | undefined
+  audit: (entry: Omit<AuditEntry, 'session'>) => void
+  log: (line: string) => void
+  clock?: Clock
+}
+
+export const LEGACY_REFUSED_MESSAGE =
+  'This broker accepts only protocol v3 clients (mutual proof of the session secret). ' +
+  'To serve v1/v2 clients, the operator must restart it with legacy clients allowed (credproxy serve --legacy-token-file PATH).'
+const BAD_TOKEN_MESSAGE = 'The capability token is missing or wrong.'
+const BAD_PROOF_MESSAGE = 'The client proof does not match the session secret.'
+const SHUTTING_DOWN_MESSAGE = 'The broker is shutting down.'
+
+// Codes only a client raises; a handler throwing one is a bug, answered as INTERNAL_ERROR.
+const CLIENT_ONLY_CODES = new Set<ErrorCode>(['TIMEOUT', 'CONNECTION_FAILED', 'PROTOCOL_ERROR', 'SERVER_UNVERIFIED'])
+
+type State = 'AWAIT_HANDSHAKE' | 'AWAIT_FINISH' | 'READY' | 'DRAINING' | 'CLOSING' | 'CLOSED'
+
+interface InFlight {
+  op: string
+  names: RequestNames
+  startedAt: number
+  answered: boolean
+}
+
+type Answer = { ok: true; data: Record<string, unknown> } | { ok: false; code: ErrorCode; error: string; retryAfter?: number }
+
+export interface ConnectionSummary {
+  pid?: number
+  uid?: number
+  connectedAt: number
+  version?: number
+  /** Answer bytes written but not yet taken by the peer. */
+  bufferedBytes: number
+  /** true while reading is paused because the peer does not take its answers. */
+  readingPaused: boolean
+  inFlight: number
+}
+
+export class ProxyConnection {
+  readonly connectedAt = Date.now()
+  readonly closed: Promise<void>
+  #state: State = 'AWAIT_HANDSHAKE'
+  #version: number | undefined
+  #clientNonce = ''
+  #serverNonce = ''
+  readonly #decoder = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES })
+  #queue: Record<string, unknown>[] = []
+  #queueHead = 0
+  readonly #inFlight = new Map<string, InFlight>()
+  readonly #rate: TokenBucket
+  #readingPaused = false
+  #handshakeTimer: NodeJS.Timeout | undefined
+  #partialTimer: NodeJS.Timeout | undefined
+  #closeTimer: NodeJS.Timeout | undefined
+  #idleWaiters: Array<() => void> = []
+
+  constructor(
+    readonly socket: Socket,
+    readonly peer: PeerInfo | null,
+    private readonly host: ConnectionHost,
+  ) {
+    const { limits } = host
+    this.#rate = new TokenBucket(limits.rateLimitPerSecond, limits.rateLimitBurst, host.clock)
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()))
+    socket.on('error', () => undefined) // 'close' follows; the error itself says nothing to act on.
+    socket.once('close', () => this.#onClose())
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk))
+    this.#handshakeTimer = setTimeout(() => this.#onHandshakeTimeout(), limits.handshakeTimeoutMs)
+  }
+
+  get version(): number | undefined {
+    return this.#version
+  }
+
+  summary(): ConnectionSummary {
+    const s: ConnectionSummary = {
+      connectedAt: this.connectedAt,
+      bufferedBytes: this.socket.writableLength,
+      readingPaused: this.#readingPaused,
+      inFlight: this.#inFlight.size,
+    }
+    if (this.peer !== null) {
+      s.pid = this.peer.pid
+      s.uid = this.peer.uid
+    }
+    if (this.#version !== undefined) s.version = this.#version
+    return s
+  }
+
+  // ---- shutdown (driven by CredentialProxyServer.stop) ---------------------------
+
+  /** Stop taking requests: new ones are answered CANCELLED; unsettled handshakes are closed. */
+  beginDrain(): void {
+    if (this.#state === 'READY') this.#state = 'DRAINING'
+    else if (this.#state === 'AWAIT_HANDSHAKE' || this.#state === 'AWAIT_FINISH') this.destroy()
+  }
+
+  /** Resolves once nothing is in flight (or the socket is gone). */
+  whenIdle(): Promise<void> {
+    if (this.#inFlight.size === 0 || this.#state === 'CLOSED') return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  /** Answer every request still in flight with CANCELLED, then half-close. */
+  finishDrain(): void {
+    for (const [id, entry] of this.#inFlight) this.#answer(id, entry, this.#error('CANCELLED', SHUTTING_DOWN_MESSAGE))
+    if (!this.socket.destroyed) this.socket.end()
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  // ---- bytes in -------------------------------------------------------------------
+
+  #onData(chunk: Buffer): void {
+    if (this.#state === 'CLOSING' || this.#state === 'CLOSED') return
+    let frames: Record<string, unknown>[]
+    try {
+      frames = this.#decoder.push(chunk)
+    } catch (error) {
+      this.#onFrameError(error)
+      return
+    }
+    for (const frame of frames) this.#queue.push(frame)
+    this.#pump()
+    this.#updatePartialTimer()
+  }
+
+  #onFrameError(error: unknown): void {
+    const reason = error instanceof FrameError ? error.reason.toLowerCase().replaceAll('_', '-') : 'frame-error'
+    this.host.log(`closing a connection of session ${this.host.sessionId}: ${reason}`)
+    if (this.#settled()) this.#audit({ event: 'request', outcome: 'INVALID_REQUEST', reason })
+    else this.#audit({ event: 'handshake_failed', outcome: 'INVALID_REQUEST', reason })
+    // No id can be recovered from a broken frame, and the stream is out of step: close.
+    this.destroy()
+  }
+
+  /** Handle queued frames until the peer stops taking answers; then stop reading until it drains. */
+  #pump(): void {
+    while (this.#queueHead < this.#queue.length) {
+      if (this.#overBuffered()) break
+      if (this.#state === 'CLOSING' || this.#state === 'CLOSED') {
+        this.#queue = []
+        this.#queueHead = 0
+        return
+      }
+      const frame = this.#queue[this.#queueHead++] as Record<string, unknown>
+      this.#onFrame(frame)
+    }
+    if (this.#queueHead >= this.#queue.length) {
+      this.#queue = []
+      this.#queueHead = 0
+    }
+    if (this.#overBuffered()) this.#pauseReading()
+  }
+
+  #overBuffered(): boolean {
+    return this.socket.writableLength > this.host.limits.maxBufferedBytesPerConnection
+  }
+
+  #pauseReading(): void {
+    if (this.#readingPaused || this.socket.destroyed) return
+    this.#readingPaused = true
+    this.socket.pause()
+    // A peer that is not reading is not mid-frame by choice: the partial-frame clock stops.
+    this.#clearPartialTimer()
+    this.socket.once('drain', () => {
+      this.#readingPaused = false
+      this.#pump()
+      if (!this.#readingPaused && !this.socket.destroyed) {
+        this.socket.resume()
+        this.#updatePartialTimer()
+      }
+    })
+  }
+
+  #updatePartialTimer(): void {
+    if (this.#readingPaused || this.#state === 'CLOSED') return
+    if (this.#decoder.hasPartialFrame) {
+      this.#partialTimer ??= setTimeout(() => this.#onPartialTimeout(), this.host.limits.partialFrameTimeoutMs)
+    } else {
+      this.#clearPartialTimer()
+    }
+  }
+
+  #clearPartialTimer(): void {
+    clearTimeout(this.#partialTimer)
+    this.#partialTimer = undefined
+  }
+
+  #onPartialTimeout(): void {
+    this.#partialTimer = undefined
+    this.host.log(`closing a connection of session ${this.host.sessionId}: partial frame not completed in time`)
+    this.#audit({
+      event: this.#settled() ? 'request' : 'handshake_failed',
+      outcome: 'INVALID_REQUEST',
+      reason: 'partial-frame-timeout',
+    })
+    this.destroy()
+  }
+
+  #onHandshakeTimeout(): void {
+    this.#handshakeTimer = undefined
+    if (this.#settled() || this.#state === 'CLOSED') return
+    this.#audit({ event: 'handshake_failed', outcome: 'UNAUTHORIZED', reason: 'handshake-timeout' })
+    this.destroy()
+  }
+
+  #onClose(): void {
+    this.#state = 'CLOSED'
+    clearTimeout(this.#handshakeTimer)
+    clearTimeout(this.#closeTimer)
+    this.#clearPartialTimer()
+    this.#queue = []
+    this.#queueHead = 0
+    this.#notifyIdle(true)
+  }
+
+  #settled(): boolean {
+    return this.#state === 'READY' || this.#state === 'DRAINING'
+  }
+
+  #onFrame(frame: Record<string, unknown>): void {
+    switch (this.#state) {
+      case 'AWAIT_HANDSHAKE':
+        this.#onHandshake(frame)
+        return
+      case 'AWAIT_FINISH':
+        this.#onHandshakeFinish(frame)
+        return
+      case 'READY':
+      case 'DRAINING':
+        this.#onRequest(frame)
+        return
+      default:
+        return
+    }
+  }
+
+  // ---- handshake ------------------------------------------------------------------
+
+  #onHandshake(frame: Record<string, unknown>): void {
+    if (frame['op'] !== 'handshake') {
+      this.#failHandshake('handshake', 1, 'INVALID_REQUEST', 'The first frame must be a handshake.', 'not-a-handshake')
+      return
+    }
+    const parsed = HandshakeRequestSchema.safeParse(frame)
+    if (!parsed.success) {
+      this.#failHandshake('handshake', 1, 'INVALID_REQUEST', safeMessage('INVALID_REQUEST'), 'malformed-handshake')
+      return
+    }
+    const { minVersion, maxVersion, capabilityToken, clientNonce } = parsed.data.payload
+    const client = { minVersion, maxVersion }
+    const replyV = Math.min(Math.max(maxVersion, MIN_PROTOCOL_VERSION), MAX_PROTOCOL_VERSION)
+    // Version first, then authentication (PROTOCOL.md "Handshake").
+    const best = negotiateVersion({ minVersion: MIN_PROTOCOL_VERSION, maxVersion: MAX_PROTOCOL_VERSION }, client)
+    if (best === null) {
+      const message = `This broker speaks protocol v${MIN_PROTOCOL_VERSION} to v${MAX_PROTOCOL_VERSION}.`
+      this.#failHandshake('handshake', replyV, 'UNKNOWN_VERSION', message, 'no-common-version')
+      return
+    }
+    if (best >= 3 && clientNonce !== undefined) {
+      this.#clientNonce = clientNonce
+      this.#serverNonce = generateNonce()
+      const serverProof = computeServerProof(this.host.secret, clientNonce, this.#serverNonce)
+      this.#state = 'AWAIT_FINISH'
+      this.#send({ v: 3, op: 'handshake', ok: true, data: { version: 3, serverNonce: this.#serverNonce, serverProof } })
+      return
+    }
+    const legacy = negotiateVersion({ minVersion: MIN_PROTOCOL_VERSION, maxVersion: MAX_LEGACY_PROTOCOL_VERSION }, client)
+    if (legacy === null) {
+      this.#failHandshake('handshake', replyV, 'INVALID_REQUEST', 'A v3 handshake needs a clientNonce.', 'missing-nonce')
+      return
+    }
+    if (!this.host.allowLegacyClients) {
+      this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', LEGACY_REFUSED_MESSAGE, 'legacy-not-allowed')
+      return
+    }
+    if (!legacyTokensEqual(this.host.legacyToken, capabilityToken)) {
+      const reason = capabilityToken === undefined ? 'missing-token' : 'bad-token'
+      this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', BAD_TOKEN_MESSAGE, reason)
+      return
+    }
+    this.#settle(legacy)
+    this.#send({ v: legacy, op: 'handshake', ok: true, data: { version: legacy } })
+  }
+
+  #onHandshakeFinish(frame: Record<string, unknown>): void {
+    const parsed = HandshakeFinishRequestSchema.safeParse(frame)
+    if (!parsed.success) {
+      this.#failHandshake('handshake_finish', 3, 'INVALID_REQUEST', safeMessage('INVALID_REQUEST'), 'malformed-finish')
+      return
+    }
+    const expected = computeClientProof(this.host.secret, this.#serverNonce, this.#clientNonce)
+    if (!proofsEqual(expected, parsed.data.payload.clientProof)) {
+      this.#failHandshake('handshake_finish', 3, 'UNAUTHORIZED', BAD_PROOF_MESSAGE, 'bad-proof')
+      return
+    }
+    this.#settle(3)
+    this.#send({ v: 3, op: 'handshake_finish', ok: true, data: { session: this.host.sessionId } })
+  }
+
+  #settle(version: number): void {
+    clearTimeout(this.#handshakeTimer)
+    this.#handshakeTimer = undefined
+    this.#version = version
+    this.#state = 'READY'
+    this.#decoder.setMaxFrameBytes(maxFrameBytesFor(version))
+    this.#audit({ event: 'handshake_ok', outcome: 'ok' })
+  }
+
+  /** Answer, half-close, and destroy within failedHandshakeCloseMs. */
+  #failHandshake(op: string, v: number, code: ErrorCode, message: string, reason: string): void {
+    this.#audit({ event: 'handshake_failed', outcome: code, reason })
+    this.#state = 'CLOSING'
+    clearTimeout(this.#handshakeTimer)
+    this.#handshakeTimer = undefined
+    this.#clearPartialTimer()
+    this.#send({ v, op, ok: false, code, error: message })
+    this.socket.end()
+    this.#closeTimer = setTimeout(() => this.destroy(), this.host.limits.failedHandshakeCloseMs)
+  }
+
+  // ---- requests -------------------------------------------------------------------
+
+  #onRequest(frame: Record<string, unknown>): void {
+    const startedAt = performance.now()
+    const envelope = RequestEnvelopeSchema.safeParse(frame)
+    if (!envelope.success) {
+      const id = RequestIdSchema.safeParse(frame['id'])
+      if (!id.success) {
+        // Without an id no answer can be matched; a peer this confused is closed.
+        this.#audit({ event: 'request', outcome: 'INVALID_REQUEST', reason: 'no-request-id' })
+        this.destroy()
+        return
+      }
+      this.#reject(id.data, undefined, {}, startedAt, 'INVALID_REQUEST', 'The request envelope is malformed.')
+      return
+    }
+    const { id, op, payload } = envelope.data
+    if (this.#inFlight.has(id)) {
+      this.#reject(id, undefined, {}, startedAt, 'INVALID_REQUEST', 'A request with this id is already in flight.')
+      return
+    }
+    // Only known op names reach the audit log; anything else is peer-supplied text.
+    const auditOp = isOpName(op) ? op : undefined
+    if (this.#state === 'DRAINING') {
+      this.#reject(id, auditOp, {}, startedAt, 'CANCELLED', SHUTTING_DOWN_MESSAGE)
+      return
+    }
+    const take = this.#rate.take()
+    if (!take.ok) {
+      this.#reject(id, auditOp, {}, startedAt, 'RATE_LIMITED', safeMessage('RATE_LIMITED'), take.retryAfterSeconds)
+      return
+    }
+    const parsed = parseRequest(op, payload, this.#version ?? 1)
+    if (!parsed.ok) {
+      this.#reject(id, auditOp, {}, startedAt, 'INVALID_REQUEST', parsed.message)
+      return
+    }
+    const request = parsed.request
+    const names = requestNames(request)
+    if (request.op === 'cancel') {
+      this.#cancel(id, request.payload.targetId, startedAt)
+      return
+    }
+    if (this.#inFlight.size >= this.host.limits.maxInFlightPerConnection) {
+      const message = `At most ${this.host.limits.maxInFlightPerConnection} requests may be in flight per connection.`
+      this.#reject(id, op, names, startedAt, 'RESOURCE_EXHAUSTED', message)
+      return
+    }
+    const refusal = authorize(request, this.host.grants)
+    if (refusal !== null) {
+      this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
+      return
+    }
+    const entry: InFlight = { op, names, startedAt, answered: false }
+    this.#inFlight.set(id, entry)
+    dispatch(this.#context(), request).then(
+      (data) => this.#answer(id, entry, { ok: true, data }),
+      (error: unknown) => this.#answer(id, entry, this.#errorAnswer(op, error)),
+    )
+  }
+
+  #cancel(id: string, targetId: string, startedAt: number): void {
+    const target = this.#inFlight.get(targetId)
+    if (target !== undefined) this.#answer(targetId, target, this.#error('CANCELLED', safeMessage('CANCELLED')))
+    this.#send({ id, ok: true, data: { cancelled: target !== undefined } })
+    this.#auditRequest('cancel', {}, 'ok', startedAt)
+  }
+
+  #context(): DispatchContext {
+    const { stores, oauth, grants, sessionId, limits, log } = this.host
+    return { stores, oauth, grants, sessionId, limits, log, version: this.#version ?? 1 }
+  }
+
+  #errorAnswer(op: string, error: unknown): Answer {
+    if (error instanceof ExposedProxyError) return this.#error(error.code, error.message, error.retryAfter)
+    if (error instanceof ProxyError && !CLIENT_ONLY_CODES.has(error.code)) {
+      if (error.code === 'INTERNAL_ERROR') this.host.log(`${op} failed: ${describe(error)}`)
+      return this.#error(error.code, safeMessage(error.code), error.retryAfter)
+    }
+    // The raw error stays in the host log; the peer gets the fixed message.
+    this.host.log(`${op} failed: ${describe(error)}`)
+    return this.#error('INTERNAL_ERROR', safeMessage('INTERNAL_ERROR'))
+  }
+
+  #error(code: ErrorCode, error: string, retryAfter?: number): Answer {
+    return retryAfter === undefined ? { ok: false, code, error } : { ok: false, code, error, retryAfter }
+  }
+
+  /** Answer a request that never entered the in-flight table. */
+  #reject(
+    id: string,
+    op: string | undefined,
+    names: RequestNames,
+    startedAt: number,
+    code: ErrorCode,
+    message: string,
+    retryAfter?: number,
+  ): void {
+    this.#send({ id, ...this.#error(code, message, retryAfter) })
+    this.#auditRequest(op, names, code, startedAt)
+  }
+
+  /** The one answer of an in-flight request; later ones (after cancel) are dropped. */
+  #answer(id: string, entry: InFlight, answer: Answer): void {
+    if (entry.answered) return
+    entry.answered = true
+    if (this.#inFlight.get(id) === entry) this.#inFlight.delete(id)
+    this.#send({ id, ...answer })
+    this.#auditRequest(entry.op, entry.names, answer.ok ? 'ok' : answer.code, entry.startedAt)
+    if (this.#inFlight.size === 0) this.#notifyIdle(false)
+    // An answer may have been what pushed the peer over its buffer; a drain resumes reading.
+    if (!this.#readingPaused && this.#overBuffered()) this.#pauseReading()
+  }
+
+  #notifyIdle(force: boolean): void {
+    if (!force && this.#inFlight.size > 0) return
+    const waiters = this.#idleWaiters
+    this.#idleWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+
+  // ---- bytes out ------------------------------------------------------------------
+
+  #send(message: Record<string, unknown>): void {
+    if (this.socket.destroyed || !this.socket.writable) return
+    const limit = this.#version === undefined ? MAX_FRAME_BYTES : maxFrameBytesFor(this.#version)
+    let frame: Buffer
+    try {
+      frame = encodeFrame(message, limit)
+    } catch (error) {
+      if (!(error instanceof FrameError) || typeof message['id'] !== 'string') throw error
+      const code: ErrorCode = 'RESPONSE_TOO_LARGE'
+      frame = encodeFrame({ id: message['id'], ok: false, code, error: safeMessage(code) }, limit)
+    }
+    this.socket.write(frame)
+  }
+
+  #auditRequest(op: string | undefined, names: RequestNames, outcome: 'ok' | ErrorCode, startedAt: number): void {
+    const entry: Omit<AuditEntry, 'session'> = { event: 'request', outcome, durationMs: performance.now() - startedAt, ...names }
+    if (op !== undefined) entry.op = op
+    this.#audit(entry)
+  }
+
+  #audit(entry: Omit<AuditEntry, 'session' | 'peer'>): void {
+    const full: Omit<AuditEntry, 'session'> = { ...entry, peer: this.peer }
+    if (this.#version !== undefined) full.protocolVersion = this.#version
+    try {
+      this.host.audit(full)
+    } catch (error) {
+      this.host.log(`audit sink failed: ${describe(error)}`)
+    }
+  }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = error.cause instanceof Error ? ` (cause: ${error.cause.message})` : ''
+    return `${error.name}: ${error.message}${cause}`
+  }
+  return String(error)
+}

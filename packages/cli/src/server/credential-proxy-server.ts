@@ -1,0 +1,226 @@
+// CredentialProxyServer: ONE server = ONE sandbox session = ONE socket. Owns the
+// listening socket and its directory, the session secret and grants, and the set
+// of live connections; each connection runs in connection.ts.
+import { createServer, type Server, type Socket } from 'node:net'
+import { encodeFrame, generateSessionSecret, safeMessage, SESSION_SECRET_BYTES } from '@credproxy/core'
+import type { OAuthBroker } from '../oauth/broker.js'
+import { resolvePaths } from '../paths.js'
+import type { HostStores } from '../storage/types.js'
+import { ProxyConnection, type ConnectionSummary } from './connection.js'
+import { SessionGrants, type GrantSet } from './grants.js'
+import type { AuditEntry, AuditSink, PeerCheck, PeerInfo } from './hooks.js'
+import { resolveLimits, type ServerLimits } from './limits.js'
+import type { Clock } from './rate-limit.js'
+import {
+  bindAtPath,
+  bindInSessionDir,
+  generateSessionId,
+  SESSION_ID_PATTERN,
+  unbind,
+  type BoundSocket,
+} from './socket-path.js'
+
+export interface CredentialProxyServerOptions {
+  stores: HostStores
+  /** Without it: oauth_* answer PROVIDER_NOT_CONFIGURED and get_token reads the store as is. */
+  oauth?: OAuthBroker
+  /** Explicit socket path; default <runtimeDir>/<sessionId>/broker.sock. */
+  socketPath?: string
+  runtimeDir?: string
+  sessionId?: string
+  /** 32 bytes; generated when absent. */
+  secret?: Buffer
+  /** Default: nothing granted. */
+  grants?: GrantSet
+  /** Serve protocol v1/v2 clients that present a bearer token. */
+  allowLegacyClients?: boolean
+  /** The bearer token legacy clients must present; default the session secret in hex. */
+  legacyToken?: string
+  peerCheck?: PeerCheck
+  audit?: AuditSink
+  limits?: Partial<ServerLimits>
+  /** Host log lines (never sent to a peer, never a secret). */
+  log?: (line: string) => void
+  /** Clock for the rate limiter (tests). */
+  clock?: Clock
+}
+
+export interface StartedServer {
+  socketPath: string
+  sessionId: string
+  secret: Buffer
+}
+
+export type PeerSummary = ConnectionSummary
+
+const REFUSED_CLOSE_MS = 1_000
+
+export class CredentialProxyServer {
+  readonly #options: CredentialProxyServerOptions
+  readonly #sessionId: string
+  readonly #secret: Buffer
+  readonly #grants: SessionGrants
+  readonly #limits: ServerLimits
+  readonly #connections = new Set<ProxyConnection>()
+  readonly #refused = new Set<Socket>()
+  #server: Server | undefined
+  #bound: BoundSocket | undefined
+  #stopping: Promise<void> | undefined
+
+  constructor(options: CredentialProxyServerOptions) {
+    this.#options = options
+    this.#sessionId = options.sessionId ?? generateSessionId()
+    if (!SESSION_ID_PATTERN.test(this.#sessionId)) {
+      throw new RangeError('sessionId must be 8-64 characters of A-Z a-z 0-9 _ -')
+    }
+    this.#secret = options.secret ?? generateSessionSecret()
+    if (this.#secret.length !== SESSION_SECRET_BYTES) throw new RangeError(`secret must be ${SESSION_SECRET_BYTES} bytes`)
+    if (options.legacyToken !== undefined && options.legacyToken.length === 0) {
+      throw new RangeError('legacyToken must not be empty')
+    }
+    this.#grants = new SessionGrants(this.#sessionId, options.grants ?? { providers: [], keys: [], capabilities: [] })
+    this.#limits = resolveLimits(options.limits)
+  }
+
+  get sessionId(): string {
+    return this.#sessionId
+  }
+
+  /** Mutable at runtime; a change applies to the next request of every connection. */
+  get grants(): SessionGrants {
+    return this.#grants
+  }
+
+  get limits(): Readonly<ServerLimits> {
+    return this.#limits
+  }
+
+  get socketPath(): string | undefined {
+    return this.#bound?.socketPath
+  }
+
+  async start(): Promise<StartedServer> {
+    if (this.#server !== undefined) throw new Error('server already started')
+    const server = createServer({ pauseOnConnect: true }, (socket) => this.#onConnection(socket))
+    this.#server = server
+    try {
+      this.#bound =
+        this.#options.socketPath !== undefined
+          ? await bindAtPath(server, this.#options.socketPath)
+          : await bindInSessionDir(server, this.#options.runtimeDir ?? resolvePaths().runtimeDir, this.#sessionId)
+    } catch (error) {
+      this.#server = undefined
+      server.close()
+      throw error
+    }
+    this.#log(`session ${this.#sessionId} listening on ${this.#bound.socketPath}`)
+    return { socketPath: this.#bound.socketPath, sessionId: this.#sessionId, secret: this.#secret }
+  }
+
+  /** Idempotent. Resolves once the socket and the session directory are gone. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop()
+    return this.#stopping
+  }
+
+  peers(): PeerSummary[] {
+    return [...this.#connections].map((c) => c.summary())
+  }
+
+  async #stop(): Promise<void> {
+    const server = this.#server
+    if (server === undefined) return
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    const deadline = Date.now() + this.#limits.drainTimeoutMs
+    const connections = [...this.#connections]
+    for (const c of connections) c.beginDrain()
+    for (const s of this.#refused) s.destroy()
+    await withDeadline(Promise.all(connections.map((c) => c.whenIdle())), deadline)
+    for (const c of connections) c.finishDrain()
+    await withDeadline(Promise.all(connections.map((c) => c.closed)), deadline)
+    for (const c of connections) c.destroy()
+    await closed
+    if (this.#bound !== undefined) await unbind(this.#bound)
+    this.#log(`session ${this.#sessionId} stopped`)
+  }
+
+  #onConnection(socket: Socket): void {
+    socket.on('error', () => undefined)
+    if (this.#stopping !== undefined) {
+      socket.destroy()
+      return
+    }
+    let peer: PeerInfo | null = null
+    const check = this.#options.peerCheck
+    if (check !== undefined) {
+      let decision: ReturnType<PeerCheck>
+      try {
+        decision = check(socket)
+      } catch (error) {
+        this.#log(`peer check failed: ${String(error)}`)
+        decision = { ok: false, peer: null, reason: 'peer-check-error' }
+      }
+      if (!decision.ok) {
+        this.#audit({ event: 'connection_refused', peer: decision.peer, outcome: 'FORBIDDEN', reason: decision.reason })
+        this.#refuse(socket, 'FORBIDDEN', safeMessage('FORBIDDEN'))
+        return
+      }
+      peer = decision.peer
+    }
+    if (this.#connections.size >= this.#limits.maxConnectionsPerSession) {
+      this.#audit({ event: 'connection_refused', peer, outcome: 'RESOURCE_EXHAUSTED', reason: 'too-many-connections' })
+      const message = `This session already has ${this.#limits.maxConnectionsPerSession} connections open.`
+      this.#refuse(socket, 'RESOURCE_EXHAUSTED', message)
+      return
+    }
+    const connection = new ProxyConnection(socket, peer, {
+      sessionId: this.#sessionId,
+      secret: this.#secret,
+      allowLegacyClients: this.#options.allowLegacyClients ?? false,
+      legacyToken: this.#options.legacyToken ?? this.#secret.toString('hex'),
+      limits: this.#limits,
+      grants: this.#grants,
+      stores: this.#options.stores,
+      oauth: this.#options.oauth,
+      audit: (entry) => this.#audit(entry),
+      log: (line) => this.#log(line),
+      ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
+    })
+    this.#connections.add(connection)
+    socket.once('close', () => this.#connections.delete(connection))
+    socket.resume()
+  }
+
+  /** Tell the peer why (a handshake-shaped answer, as that is what it waits for), without reading a byte. */
+  #refuse(socket: Socket, code: 'FORBIDDEN' | 'RESOURCE_EXHAUSTED', message: string): void {
+    this.#refused.add(socket)
+    socket.once('close', () => this.#refused.delete(socket))
+    socket.end(encodeFrame({ op: 'handshake', ok: false, code, error: message }))
+    setTimeout(() => socket.destroy(), REFUSED_CLOSE_MS).unref()
+  }
+
+  #audit(entry: Omit<AuditEntry, 'session'>): void {
+    const sink = this.#options.audit
+    if (sink === undefined) return
+    try {
+      sink.write({ ...entry, session: this.#sessionId })
+    } catch (error) {
+      this.#log(`audit sink failed: ${String(error)}`)
+    }
+  }
+
+  #log(line: string): void {
+    this.#options.log?.(line)
+  }
+}
+
+function withDeadline(promise: Promise<unknown>, deadlineMs: number): Promise<void> {
+  const remaining = Math.max(0, deadlineMs - Date.now())
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, remaining)
+    void promise.then(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}

@@ -1,0 +1,206 @@
+// One handler per operation. The connection has already checked the envelope,
+// the rate limit and the in-flight cap; here: payload schema, op version, grants
+// (before any storage is touched), then the host stores or the OAuth broker.
+// Every token that leaves goes through sanitizeTokenForProxy.
+import {
+  DEFAULT_BUCKET,
+  isOpName,
+  mergeRefreshedToken,
+  OP_MIN_VERSION,
+  OP_PAYLOAD_SCHEMAS,
+  ProxyError,
+  sanitizeTokenForProxy,
+  secondsUntilExpiry,
+  type OAuthToken,
+  type OpName,
+  type OpPayload,
+} from '@credproxy/core'
+import type { OAuthBroker } from '../oauth/broker.js'
+import type { HostStores } from '../storage/types.js'
+import { OP_CAPABILITY, type SessionGrants } from './grants.js'
+import type { ServerLimits } from './limits.js'
+
+/** A ProxyError whose message was written here to be read by the client (no raw library text). */
+export class ExposedProxyError extends ProxyError {
+  override name = 'ExposedProxyError'
+}
+
+export type ParsedRequest = { [O in OpName]: { op: O; payload: OpPayload<O> } }[OpName]
+
+export type ParseResult = { ok: true; request: ParsedRequest } | { ok: false; message: string }
+
+/** Names of what a request touches, for the audit log (only from a validated payload). */
+export interface RequestNames {
+  provider?: string
+  bucket?: string
+  key?: string
+}
+
+export interface DispatchContext {
+  stores: HostStores
+  oauth: OAuthBroker | undefined
+  grants: SessionGrants
+  sessionId: string
+  version: number
+  limits: ServerLimits
+  /** Host log (never the peer). */
+  log: (line: string) => void
+}
+
+export function parseRequest(op: string, payload: unknown, version: number): ParseResult {
+  if (!isOpName(op)) return { ok: false, message: 'unknown operation' }
+  if (OP_MIN_VERSION[op] > version) return { ok: false, message: `operation ${op} needs protocol v${OP_MIN_VERSION[op]}` }
+  const result = OP_PAYLOAD_SCHEMAS[op].safeParse(payload ?? {})
+  if (!result.success) {
+    const fields = [...new Set(result.error.issues.map((i) => i.path.map(String).join('.') || '(payload)'))].slice(0, 4)
+    return { ok: false, message: `invalid payload for ${op}: check ${fields.join(', ')}` }
+  }
+  return { ok: true, request: { op, payload: result.data } as ParsedRequest }
+}
+
+export function requestNames(request: ParsedRequest): RequestNames {
+  const p = request.payload as Record<string, unknown>
+  const names: RequestNames = {}
+  if (typeof p['provider'] === 'string') {
+    names.provider = p['provider']
+    if (request.op !== 'list_buckets') names.bucket = typeof p['bucket'] === 'string' ? p['bucket'] : DEFAULT_BUCKET
+  }
+  if (typeof p['name'] === 'string') names.key = p['name']
+  return names
+}
+
+/** NOT_GRANTED decided from the grants alone; null when allowed. */
+export function authorize(request: ParsedRequest, grants: SessionGrants): ExposedProxyError | null {
+  const capability = OP_CAPABILITY[request.op]
+  if (capability === null) return null
+  const names = requestNames(request)
+  const decision =
+    names.key !== undefined
+      ? grants.checkKey(names.key)
+      : names.provider !== undefined
+        ? grants.checkProvider(names.provider, names.bucket, capability)
+        : grants.checkCapability(capability)
+  return decision.ok ? null : new ExposedProxyError('NOT_GRANTED', decision.message)
+}
+
+type Data = Record<string, unknown>
+type Handler<O extends OpName> = (ctx: DispatchContext, payload: OpPayload<O>) => Promise<Data>
+
+function notFound(what: string): ExposedProxyError {
+  return new ExposedProxyError('NOT_FOUND', `${what} does not exist on the host`)
+}
+
+function tokenData(token: OAuthToken): Data {
+  return sanitizeTokenForProxy(token)
+}
+
+function requireOAuth(ctx: DispatchContext): OAuthBroker {
+  if (ctx.oauth === undefined) {
+    throw new ExposedProxyError('PROVIDER_NOT_CONFIGURED', 'OAuth logins are not configured on this broker')
+  }
+  return ctx.oauth
+}
+
+const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
+  async get_token(ctx, { provider, bucket = DEFAULT_BUCKET }) {
+    const token =
+      ctx.oauth !== undefined
+        ? await ctx.oauth.getFreshToken(provider, bucket)
+        : await ctx.stores.tokens.getToken(provider, bucket)
+    if (token === null) throw notFound(`a token for ${provider}/${bucket}`)
+    // Usage counting is bookkeeping: a failure there must not cost the client its token.
+    await ctx.stores.tokens.recordUsage(provider, bucket).catch((error: unknown) => {
+      ctx.log(`recording usage of ${provider}/${bucket} failed: ${String(error)}`)
+    })
+    return tokenData(token)
+  },
+
+  async save_token(ctx, { provider, bucket = DEFAULT_BUCKET, token }) {
+    // The sandbox never sets host-only fields; the stored refresh token survives the merge.
+    const incoming = sanitizeTokenForProxy(token)
+    await ctx.stores.tokens.updateToken(provider, bucket, (current) => mergeRefreshedToken(current, incoming))
+    return {}
+  },
+
+  async remove_token(ctx, { provider, bucket = DEFAULT_BUCKET }) {
+    await ctx.stores.tokens.removeToken(provider, bucket)
+    return {}
+  },
+
+  async list_providers(ctx) {
+    return { providers: ctx.grants.filterProviders(await ctx.stores.tokens.listProviders()) }
+  },
+
+  async list_buckets(ctx, { provider }) {
+    return { buckets: ctx.grants.filterBuckets(provider, await ctx.stores.tokens.listBuckets(provider)) }
+  },
+
+  async get_bucket_stats(ctx, { provider, bucket = DEFAULT_BUCKET }) {
+    const stats = await ctx.stores.tokens.getBucketStats(provider, bucket)
+    if (stats === null) throw notFound(`usage of ${provider}/${bucket}`)
+    const data: Data = { bucket: stats.bucket, requestCount: stats.requestCount, percentage: stats.percentage }
+    if (stats.lastUsed !== undefined) data['lastUsed'] = stats.lastUsed
+    return data
+  },
+
+  async get_api_key(ctx, { name }) {
+    const key = await ctx.stores.keys.getKey(name)
+    if (key === null) throw notFound(`key ${name}`)
+    return { key }
+  },
+
+  async list_api_keys(ctx) {
+    return { keys: ctx.grants.filterKeys(await ctx.stores.keys.listKeys()) }
+  },
+
+  async has_api_key(ctx, { name }) {
+    return { exists: await ctx.stores.keys.hasKey(name) }
+  },
+
+  async refresh_token(ctx, { provider, bucket = DEFAULT_BUCKET }) {
+    if (ctx.oauth !== undefined) return tokenData(await ctx.oauth.refresh(provider, bucket))
+    // Without an OAuth broker the host cannot refresh; a still-valid token is the best answer.
+    const stored = await ctx.stores.tokens.getToken(provider, bucket)
+    if (stored === null) throw notFound(`a token for ${provider}/${bucket}`)
+    if (secondsUntilExpiry(stored) > 0) return tokenData(stored)
+    throw new ExposedProxyError('REFRESH_NOT_AVAILABLE', 'this broker cannot refresh tokens; log in again on the host')
+  },
+
+  async oauth_initiate(ctx, { provider, bucket = DEFAULT_BUCKET }) {
+    const r = await requireOAuth(ctx).initiate(provider, bucket, ctx.sessionId)
+    // Copy the documented fields only, so nothing host-only a broker kept on the result leaks.
+    const data: Data = { flow_type: r.flow_type, session_id: r.session_id, pollIntervalMs: r.pollIntervalMs }
+    for (const field of ['auth_url', 'verification_uri', 'user_code', 'verification_uri_complete'] as const) {
+      if (r[field] !== undefined) data[field] = r[field]
+    }
+    return data
+  },
+
+  async oauth_exchange(ctx, { session_id, code }) {
+    return tokenData(await requireOAuth(ctx).exchange(session_id, code, ctx.sessionId))
+  },
+
+  async oauth_poll(ctx, { session_id }) {
+    const r = await requireOAuth(ctx).poll(session_id, ctx.sessionId)
+    if (r.status === 'complete') return { status: 'complete', token: tokenData(r.token) }
+    return r.interval === undefined ? { status: 'pending' } : { status: 'pending', interval: r.interval }
+  },
+
+  async oauth_cancel(ctx, { session_id }) {
+    await requireOAuth(ctx).cancel(session_id, ctx.sessionId)
+    return {}
+  },
+
+  async session_info(ctx) {
+    return { session: ctx.sessionId, grants: ctx.grants.snapshot(), limits: { ...ctx.limits } }
+  },
+}
+
+/** Run an authorized request. cancel is the connection's business, not a handler's. */
+export function dispatch(ctx: DispatchContext, request: ParsedRequest): Promise<Data> {
+  if (request.op === 'cancel' || !Object.hasOwn(HANDLERS, request.op)) {
+    return Promise.reject(new Error(`no handler for ${request.op}`))
+  }
+  const handler = HANDLERS[request.op] as Handler<typeof request.op>
+  return handler(ctx, request.payload as never)
+}
