@@ -1,0 +1,80 @@
+// `credproxy audit`: show the audit log (all rotated files, oldest first), optionally
+// following it and filtered by session. Values are printed as the writer checked them.
+import { parseArgs } from 'node:util'
+import { UsageError, writeLine, type Command } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+import { resolvePaths } from '../paths.js'
+import { auditLogPath, readAuditEntries, type AuditLine } from '../server/audit-log.js'
+import { isSessionId } from '../server/session-registry.js'
+
+const help = `Usage: credproxy audit [--follow] [--json] [--session ID]
+
+Show the audit log: one line per credential operation, refused connection,
+failed handshake and grant change, with time, session, peer, operation, target
+and outcome. Never a secret value.
+
+Options:
+  --follow        keep printing new lines as they are written (Ctrl-C to stop)
+  --json          print the stored JSON lines unchanged
+  --session ID    only lines of this session (see \`credproxy sessions\`)
+
+Examples:
+  credproxy audit
+  credproxy audit --follow --session 3f9a0c1d2e4b5a69
+  credproxy audit --json | jq 'select(.outcome != "ok")'`
+
+function target(line: AuditLine): string {
+  if (line.provider !== undefined) return line.bucket === undefined ? line.provider : `${line.provider}:${line.bucket}`
+  if (line.key !== undefined) return `key ${line.key}`
+  if (line.reason?.startsWith('capability:') === true) return line.reason
+  return '-'
+}
+
+export function formatAuditLine(line: AuditLine): string {
+  const time = line.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+  const peer = line.peer === undefined || line.peer === null ? '-' : `pid ${line.peer.pid} uid ${line.peer.uid}`
+  const what = line.op ?? line.event
+  const outcome = line.outcome ?? (line.dropped !== undefined ? `dropped ${line.dropped}` : '-')
+  const reason = line.reason !== undefined && !line.reason.startsWith('capability:') ? ` (${line.reason})` : ''
+  return [time, line.session ?? '-', peer, line.event === 'request' ? what : `${line.event}:${what}`, target(line), `${outcome}${reason}`].join('  ')
+}
+
+export const command: Command = {
+  name: 'audit',
+  summary: 'Show the audit log of credential operations',
+  help,
+  async run(args, io) {
+    let values
+    try {
+      ;({ values } = parseArgs({
+        args,
+        strict: true,
+        allowPositionals: false,
+        options: { follow: { type: 'boolean' }, json: { type: 'boolean' }, session: { type: 'string' } },
+      }))
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy audit --help` for the options.')
+    }
+    if (values.session !== undefined && !isSessionId(values.session)) {
+      throw new UsageError('--session takes a session id', 'Run `credproxy sessions` to list session ids.')
+    }
+    // Stop following when whoever reads our output goes away (pipe closed).
+    const stop = new AbortController()
+    io.stdout.once('close', () => stop.abort())
+    io.stdout.once('error', () => stop.abort())
+    let shown = 0
+    for await (const line of readAuditEntries(auditLogPath(resolvePaths(io.env)), {
+      follow: values.follow === true,
+      signal: stop.signal,
+    })) {
+      if (values.session !== undefined && line.session !== values.session) continue
+      writeLine(io.stdout, values.json === true ? JSON.stringify(line) : formatAuditLine(line))
+      shown++
+    }
+    if (shown === 0 && values.json !== true && values.follow !== true) {
+      writeLine(io.stderr, 'credproxy: no audit entries yet')
+      writeLine(io.stderr, '  Entries appear once a session (`credproxy run` or `credproxy serve`) handles a request.')
+    }
+    return EXIT.OK
+  },
+}

@@ -1,0 +1,125 @@
+// `credproxy grant --session ID ...`: add grants to a running session from the host,
+// effective on the session's next request (no reconnect). Talks to the control socket.
+import { parseArgs } from 'node:util'
+import { isKeyName } from '@credproxy/core'
+import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+import { resolvePaths } from '../paths.js'
+import { sendControlRequest } from '../server/control-client.js'
+import { CAPABILITIES, GrantSetSchema, parseProviderGrant, type Capability, type GrantChange, type GrantSet, WILDCARD } from '../server/grants.js'
+import { findSession } from '../server/session-registry.js'
+
+const help = `Usage: credproxy grant --session ID [--provider P[:BUCKET]]... [--key NAME]... [--capability C]...
+
+Give a running session more: a provider (all its buckets, or one with P:BUCKET),
+an API key name, or a capability (read, login, save). The sandbox sees the change
+on its next request; it does not reconnect.
+
+Options:
+  --session ID         the session to change (see \`credproxy sessions\`)
+  --provider P[:B]     grant provider P, or only bucket B of it (repeatable)
+  --key NAME           grant the API key NAME (repeatable)
+  --capability C       grant read, login or save (repeatable)
+  --json               print the session's grants after the change as JSON
+
+Examples:
+  credproxy grant --session 3f9a0c1d2e4b5a69 --provider anthropic
+  credproxy grant --session 3f9a0c1d2e4b5a69 --provider gemini:work --key OPENAI_API_KEY
+  credproxy grant --session 3f9a0c1d2e4b5a69 --capability login`
+
+export interface GrantArgs {
+  session: string
+  change: GrantChange
+  json: boolean
+}
+
+/** Shared by grant and revoke: the same flags, the same checks. */
+export function parseGrantArgs(verb: 'grant' | 'revoke', args: string[]): GrantArgs {
+  let values
+  try {
+    ;({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        session: { type: 'string' },
+        provider: { type: 'string', multiple: true },
+        key: { type: 'string', multiple: true },
+        capability: { type: 'string', multiple: true },
+        json: { type: 'boolean' },
+      },
+    }))
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy ${verb} --help\` for the options.`)
+  }
+  if (values.session === undefined) {
+    throw new UsageError('--session ID is required', 'Run `credproxy sessions` to list session ids.')
+  }
+  const change: GrantChange = {}
+  if (values.provider !== undefined) {
+    change.providers = values.provider.map((text) => {
+      try {
+        return parseProviderGrant(text)
+      } catch {
+        throw new UsageError(
+          `--provider ${JSON.stringify(text.slice(0, 80))} is not PROVIDER or PROVIDER:BUCKET (letters, digits, . _ @ -)`,
+          `Run \`credproxy ${verb} --help\` for examples.`,
+        )
+      }
+    })
+  }
+  if (values.key !== undefined) {
+    for (const key of values.key) {
+      if (!isKeyName(key) && key !== WILDCARD) {
+        throw new UsageError(`--key ${JSON.stringify(key.slice(0, 80))} is not a key name (letters, digits, . _ -)`, `Run \`credproxy ${verb} --help\` for examples.`)
+      }
+    }
+    change.keys = values.key
+  }
+  if (values.capability !== undefined) {
+    for (const capability of values.capability) {
+      if (!(CAPABILITIES as readonly string[]).includes(capability)) {
+        throw new UsageError(`--capability must be one of ${CAPABILITIES.join(', ')}`, `Run \`credproxy ${verb} --help\` for examples.`)
+      }
+    }
+    change.capabilities = values.capability as Capability[]
+  }
+  if (change.providers === undefined && change.keys === undefined && change.capabilities === undefined) {
+    throw new UsageError(`nothing to ${verb}: pass --provider, --key or --capability`, `Run \`credproxy ${verb} --help\` for examples.`)
+  }
+  return { session: values.session, change, json: values.json === true }
+}
+
+export function formatGrants(grants: GrantSet): string {
+  const providers = grants.providers.map((p) =>
+    p.buckets === undefined ? `${p.provider} (all buckets)` : p.buckets.map((b) => `${p.provider}:${b}`).join(', '),
+  )
+  return [
+    `providers:    ${providers.length > 0 ? providers.join(', ') : 'none'}`,
+    `keys:         ${grants.keys.length > 0 ? grants.keys.join(', ') : 'none'}`,
+    `capabilities: ${grants.capabilities.length > 0 ? grants.capabilities.join(', ') : 'none'}`,
+  ].join('\n')
+}
+
+/** Run grant or revoke against the session's control socket and print the grants that result. */
+export async function changeGrants(verb: 'grant' | 'revoke', args: string[], io: CliIO): Promise<number> {
+  const parsed = parseGrantArgs(verb, args)
+  const session = await findSession(resolvePaths(io.env), parsed.session)
+  const data = await sendControlRequest(session.controlSocketPath, verb, parsed.change)
+  const grants = GrantSetSchema.safeParse((data as { grants?: unknown } | null)?.grants)
+  if (!grants.success) throw new CliError('the session answered without its grants', 'Run `credproxy sessions` to check it.')
+  if (parsed.json) {
+    writeLine(io.stdout, JSON.stringify({ session: session.id, grants: grants.data }, null, 2))
+  } else {
+    writeLine(io.stdout, `${verb === 'grant' ? 'Granted' : 'Revoked'}; session ${session.id} now has:`)
+    writeLine(io.stdout, formatGrants(grants.data as GrantSet).replace(/^/gm, '  '))
+  }
+  return EXIT.OK
+}
+
+export const command: Command = {
+  name: 'grant',
+  summary: 'Add a provider, key or capability to a running session',
+  help,
+  run: (args, io) => changeGrants('grant', args, io),
+}

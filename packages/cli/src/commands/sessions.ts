@@ -1,0 +1,97 @@
+// `credproxy sessions`: the running broker sessions of this user, with their grants
+// and connected peers, read from the session registry and each control socket.
+import { parseArgs } from 'node:util'
+import { UsageError, writeLine, type Command } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+import { resolvePaths } from '../paths.js'
+import { sendControlRequest } from '../server/control-client.js'
+import { GrantSetSchema, type GrantSet } from '../server/grants.js'
+import { listSessions, type SessionRecord } from '../server/session-registry.js'
+import { formatGrants } from './grant.js'
+
+/** Per-session wait for an answer when listing: a hung session must not hang the list. */
+export const SESSIONS_INFO_TIMEOUT_MS = 1_500
+
+const help = `Usage: credproxy sessions [--json]
+
+List the running credproxy sessions of this user: id, broker pid, start time,
+the sandboxed command (argv[0] only), its grants and the connected peers.
+Sessions whose process has exited are removed from the list.
+
+Options:
+  --json    one JSON array, for scripts
+
+Examples:
+  credproxy sessions
+  credproxy sessions --json | jq '.[].id'
+  credproxy grant --session ID --provider anthropic    # then change one`
+
+interface SessionView extends SessionRecord {
+  reachable: boolean
+  grants?: GrantSet
+  peers?: unknown
+}
+
+async function describe(record: SessionRecord): Promise<SessionView> {
+  try {
+    const data = (await sendControlRequest(record.controlSocketPath, 'info', undefined, {
+      timeoutMs: SESSIONS_INFO_TIMEOUT_MS,
+    })) as { grants?: unknown; peers?: unknown } | null
+    const grants = GrantSetSchema.safeParse(data?.grants)
+    return {
+      ...record,
+      reachable: true,
+      ...(grants.success ? { grants: grants.data as GrantSet } : {}),
+      peers: data?.peers ?? [],
+    }
+  } catch {
+    return { ...record, reachable: false }
+  }
+}
+
+function formatPeers(peers: unknown): string {
+  if (!Array.isArray(peers) || peers.length === 0) return 'none connected'
+  return peers
+    .map((peer: unknown) => {
+      const p = (peer ?? {}) as { pid?: unknown; uid?: unknown; peer?: { pid?: unknown; uid?: unknown } }
+      const source = p.peer ?? p
+      return typeof source.pid === 'number' ? `pid ${source.pid} uid ${String(source.uid)}` : 'unknown peer'
+    })
+    .join(', ')
+}
+
+export const command: Command = {
+  name: 'sessions',
+  summary: 'List running sessions with their grants and peers',
+  help,
+  async run(args, io) {
+    let json: boolean
+    try {
+      json = parseArgs({ args, strict: true, allowPositionals: false, options: { json: { type: 'boolean' } } }).values.json === true
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy sessions --help` for the options.')
+    }
+    const views = await Promise.all((await listSessions(resolvePaths(io.env))).map(describe))
+    if (json) {
+      writeLine(io.stdout, JSON.stringify(views, null, 2))
+      return EXIT.OK
+    }
+    if (views.length === 0) {
+      writeLine(io.stdout, 'No running sessions.')
+      writeLine(io.stdout, '  Start one with `credproxy run --grant PROVIDER -- COMMAND`.')
+      return EXIT.OK
+    }
+    for (const view of views) {
+      writeLine(io.stdout, `session ${view.id}`)
+      writeLine(io.stdout, `  pid ${view.pid}, started ${view.started}, command ${view.command ?? '-'}`)
+      writeLine(io.stdout, `  socket:       ${view.socketPath}`)
+      if (!view.reachable) {
+        writeLine(io.stdout, '  (not answering on its control socket)')
+        continue
+      }
+      if (view.grants !== undefined) writeLine(io.stdout, formatGrants(view.grants).replace(/^/gm, '  '))
+      writeLine(io.stdout, `  peers:        ${formatPeers(view.peers)}`)
+    }
+    return EXIT.OK
+  },
+}
