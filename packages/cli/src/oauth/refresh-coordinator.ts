@@ -1,0 +1,182 @@
+// One refresh per provider+bucket at a time: a shared promise in this process, the
+// store's refresh lock across processes, and a re-read after the lock (another
+// process may have refreshed already). A rotated refresh token is never sent twice:
+// sending it again would make the server revoke the whole grant.
+import { createHash } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
+import type { HostTokenStore } from '../storage/types.js'
+import { classifyOAuthError, describeFailure } from './classify-error.js'
+import { exposedError, reauthRequired } from './errors.js'
+
+/** After a successful refresh, a second one within this window returns the stored token (ms). */
+export const REFRESH_COOLDOWN_MS = 30_000
+/** A failed refresh is remembered this long; callers get the still-valid token or the same error (ms). */
+export const REFRESH_NEGATIVE_CACHE_MS = 15_000
+/** Attempts per refresh when the server answers 5xx or the network fails. */
+export const REFRESH_MAX_ATTEMPTS = 3
+export const REFRESH_BACKOFF_BASE_MS = 250
+/** Wait for another process's refresh; longer than one refresh with its retries (ms). */
+export const REFRESH_LOCK_WAIT_MS = 60_000
+/** A token with less than this left is not "still valid" for fallbacks (seconds). */
+export const MIN_USABLE_VALIDITY_SECONDS = 10
+/** get_token refreshes a token with less than this left (seconds); the scheduler acts much earlier. */
+export const REFRESH_MARGIN_SECONDS = 30
+
+export interface RefreshOptions {
+  /** Refresh even when the token is not near expiry (a client saw a 401). */
+  force?: boolean
+  /** Refresh when less than this is left (seconds); default REFRESH_MARGIN_SECONDS. */
+  marginSeconds?: number
+}
+
+export type RefreshGrant = (provider: string, refreshToken: string) => Promise<OAuthToken>
+
+export interface RefreshCoordinatorOptions {
+  tokens: HostTokenStore
+  /** The refresh_token grant towards the provider's server. */
+  grant: RefreshGrant
+  now?: () => number
+  sleep?: (ms: number) => Promise<void>
+  cooldownMs?: number
+  negativeCacheMs?: number
+  maxAttempts?: number
+  backoffBaseMs?: number
+  lockWaitMs?: number
+  log?: (line: string) => void
+}
+
+interface FailureRecord {
+  at: number
+  error: ProxyError
+  /** Which refresh token failed; a new login (new refresh token) clears the record. */
+  fingerprint: string
+}
+
+function fingerprint(refreshToken: string | undefined): string {
+  return refreshToken === undefined ? '' : createHash('sha256').update(refreshToken).digest('base64url')
+}
+
+export function isUsable(token: OAuthToken, nowMs: number): boolean {
+  return secondsUntilExpiry(token, nowMs) > MIN_USABLE_VALIDITY_SECONDS
+}
+
+export class RefreshCoordinator {
+  private readonly inFlight = new Map<string, Promise<OAuthToken>>()
+  private readonly lastSuccess = new Map<string, number>()
+  private readonly failures = new Map<string, FailureRecord>()
+  private readonly now: () => number
+  private readonly sleep: (ms: number) => Promise<void>
+  private readonly log: (line: string) => void
+
+  constructor(private readonly options: RefreshCoordinatorOptions) {
+    this.now = options.now ?? Date.now
+    this.sleep = options.sleep ?? ((ms) => sleep(ms))
+    this.log = options.log ?? (() => undefined)
+  }
+
+  /**
+   * Refresh provider/bucket unless someone just did. Concurrent callers share one refresh.
+   * Errors: NOT_FOUND, REFRESH_NOT_AVAILABLE, REAUTH_REQUIRED, REFRESH_FAILED, RATE_LIMITED.
+   */
+  refresh(provider: string, bucket: string, options: RefreshOptions = {}): Promise<OAuthToken> {
+    const key = `${provider}\u0000${bucket}`
+    const running = this.inFlight.get(key)
+    if (running !== undefined) return running
+    const started = this.run(key, provider, bucket, options).finally(() => this.inFlight.delete(key))
+    this.inFlight.set(key, started)
+    return started
+  }
+
+  /** A forced refresh (a client saw a 401) ignores the margin; cooldown and re-read still apply. */
+  needsRefresh(token: OAuthToken, options: RefreshOptions): boolean {
+    return options.force === true || secondsUntilExpiry(token, this.now()) <= (options.marginSeconds ?? REFRESH_MARGIN_SECONDS)
+  }
+
+  private async run(key: string, provider: string, bucket: string, force: RefreshOptions): Promise<OAuthToken> {
+    const before = await this.options.tokens.getToken(provider, bucket)
+    if (before === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+    if (!this.needsRefresh(before, force)) return before
+    const now = this.now()
+
+    const failure = this.failures.get(key)
+    if (failure !== undefined && now - failure.at < (this.options.negativeCacheMs ?? REFRESH_NEGATIVE_CACHE_MS)) {
+      if (failure.fingerprint === fingerprint(before.refresh_token)) {
+        if (isUsable(before, now)) return before
+        throw failure.error
+      }
+    }
+    const last = this.lastSuccess.get(key)
+    const cooldownMs = this.options.cooldownMs ?? REFRESH_COOLDOWN_MS
+    if (last !== undefined && now - last < cooldownMs) {
+      if (isUsable(before, now)) return before
+      const retryAfter = Math.max(1, Math.ceil((cooldownMs - (now - last)) / 1000))
+      throw new ProxyError('RATE_LIMITED', undefined, { retryAfter })
+    }
+
+    try {
+      const token = await this.options.tokens.withRefreshLock(provider, bucket, () => this.refreshLocked(key, provider, bucket, before, force), {
+        waitMs: this.options.lockWaitMs ?? REFRESH_LOCK_WAIT_MS,
+      })
+      this.failures.delete(key)
+      return token
+    } catch (error) {
+      const proxyError = error instanceof ProxyError ? error : new ProxyError('REFRESH_FAILED', undefined, { cause: error })
+      if (!(error instanceof ProxyError)) this.log(`oauth ${provider}/${bucket}: refresh failed: ${(error as Error).message}`)
+      if (proxyError.code === 'REAUTH_REQUIRED' || proxyError.code === 'REFRESH_FAILED') {
+        this.failures.set(key, { at: this.now(), error: proxyError, fingerprint: fingerprint(before.refresh_token) })
+      }
+      throw proxyError
+    }
+  }
+
+  private async refreshLocked(
+    key: string,
+    provider: string,
+    bucket: string,
+    before: OAuthToken,
+    force: RefreshOptions,
+  ): Promise<OAuthToken> {
+    // Re-read under the lock: another process may have refreshed (and rotated) already.
+    const current = await this.options.tokens.getToken(provider, bucket)
+    if (current === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+    const changed = current.access_token !== before.access_token
+    if ((changed && isUsable(current, this.now())) || !this.needsRefresh(current, force)) {
+      this.lastSuccess.set(key, this.now())
+      return current
+    }
+    const refreshToken = current.refresh_token
+    if (refreshToken === undefined) {
+      if (isUsable(current, this.now())) return current
+      throw exposedError(
+        'REFRESH_NOT_AVAILABLE',
+        `no refresh token is stored for ${provider}/${bucket}; run \`credproxy auth login ${provider}\` on the host`,
+      )
+    }
+    const fresh = await this.grantWithRetry(provider, bucket, refreshToken)
+    // Atomic read-modify-write: a response without refresh_token keeps the stored one.
+    const saved = await this.options.tokens.updateToken(provider, bucket, (stored) => mergeRefreshedToken(stored, fresh))
+    this.lastSuccess.set(key, this.now())
+    return saved ?? mergeRefreshedToken(current, fresh)
+  }
+
+  private async grantWithRetry(provider: string, bucket: string, refreshToken: string): Promise<OAuthToken> {
+    const maxAttempts = this.options.maxAttempts ?? REFRESH_MAX_ATTEMPTS
+    const base = this.options.backoffBaseMs ?? REFRESH_BACKOFF_BASE_MS
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.options.grant(provider, refreshToken)
+      } catch (error) {
+        if (error instanceof ProxyError) throw error
+        const failure = classifyOAuthError(error)
+        this.log(`oauth ${provider}/${bucket}: refresh attempt ${attempt} failed: ${describeFailure(failure)}`)
+        if (failure.kind === 'invalid_grant') throw reauthRequired(provider, bucket, error)
+        if (failure.kind !== 'transient' || attempt >= maxAttempts) {
+          throw new ProxyError('REFRESH_FAILED', undefined, { cause: error })
+        }
+        // Exponential backoff with full jitter, so several hosts do not retry in step.
+        await this.sleep(Math.round(base * 2 ** (attempt - 1) * (0.5 + Math.random() / 2)))
+      }
+    }
+  }
+}

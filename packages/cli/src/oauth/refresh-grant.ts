@@ -1,0 +1,15 @@
+// The refresh_token grant. Callers (RefreshCoordinator) serialize it: a rotated
+// refresh token must never be sent twice, or the server revokes the grant.
+import * as client from 'openid-client'
+import type { OAuthToken } from '@credproxy/core'
+import { tokenFromResponse } from './oauth-client.js'
+
+/** The new token as the server sent it; a missing refresh_token means "keep the old one". */
+export async function refreshTokenGrant(
+  configuration: client.Configuration,
+  refreshToken: string,
+  nowMs: number,
+): Promise<OAuthToken> {
+  const response = await client.refreshTokenGrant(configuration, refreshToken)
+  return tokenFromResponse(response, nowMs)
+}

@@ -1,0 +1,187 @@
+// Login sessions: each login runs as a host background task; the client polls a
+// snapshot of it and never blocks. Ids are 128-bit random, single-use, bound to
+// the broker session (owner) that started them, and expire.
+import { randomBytes } from 'node:crypto'
+import { ProxyError, type OAuthToken } from '@credproxy/core'
+import type { OAuthInitiateResult, OAuthPollResult } from './broker.js'
+import type { LoginFlow } from './login-flow.js'
+
+/** A login the user has not finished within this time is dropped (ms). */
+export const OAUTH_SESSION_TTL_MS = 10 * 60_000
+/** Finished sessions stay this long so a late poll gets a precise answer (ms). */
+export const FINISHED_SESSION_RETENTION_MS = 60_000
+/** Live plus recently finished sessions, across all owners. */
+export const MAX_OAUTH_SESSIONS = 32
+export const OAUTH_SESSION_SWEEP_INTERVAL_MS = 30_000
+/** 128 bits. */
+export const SESSION_ID_BYTES = 16
+
+type SessionState =
+  | { kind: 'pending' }
+  | { kind: 'complete'; token: OAuthToken }
+  | { kind: 'failed'; error: ProxyError }
+  /** The token was handed out, or the session was cancelled: single-use. */
+  | { kind: 'used' }
+
+interface Session {
+  id: string
+  owner: string
+  provider: string
+  bucket: string
+  expiresAt: number
+  flow: LoginFlow
+  state: SessionState
+  /** Settles when the flow's token is stored (or the flow failed). */
+  done: Promise<void>
+}
+
+export interface OAuthSessionManagerOptions {
+  /** Start the provider's flow (the first HTTP round trip happens here). */
+  startFlow: (provider: string, bucket: string, options: StartOptions) => Promise<LoginFlow>
+  /** Store the token on the host; returns what was stored. */
+  storeToken: (provider: string, bucket: string, token: OAuthToken) => Promise<OAuthToken>
+  now?: () => number
+  ttlMs?: number
+  maxSessions?: number
+  log?: (line: string) => void
+  /** false: no sweep timer (tests call sweep()). */
+  sweepTimer?: boolean
+}
+
+export interface StartOptions {
+  flow?: 'device_code' | 'pkce'
+  openBrowser?: boolean
+}
+
+export class OAuthSessionManager {
+  private readonly sessions = new Map<string, Session>()
+  private readonly now: () => number
+  private readonly ttlMs: number
+  private readonly maxSessions: number
+  private readonly log: (line: string) => void
+  private readonly timer: NodeJS.Timeout | undefined
+  private closed = false
+
+  constructor(private readonly options: OAuthSessionManagerOptions) {
+    this.now = options.now ?? Date.now
+    this.ttlMs = options.ttlMs ?? OAUTH_SESSION_TTL_MS
+    this.maxSessions = options.maxSessions ?? MAX_OAUTH_SESSIONS
+    this.log = options.log ?? (() => undefined)
+    if (options.sweepTimer !== false) {
+      this.timer = setInterval(() => this.sweep(), OAUTH_SESSION_SWEEP_INTERVAL_MS)
+      this.timer.unref()
+    }
+  }
+
+  get size(): number {
+    return this.sessions.size
+  }
+
+  async initiate(provider: string, bucket: string, owner: string, start: StartOptions = {}): Promise<OAuthInitiateResult> {
+    if (this.closed) throw new ProxyError('FLOW_INITIATION_FAILED')
+    this.sweep()
+    if (this.sessions.size >= this.maxSessions) throw new ProxyError('RESOURCE_EXHAUSTED')
+    const flow = await this.options.startFlow(provider, bucket, start)
+    // Re-check: other initiates may have filled the table while this one waited on the network.
+    if (this.closed || this.sessions.size >= this.maxSessions) {
+      flow.abort()
+      throw new ProxyError(this.closed ? 'FLOW_INITIATION_FAILED' : 'RESOURCE_EXHAUSTED')
+    }
+    const id = randomBytes(SESSION_ID_BYTES).toString('base64url')
+    const session: Session = {
+      id,
+      owner,
+      provider,
+      bucket,
+      expiresAt: this.now() + this.ttlMs,
+      flow,
+      state: { kind: 'pending' },
+      done: Promise.resolve(),
+    }
+    session.done = flow.result.then(
+      async (token) => {
+        const stored = await this.options.storeToken(provider, bucket, token)
+        if (session.state.kind === 'pending') session.state = { kind: 'complete', token: stored }
+      },
+      (error: unknown) => {
+        if (session.state.kind !== 'pending') return
+        session.state = { kind: 'failed', error: error instanceof ProxyError ? error : new ProxyError('POLL_FAILED', undefined, { cause: error }) }
+      },
+    ).catch((error: unknown) => {
+      // Storing failed: the login worked but nothing was kept; the user must retry.
+      this.log(`oauth ${provider}/${bucket}: storing the new token failed: ${(error as Error).message}`)
+      if (session.state.kind === 'pending') session.state = { kind: 'failed', error: new ProxyError('INTERNAL_ERROR') }
+    })
+    this.sessions.set(id, session)
+    return { ...flow.display, session_id: id }
+  }
+
+  /** Never blocks: a snapshot of the background task. */
+  poll(sessionId: string, owner: string): OAuthPollResult {
+    const session = this.find(sessionId, owner)
+    const state = session.state
+    switch (state.kind) {
+      case 'used':
+        throw new ProxyError('SESSION_ALREADY_USED')
+      case 'failed':
+        throw state.error
+      case 'complete':
+        session.state = { kind: 'used' }
+        return { status: 'complete', token: state.token }
+      case 'pending': {
+        const interval = session.flow.slowedDownInterval()
+        return interval === undefined ? { status: 'pending' } : { status: 'pending', interval }
+      }
+    }
+  }
+
+  /** Paste-the-code completion: exchanges, stores, and hands the token out (single-use). */
+  async exchange(sessionId: string, code: string, owner: string): Promise<OAuthToken> {
+    const session = this.find(sessionId, owner)
+    if (session.state.kind === 'used') throw new ProxyError('SESSION_ALREADY_USED')
+    if (session.state.kind === 'pending') await session.flow.exchange(code)
+    await session.done
+    const state = session.state as SessionState
+    if (state.kind === 'failed') throw state.error
+    if (state.kind !== 'complete') throw new ProxyError('SESSION_ALREADY_USED')
+    session.state = { kind: 'used' }
+    return state.token
+  }
+
+  cancel(sessionId: string, owner: string): void {
+    const session = this.find(sessionId, owner)
+    session.flow.abort()
+    session.state = { kind: 'used' }
+  }
+
+  /** Expire overdue logins (their tasks are aborted) and forget long-finished ones. */
+  sweep(): void {
+    const now = this.now()
+    for (const [id, session] of this.sessions) {
+      if (now < session.expiresAt) continue
+      if (session.state.kind === 'pending') {
+        session.flow.abort()
+        session.state = { kind: 'failed', error: new ProxyError('SESSION_EXPIRED') }
+      }
+      if (now >= session.expiresAt + FINISHED_SESSION_RETENTION_MS) this.sessions.delete(id)
+    }
+  }
+
+  close(): void {
+    this.closed = true
+    if (this.timer !== undefined) clearInterval(this.timer)
+    for (const session of this.sessions.values()) session.flow.abort()
+    this.sessions.clear()
+  }
+
+  /** Another owner's session is indistinguishable from a missing one. */
+  private find(sessionId: string, owner: string): Session {
+    const session = this.sessions.get(sessionId)
+    if (session === undefined || session.owner !== owner) throw new ProxyError('SESSION_NOT_FOUND')
+    if (this.now() >= session.expiresAt && session.state.kind === 'pending') {
+      session.flow.abort()
+      session.state = { kind: 'failed', error: new ProxyError('SESSION_EXPIRED') }
+    }
+    return session
+  }
+}

@@ -1,0 +1,15 @@
+// Log in through the host broker's device flow, approved at the test authorization server.
+import type { OAuthToken } from '@credproxy/core'
+import type { HostOAuthBroker } from '../../src/oauth/host-oauth-broker.js'
+import type { AuthServer } from './auth-server.js'
+
+export async function deviceLogin(broker: HostOAuthBroker, as: AuthServer, provider: string, bucket: string): Promise<OAuthToken> {
+  const init = await broker.initiate(provider, bucket, 'test-login')
+  await as.approveDevice(init.user_code ?? '')
+  for (let i = 0; i < 400; i += 1) {
+    const r = await broker.poll(init.session_id, 'test-login')
+    if (r.status === 'complete') return r.token
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  throw new Error('device login did not complete')
+}

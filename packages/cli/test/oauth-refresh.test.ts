@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { ProxyError, type OAuthToken } from '@credproxy/core'
+import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createClientConfiguration } from '../src/oauth/oauth-client.js'
+import { RefreshCoordinator } from '../src/oauth/refresh-coordinator.js'
+import { refreshTokenGrant } from '../src/oauth/refresh-grant.js'
+import { openHostStores } from '../src/storage/index.js'
+import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
+import { deviceLogin } from './helpers/oauth-login.js'
+import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
+
+const P = 'testprov'
+
+describe('refresh against a real authorization server', () => {
+  let as: AuthServer
+  let t: OAuthTestEnv
+  let broker: HostOAuthBroker
+
+  beforeAll(async () => {
+    as = await startAuthServer({ accessTokenTtlSeconds: 60 })
+    t = await createOAuthTestEnv(as)
+    const created = await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false, refresh: { backoffBaseMs: 5 } })
+    if (created === null) throw new Error('no providers.json')
+    broker = created
+  })
+  afterAll(async () => {
+    await broker.close()
+    await as.close()
+    await t.cleanup()
+  })
+
+  async function expire(bucket: string): Promise<OAuthToken> {
+    const token = await t.stores.tokens.updateToken(P, bucket, (current) => (current === null ? null : { ...current, expiry: Math.floor(Date.now() / 1000) - 5 }))
+    if (token === null) throw new Error('no token to expire')
+    return token
+  }
+
+  test('200 concurrent get_token calls on an expired token cause exactly one refresh', async () => {
+    await deviceLogin(broker, as, P, 'stampede')
+    const old = await expire('stampede')
+    const before = as.refreshRequests
+    const results = await Promise.all(Array.from({ length: 200 }, () => broker.getFreshToken(P, 'stampede')))
+    expect(as.refreshRequests - before).toBe(1)
+    const fresh = results[0]
+    expect(fresh?.access_token).not.toBe(old.access_token)
+    for (const r of results) {
+      expect(r?.access_token).toBe(fresh?.access_token)
+      expect(r?.expiry).toBeGreaterThan(Date.now() / 1000 + 30)
+    }
+  })
+
+  test('two brokers on the same store (cross-process lock, re-read) refresh once', async () => {
+    await deviceLogin(broker, as, P, 'two-hosts')
+    await expire('two-hosts')
+    const otherStores = await openHostStores({ env: t.env, paths: t.paths, log: () => undefined })
+    const other = await createOAuthBroker({ stores: otherStores, env: t.env, schedule: false })
+    const before = as.refreshRequests
+    const [a, b] = await Promise.all([broker.getFreshToken(P, 'two-hosts'), other?.getFreshToken(P, 'two-hosts')])
+    await other?.close()
+    expect(as.refreshRequests - before).toBe(1)
+    expect(a?.access_token).toBe(b?.access_token)
+  })
+
+  test('rotation: the old refresh token is never sent again and the grant stays valid', async () => {
+    const first = await deviceLogin(broker, as, P, 'rotation')
+    const coordinator = new RefreshCoordinator({
+      tokens: t.stores.tokens,
+      grant: async (_provider, rt) => refreshTokenGrant(await createClientConfiguration(broker.provider(P)), rt, Date.now()),
+      cooldownMs: 0,
+    })
+    const seen: string[] = []
+    for (let i = 0; i < 3; i += 1) {
+      const stored = await t.stores.tokens.getToken(P, 'rotation')
+      seen.push(stored?.refresh_token ?? '')
+      await coordinator.refresh(P, 'rotation', { force: true })
+    }
+    const last = await t.stores.tokens.getToken(P, 'rotation')
+    expect(new Set(seen).size).toBe(3)
+    expect(seen[0]).toBe(first.refresh_token)
+    expect(seen).not.toContain(last?.refresh_token)
+    const sent = as.refreshTokensSent.filter((rt) => seen.includes(rt) || rt === last?.refresh_token)
+    expect(sent).toEqual(seen)
+    // A reused token would have revoked the grant; one more refresh still works.
+    await expect(coordinator.refresh(P, 'rotation', { force: true })).resolves.toMatchObject({ token_type: 'Bearer' })
+  })
+
+  test('a revoked grant gives REAUTH_REQUIRED naming `credproxy auth login <provider>`, cached briefly', async () => {
+    const token = await deviceLogin(broker, as, P, 'revoked')
+    await as.revokeGrant(token.refresh_token ?? '')
+    // Still valid: the refresh fails, but the working token is returned instead of an error.
+    const forced = await broker.refresh(P, 'revoked').catch((e: unknown) => e)
+    expect(forced).toBeInstanceOf(ProxyError)
+    expect((forced as ProxyError).code).toBe('REAUTH_REQUIRED')
+    expect((forced as ProxyError).message).toContain('credproxy auth login testprov --bucket revoked')
+    await expire('revoked')
+    const before = as.refreshRequests
+    const error = (await broker.getFreshToken(P, 'revoked').catch((e: unknown) => e)) as ProxyError
+    expect(error.code).toBe('REAUTH_REQUIRED')
+    // Negative cache: the failure is remembered; the server is not asked again right away.
+    expect(as.refreshRequests).toBe(before)
+    // The stored credential is kept (nothing lost); only a new login replaces it.
+    expect((await t.stores.tokens.getToken(P, 'revoked'))?.refresh_token).toBe(token.refresh_token)
+  })
+
+  test('a revoked grant on the default bucket names the plain login command', async () => {
+    const token = await deviceLogin(broker, as, P, 'default')
+    await as.revokeGrant(token.refresh_token ?? '')
+    await expire('default')
+    const error = (await broker.getFreshToken(P, 'default').catch((e: unknown) => e)) as ProxyError
+    expect(error.code).toBe('REAUTH_REQUIRED')
+    expect(error.message).toContain('`credproxy auth login testprov`')
+  })
+
+  test('cooldown: a second refresh right after one returns the still-valid token without a request', async () => {
+    await deviceLogin(broker, as, P, 'cooldown')
+    const first = await broker.refresh(P, 'cooldown')
+    const before = as.refreshRequests
+    const second = await broker.refresh(P, 'cooldown')
+    expect(as.refreshRequests).toBe(before)
+    expect(second.access_token).toBe(first.access_token)
+  })
+
+  test('5xx answers are retried with backoff; a lasting outage gives REFRESH_FAILED and keeps the token', async () => {
+    await deviceLogin(broker, as, P, 'flaky')
+    const old = await expire('flaky')
+    as.failTokenEndpoint(2, 503)
+    const fresh = await broker.getFreshToken(P, 'flaky')
+    expect(fresh?.access_token).not.toBe(old.access_token)
+
+    await deviceLogin(broker, as, P, 'down')
+    const stored = await expire('down')
+    as.failTokenEndpoint(10, 502)
+    const error = (await broker.getFreshToken(P, 'down').catch((e: unknown) => e)) as ProxyError
+    as.failTokenEndpoint(0)
+    expect(error.code).toBe('REFRESH_FAILED')
+    expect((await t.stores.tokens.getToken(P, 'down'))?.refresh_token).toBe(stored.refresh_token)
+  })
+
+  test('a refresh response without refresh_token keeps the stored one', async () => {
+    await t.stores.tokens.saveToken(P, { access_token: 'a1', refresh_token: 'keep-me', expiry: 1, token_type: 'Bearer' }, 'norotate')
+    const coordinator = new RefreshCoordinator({
+      tokens: t.stores.tokens,
+      grant: () => Promise.resolve({ access_token: 'a2', expiry: Math.floor(Date.now() / 1000) + 3600, token_type: 'Bearer' }),
+    })
+    const fresh = await coordinator.refresh(P, 'norotate')
+    expect(fresh).toMatchObject({ access_token: 'a2', refresh_token: 'keep-me' })
+    expect((await t.stores.tokens.getToken(P, 'norotate'))?.refresh_token).toBe('keep-me')
+  })
+})
