@@ -1,0 +1,380 @@
+// `credproxy demo`: on a fresh machine, show the whole idea in one command. Store
+// throwaway credentials in the default store, run a bubblewrap sandbox that
+// fetches one granted key and one token through the socket, and check that
+// nothing else secret (ungranted key, refresh token, session secret) is anywhere
+// the sandbox can read. The throwaway credentials are removed on every path.
+import { randomBytes } from 'node:crypto'
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { parseArgs } from 'node:util'
+import { createProviderKeyStorage, createTokenStore, DEFAULT_BUCKET, isProxyMode } from '@credproxy/core'
+import { z } from 'zod'
+import { CliError, UsageError, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
+import { resolvePaths } from '../paths.js'
+import { probeBwrap } from '../sandbox/bwrap.js'
+import { openHostStores } from '../storage/index.js'
+import { runCommand, type StartedSession } from './run.js'
+
+/** A file larger than this is not read by the probe (secrets are small; binaries are not ours). */
+export const MAX_PROBE_FILE_BYTES = 1024 * 1024
+/** Total bytes of file content the probe sends back. */
+export const MAX_PROBE_TOTAL_BYTES = 32 * 1024 * 1024
+export const MAX_PROBE_FILES = 5_000
+/** TEST-NET-1 (RFC 5737): never routed, so a connect sends nothing anywhere. */
+export const PROBE_ADDRESS = '192.0.2.1'
+export const PROBE_PORT = 9
+/** A connect that neither fails nor succeeds by then counts as "no network". */
+export const PROBE_CONNECT_TIMEOUT_MS = 2_000
+export const DEMO_PROVIDER = 'credproxy-demo'
+
+const help = `Usage: credproxy demo [--json]
+
+Show what credproxy does, on this machine, in a few seconds:
+  1. store a throwaway API key, a second (ungranted) key and a throwaway OAuth
+     token with a refresh token in your default store (keyring or encrypted files)
+  2. run a bubblewrap sandbox granted only the first key and the token
+  3. inside: fetch both through the socket, then read every file, process
+     command line and environment the sandbox can see, and try the network
+  4. on the host: check that the key arrived, and that the ungranted key, the
+     refresh token and the session secret appear nowhere in what was read
+  5. delete the throwaway credentials
+
+Exits 0 when every check passes, 1 when one fails, 6 when bubblewrap is missing.
+
+Options:
+  --json   print the checks as JSON
+
+Example:
+  npx credproxy demo`
+
+interface Check {
+  ok: boolean
+  label: string
+}
+
+// What the probe (inside) reports. File contents are base64 so any byte survives.
+const ProbeReportSchema = z.object({
+  fetched: z.object({ ok: z.boolean(), value: z.string().nullable(), code: z.string().nullable() }),
+  decoy: z.object({ ok: z.boolean(), value: z.string().nullable(), code: z.string().nullable() }),
+  token: z.object({ ok: z.boolean(), value: z.string().nullable(), code: z.string().nullable(), hasRefresh: z.boolean() }),
+  env: z.record(z.string(), z.string()),
+  processes: z.array(z.object({ pid: z.number(), cmdline: z.string(), environ: z.string() })),
+  files: z.array(z.object({ path: z.string(), data: z.string() })),
+  skipped: z.number(),
+  interfaces: z.array(z.string()),
+  connect: z.string(),
+  visibleHidden: z.array(z.string()),
+})
+type ProbeReport = z.infer<typeof ProbeReportSchema>
+
+async function attempt(fn: () => Promise<string | null>): Promise<{ ok: boolean; value: string | null; code: string | null }> {
+  try {
+    return { ok: true, value: await fn(), code: null }
+  } catch (error) {
+    const code = (error as { code?: unknown }).code
+    return { ok: false, value: null, code: typeof code === 'string' ? code : 'ERROR' }
+  }
+}
+
+function readSmall(path: string): Buffer | null {
+  try {
+    return readFileSync(path)
+  } catch {
+    return null
+  }
+}
+
+/** Regular files under roots, depth first, bounded; symlinks are not followed. */
+function collectFiles(roots: readonly string[]): { files: Array<{ path: string; data: string }>; skipped: number } {
+  const files: Array<{ path: string; data: string }> = []
+  const seen = new Set<string>()
+  let total = 0
+  let skipped = 0
+  const stack = [...roots]
+  while (stack.length > 0) {
+    const path = stack.pop() as string
+    if (seen.has(path)) continue
+    seen.add(path)
+    let info
+    try {
+      info = lstatSync(path)
+    } catch {
+      continue
+    }
+    if (info.isDirectory()) {
+      let entries: string[] = []
+      try {
+        entries = readdirSync(path)
+      } catch {
+        skipped++
+      }
+      for (const entry of entries) stack.push(join(path, entry))
+    } else if (info.isFile()) {
+      if (info.size > MAX_PROBE_FILE_BYTES || total + info.size > MAX_PROBE_TOTAL_BYTES || files.length >= MAX_PROBE_FILES) {
+        skipped++
+        continue
+      }
+      const data = readSmall(path)
+      if (data === null) {
+        skipped++
+        continue
+      }
+      total += data.length
+      files.push({ path, data: data.toString('base64') })
+    }
+  }
+  return { files, skipped }
+}
+
+function processes(): ProbeReport['processes'] {
+  const out: ProbeReport['processes'] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const cmdline = readSmall(`/proc/${entry}/cmdline`)
+    const environ = readSmall(`/proc/${entry}/environ`)
+    out.push({ pid: Number(entry), cmdline: (cmdline ?? Buffer.alloc(0)).toString('base64'), environ: (environ ?? Buffer.alloc(0)).toString('base64') })
+  }
+  return out
+}
+
+function tryConnect(): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: PROBE_ADDRESS, port: PROBE_PORT })
+    const timer = setTimeout(() => {
+      socket.destroy()
+      resolve('TIMEOUT')
+    }, PROBE_CONNECT_TIMEOUT_MS)
+    socket.once('connect', () => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve('CONNECTED')
+    })
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      resolve(error.code ?? 'ERROR')
+    })
+  })
+}
+
+/** The inside half: runs in the sandbox as `credproxy demo --probe ...`. */
+async function probe(options: { key: string; decoy: string; hidden: string[] }, io: CliIO): Promise<number> {
+  if (!isProxyMode(io.env)) throw new CliError('--probe runs only inside the demo sandbox', 'Run: credproxy demo')
+  const env: Record<string, string> = {}
+  for (const [name, value] of Object.entries(io.env)) if (value !== undefined) env[name] = value
+  const keys = createProviderKeyStorage({ env: io.env })
+  const fetched = await attempt(() => keys.getKey(options.key))
+  const decoy = await attempt(() => keys.getKey(options.decoy))
+  let hasRefresh = false
+  const token = await attempt(async () => {
+    const t = await createTokenStore({ env: io.env }).getToken(DEMO_PROVIDER, DEFAULT_BUCKET)
+    hasRefresh = t !== null && 'refresh_token' in t
+    return t?.access_token ?? null
+  })
+  const home = io.env['HOME'] ?? '/'
+  const { files, skipped } = collectFiles([home, '/tmp', '/var/tmp', '/run', '/dev/shm', io.cwd])
+  const netdev = readSmall('/proc/net/dev')?.toString('utf8') ?? ''
+  const interfaces = netdev
+    .split('\n')
+    .slice(2)
+    .map((line) => line.split(':')[0]?.trim() ?? '')
+    .filter((name) => name !== '')
+  const report: ProbeReport = {
+    fetched,
+    decoy,
+    token: { ...token, hasRefresh },
+    env,
+    processes: processes(),
+    files,
+    skipped,
+    interfaces,
+    connect: await tryConnect(),
+    visibleHidden: options.hidden.filter((path) => existsSync(path) && collectFiles([path]).files.length > 0),
+  }
+  writeLine(io.stdout, JSON.stringify(report))
+  return EXIT.OK
+}
+
+function occurrences(report: ProbeReport, needle: string): string[] {
+  const where: string[] = []
+  const has = (text: string): boolean => needle !== '' && text.includes(needle)
+  for (const [name, value] of Object.entries(report.env)) if (has(name) || has(value)) where.push(`env ${name}`)
+  for (const p of report.processes) {
+    if (has(Buffer.from(p.cmdline, 'base64').toString('latin1'))) where.push(`/proc/${p.pid}/cmdline`)
+    if (has(Buffer.from(p.environ, 'base64').toString('latin1'))) where.push(`/proc/${p.pid}/environ`)
+  }
+  for (const f of report.files) if (has(Buffer.from(f.data, 'base64').toString('latin1'))) where.push(f.path)
+  return where
+}
+
+/** The host half's verdict on a probe report. */
+export function judge(
+  report: ProbeReport,
+  secrets: { key: string; keyName: string; decoy: string; decoyName: string; accessToken: string; refreshToken: string; sessionSecret: string },
+): Check[] {
+  const checks: Check[] = []
+  const leaks = (needle: string): string => {
+    const where = occurrences(report, needle)
+    return where.length === 0 ? '' : ` FOUND in ${where.slice(0, 5).join(', ')}`
+  }
+  checks.push({
+    ok: report.fetched.ok && report.fetched.value === secrets.key,
+    label: `fetched ${secrets.keyName} through the socket${report.fetched.ok ? (report.fetched.value === secrets.key ? ' (matches the host value)' : ' (WRONG value)') : ` (failed: ${report.fetched.code ?? '?'})`}`,
+  })
+  checks.push({
+    ok: !report.decoy.ok && report.decoy.code === 'NOT_GRANTED',
+    label: `the ungranted key ${secrets.decoyName} is refused (${report.decoy.ok ? 'it was NOT refused' : report.decoy.code ?? '?'})`,
+  })
+  checks.push({
+    ok: report.token.ok && report.token.value === secrets.accessToken && !report.token.hasRefresh,
+    label: `fetched the access token of ${DEMO_PROVIDER}, without its refresh token${report.token.hasRefresh ? ' (refresh_token PRESENT)' : ''}${report.token.ok ? '' : ` (failed: ${report.token.code ?? '?'})`}`,
+  })
+  const onlyLoopback = report.interfaces.every((name) => name === 'lo')
+  checks.push({
+    ok: onlyLoopback && report.connect !== 'CONNECTED',
+    label: `no network: interfaces ${report.interfaces.join(', ') || 'none'}; connect to ${PROBE_ADDRESS}:${PROBE_PORT} -> ${report.connect}`,
+  })
+  checks.push({
+    ok: report.visibleHidden.length === 0,
+    label: `credproxy's own files are not visible${report.visibleHidden.length === 0 ? '' : `: ${report.visibleHidden.join(', ')} IS visible`}`,
+  })
+  const scanned = `${report.files.length} files, ${report.processes.length} processes (cmdline + environ), ${Object.keys(report.env).length} env vars`
+  for (const [label, needle] of [
+    ['the ungranted key', secrets.decoy],
+    ['the refresh token', secrets.refreshToken],
+    ['the session secret', secrets.sessionSecret],
+    [`${secrets.keyName} (outside the fetch)`, secrets.key],
+  ] as const) {
+    const found = leaks(needle)
+    checks.push({ ok: found === '', label: `${label}: not in ${scanned}${found}` })
+  }
+  return checks
+}
+
+function randomSecret(prefix: string): string {
+  return `${prefix}-${randomBytes(24).toString('hex')}`
+}
+
+async function demo(json: boolean, io: CliIO): Promise<number> {
+  const problem = probeBwrap(io.env)
+  if (problem !== null) {
+    throw new CliError(`the demo needs bubblewrap: ${problem}`, 'Install it (apt-get install bubblewrap), then run: npx credproxy demo', EXIT.UNAVAILABLE)
+  }
+  const color = !json && useColor(io.stdout, io.env)
+  const mark = (ok: boolean): string => (ok ? (color ? '\u001b[32m✓\u001b[0m' : '✓') : color ? '\u001b[31m✗ FAIL\u001b[0m' : '✗ FAIL')
+  const say = (line: string): void => {
+    if (!json) writeLine(io.stdout, line)
+  }
+  const suffix = randomBytes(4).toString('hex').toUpperCase()
+  const keyName = `DEMO_API_KEY_${suffix}`
+  const decoyName = `DEMO_UNGRANTED_KEY_${suffix}`
+  const secrets = {
+    key: randomSecret('demo-key'),
+    keyName,
+    decoy: randomSecret('demo-ungranted'),
+    decoyName,
+    accessToken: randomSecret('demo-access'),
+    refreshToken: randomSecret('demo-refresh'),
+    sessionSecret: '',
+  }
+  const paths = resolvePaths(io.env)
+  const stores = await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) })
+  const where = stores.backend === 'keyring' ? 'the OS keyring' : `encrypted files in ${paths.dataDir}`
+  say(`credproxy demo: throwaway credentials in ${where}, a bubblewrap sandbox, and what it can see`)
+  const workdir = await mkdtemp(join(tmpdir(), 'credproxy-demo-'))
+  const checks: Check[] = []
+  let removedAll = false
+  try {
+    await stores.keys.saveKey(keyName, secrets.key)
+    await stores.keys.saveKey(decoyName, secrets.decoy)
+    const expiry = Math.floor(Date.now() / 1000) + 3600
+    await stores.tokens.saveToken(DEMO_PROVIDER, { access_token: secrets.accessToken, refresh_token: secrets.refreshToken, token_type: 'Bearer', expiry }, DEFAULT_BUCKET)
+    say(`  stored ${keyName} (granted), ${decoyName} (not granted) and a ${DEMO_PROVIDER} token with a refresh token`)
+    const stdout = new PassThrough()
+    const chunks: Buffer[] = []
+    stdout.on('data', (chunk: Buffer) => chunks.push(chunk))
+    const stdin = new PassThrough()
+    stdin.end()
+    const hidden = [paths.dataDir, paths.stateDir, paths.configDir, paths.runtimeDir]
+    const code = await runCommand(
+      {
+        sandbox: 'bwrap',
+        grants: { providers: [{ provider: DEMO_PROVIDER }], keys: [keyName], capabilities: ['read'] },
+        allowNetwork: false,
+        legacyClients: false,
+        binds: [],
+        image: undefined,
+        verbose: false,
+        command: ['credproxy', 'demo', '--probe', '--key', keyName, '--decoy', decoyName, ...hidden.flatMap((h) => ['--hidden', h])],
+      },
+      // The decoy refusal is expected: its hint would only confuse, so the sandbox's stderr is kept.
+      { ...io, stdin, stdout, stderr: new PassThrough(), cwd: workdir },
+      (session: StartedSession) => {
+        secrets.sessionSecret = session.secret.toString('hex')
+      },
+    )
+    say(`  ran: credproxy run --sandbox bwrap --grant ${DEMO_PROVIDER} --grant-key ${keyName} -- credproxy demo --probe ...`)
+    const parsed = ProbeReportSchema.safeParse(safeJson(Buffer.concat(chunks).toString('utf8')))
+    if (code !== 0 || !parsed.success) {
+      checks.push({ ok: false, label: `the sandboxed probe failed (exit ${code}); run \`credproxy run --sandbox bwrap -- true\` to see why` })
+    } else {
+      checks.push(...judge(parsed.data, secrets))
+    }
+  } finally {
+    const removed = await Promise.allSettled([
+      stores.keys.deleteKey(keyName),
+      stores.keys.deleteKey(decoyName),
+      stores.tokens.removeToken(DEMO_PROVIDER, DEFAULT_BUCKET),
+    ])
+    removedAll = removed.every((r) => r.status === 'fulfilled')
+    await rm(workdir, { recursive: true, force: true })
+  }
+  checks.push({ ok: removedAll, label: 'removed the throwaway credentials from the store' })
+  for (const check of checks) say(`  ${mark(check.ok)} ${check.label}`)
+  const passed = checks.every((c) => c.ok)
+  if (json) writeLine(io.stdout, JSON.stringify({ ok: passed, store: stores.backend, checks }))
+  else say(passed ? 'credproxy demo: all checks passed' : 'credproxy demo: a check FAILED (see above)')
+  return passed ? EXIT.OK : EXIT.FAILURE
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text.trim().split('\n').pop() ?? '')
+  } catch {
+    return null
+  }
+}
+
+export const command: Command = {
+  name: 'demo',
+  summary: 'Show, in a real sandbox, that no secret but the granted one gets in',
+  help,
+  async run(args, io) {
+    let values
+    try {
+      ;({ values } = parseArgs({
+        args,
+        strict: true,
+        allowPositionals: false,
+        options: {
+          json: { type: 'boolean' },
+          probe: { type: 'boolean' },
+          key: { type: 'string' },
+          decoy: { type: 'string' },
+          hidden: { type: 'string', multiple: true },
+        },
+      }))
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy demo --help`.')
+    }
+    if (values.probe === true) {
+      if (values.key === undefined || values.decoy === undefined) throw new UsageError('--probe needs --key and --decoy')
+      return probe({ key: values.key, decoy: values.decoy, hidden: values.hidden ?? [] }, io)
+    }
+    return demo(values.json === true, io)
+  },
+}

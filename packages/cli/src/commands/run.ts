@@ -1,0 +1,259 @@
+// `credproxy run`: one broker session around one sandboxed command. Starts the
+// server with the session's grants, launches the sandbox, streams stdio, forwards
+// signals, exits with the command's code, and tears everything down on every path.
+import { basename, dirname } from 'node:path'
+import { parseArgs } from 'node:util'
+import { KeyName } from '@credproxy/core'
+import { UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { ensurePrivateDir } from '../fs-private.js'
+import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
+import { resolvePaths } from '../paths.js'
+import { AuditLog, auditLogPath } from '../server/audit-log.js'
+import { startControlChannel, type ControlChannel } from '../server/control.js'
+import { CredentialProxyServer } from '../server/credential-proxy-server.js'
+import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../server/grants.js'
+import type { AuditEntry, AuditSink } from '../server/hooks.js'
+import { createPeerCheck } from '../server/peer-credentials.js'
+import { openHostStores } from '../storage/index.js'
+import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
+
+/** Signals credproxy run forwards to the sandbox (the command decides what they mean). */
+export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGWINCH'] as const
+/** Capabilities a session gets unless --allow-save: read credentials and log in; no overwrites from inside. */
+export const DEFAULT_CAPABILITIES: readonly Capability[] = ['read', 'login']
+
+const help = `Usage: credproxy run [options] -- COMMAND [ARGS...]
+
+Run COMMAND in a sandbox with a credential broker for exactly what you grant.
+Inside, \`credproxy key get\`, \`credproxy token\`, \`credproxy auth login\` and
+the library factories reach the host through one socket; no refresh token,
+keyring or key file is ever inside.
+
+Options:
+  --sandbox NAME        auto (default), bwrap, docker, podman or none (no isolation)
+  --grant P[:BUCKET]    grant OAuth provider P (all buckets, or only BUCKET); repeatable
+  --grant-key NAME      grant the API key NAME; repeatable
+  --allow-save          let the sandbox save and remove tokens (default: read and login only)
+  --allow-network       keep network access (default: none; bwrap then shares the host
+                        network namespace, abstract Unix sockets included)
+  --legacy-clients      also serve protocol v1/v2 clients (bearer token)
+  --bind PATH           also bind PATH read-write at the same path; repeatable
+  --image IMAGE         container image for docker/podman (default node:20-bookworm-slim)
+  --verbose             broker log lines on stderr
+
+The command's exit code is credproxy's (128+N when it was killed by signal N).
+Every request is written to the audit log (\`credproxy audit\`).
+
+Examples:
+  credproxy run --grant-key OPENAI_API_KEY -- credproxy key get OPENAI_API_KEY
+  credproxy run --grant anthropic -- my-agent --model opus
+  credproxy run --grant gemini:work --grant-key GITHUB_TOKEN --allow-network -- npm test
+  credproxy run --sandbox none --grant-key K -- ./script.sh`
+
+export interface RunOptions {
+  sandbox: string | undefined
+  grants: GrantSet
+  allowNetwork: boolean
+  legacyClients: boolean
+  binds: string[]
+  image: string | undefined
+  verbose: boolean
+  command: string[]
+}
+
+export function parseRunArgs(args: readonly string[]): RunOptions {
+  const dashdash = args.indexOf('--')
+  if (dashdash === -1) {
+    throw new UsageError('missing `--` before the command', 'Example: credproxy run --grant-key K -- credproxy key get K')
+  }
+  const command = args.slice(dashdash + 1)
+  if (command.length === 0) throw new UsageError('no command after `--`', 'Example: credproxy run -- my-agent')
+  let values
+  try {
+    ;({ values } = parseArgs({
+      args: args.slice(0, dashdash),
+      strict: true,
+      allowPositionals: false,
+      options: {
+        sandbox: { type: 'string' },
+        grant: { type: 'string', multiple: true },
+        'grant-key': { type: 'string', multiple: true },
+        'allow-save': { type: 'boolean' },
+        'allow-network': { type: 'boolean' },
+        'legacy-clients': { type: 'boolean' },
+        bind: { type: 'string', multiple: true },
+        image: { type: 'string' },
+        verbose: { type: 'boolean' },
+      },
+    }))
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy run --help` for the options.')
+  }
+  const providers: ProviderGrant[] = (values.grant ?? []).map((text) => {
+    try {
+      return parseProviderGrant(text)
+    } catch {
+      throw new UsageError(`invalid --grant '${text}'`, 'Use --grant PROVIDER or --grant PROVIDER:BUCKET (letters, digits, . _ @ -).')
+    }
+  })
+  const keys = (values['grant-key'] ?? []).map((name) => {
+    if (!KeyName.safeParse(name).success) {
+      throw new UsageError(`invalid --grant-key '${name}'`, 'Key names are 1-64 characters of letters, digits, . _ -.')
+    }
+    return name
+  })
+  const capabilities: Capability[] = [...DEFAULT_CAPABILITIES]
+  if (values['allow-save'] === true) capabilities.push('save')
+  return {
+    sandbox: values.sandbox,
+    grants: { providers, keys, capabilities },
+    allowNetwork: values['allow-network'] === true,
+    legacyClients: values['legacy-clients'] === true,
+    binds: values.bind ?? [],
+    image: values.image,
+    verbose: values.verbose === true,
+    command,
+  }
+}
+
+/** The flag that would have allowed a refused request, for a one-line hint. */
+export function grantHint(entry: AuditEntry): string | null {
+  if (entry.event !== 'request' || entry.outcome !== 'NOT_GRANTED') return null
+  if (entry.op === 'get_api_key' || entry.op === 'has_api_key') {
+    return entry.key === undefined ? null : `key ${entry.key}: rerun with --grant-key ${entry.key}`
+  }
+  if (entry.op === 'save_token' || entry.op === 'remove_token') return `${entry.op}: rerun with --allow-save`
+  if (entry.provider !== undefined) {
+    const target = entry.bucket === undefined || entry.bucket === 'default' ? entry.provider : `${entry.provider}:${entry.bucket}`
+    return `provider ${target}: rerun with --grant ${target}`
+  }
+  return null
+}
+
+/** Tees audit entries to the log and tells the user, once each, what a refused request needed. */
+function hintingAudit(log: AuditSink, io: CliIO, sessionId: () => string): AuditSink {
+  const shown = new Set<string>()
+  return {
+    write(entry) {
+      log.write(entry)
+      const hint = grantHint(entry)
+      if (hint === null || shown.has(hint)) return
+      shown.add(hint)
+      writeLine(io.stderr, `credproxy: the sandbox was refused ${hint} (or: credproxy grant --session ${sessionId()} ...)`)
+    },
+  }
+}
+
+export interface StartedSession {
+  sessionId: string
+  socketPath: string
+  secret: Buffer
+}
+
+export async function runCommand(
+  options: RunOptions,
+  io: CliIO,
+  /** Called once the broker listens (the demo uses it to know which secret to look for). */
+  onStarted?: (session: StartedSession) => void,
+): Promise<number> {
+  const choice = parseSandboxChoice(options.sandbox)
+  const paths = resolvePaths(io.env)
+  const brokerLog = (line: string): void => {
+    if (options.verbose || io.env['CREDPROXY_DEBUG'] !== undefined) writeLine(io.stderr, `credproxy[broker]: ${line}`)
+  }
+  const backend = selectSandbox(choice, io.env, io.stderr)
+  // They must exist before launch: bwrap hides them with a tmpfs only where they exist.
+  for (const dir of [paths.dataDir, paths.stateDir, paths.configDir, paths.runtimeDir]) await ensurePrivateDir(dir)
+
+  const cleanups: Array<() => Promise<unknown>> = []
+  let sandbox: SandboxProcess | undefined
+  const handlers = new Map<NodeJS.Signals, () => void>()
+  try {
+    const stores = await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) })
+    // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.
+    const oauth = await createOAuthBroker({ stores, paths, env: io.env, log: brokerLog })
+    if (oauth !== null) cleanups.push(() => oauth.close())
+    const audit = await AuditLog.open(auditLogPath(paths), { log: brokerLog })
+    cleanups.push(() => audit.close())
+    let sessionId = ''
+    const server = new CredentialProxyServer({
+      stores,
+      ...(oauth === null ? {} : { oauth }),
+      runtimeDir: paths.runtimeDir,
+      grants: options.grants,
+      allowLegacyClients: options.legacyClients,
+      // Until the sandbox exists no peer descends from NO_SANDBOX_PID, so none is admitted.
+      peerCheck: createPeerCheck({ sandboxPids: () => sandbox?.sandboxPids() ?? [NO_SANDBOX_PID], log: brokerLog }),
+      audit: hintingAudit(audit, io, () => sessionId),
+      log: brokerLog,
+    })
+    const started = await server.start()
+    sessionId = started.sessionId
+    onStarted?.(started)
+    cleanups.push(() => server.stop())
+    const control: ControlChannel = await startControlChannel(
+      { sessionId, grants: server.grants, socketPath: started.socketPath, peers: () => server.peers() },
+      paths,
+      { command: options.command, audit, log: brokerLog },
+    )
+    cleanups.push(() => control.stop())
+
+    const tty = io.stdin.isTTY === true && io.stdout.isTTY === true
+    const prepared: PreparedLaunch = await prepareLaunch(
+      backend,
+      {
+        command: options.command,
+        cwd: io.cwd,
+        hostEnv: io.env,
+        socketDir: dirname(started.socketPath),
+        socketName: basename(started.socketPath),
+        binds: options.binds,
+        allowNetwork: options.allowNetwork,
+        hiddenPaths: hiddenPaths(io.env, paths),
+        ...(options.image === undefined ? {} : { image: options.image }),
+      },
+      started.secret.toString('hex'),
+      tty,
+    )
+    cleanups.push(() => prepared.cleanup())
+
+    const running = spawnSandbox(prepared, io)
+    sandbox = running
+    for (const signal of FORWARDED_SIGNALS) {
+      // With --sandbox none on a terminal, Ctrl-C already reached the command (same process group).
+      const skip = backend === 'none' && signal === 'SIGINT' && io.stdin.isTTY === true
+      const handler = (): void => {
+        if (!skip) running.forward(signal)
+      }
+      handlers.set(signal, handler)
+      process.on(signal, handler)
+    }
+    const exit = await running.exited
+    return exit.code
+  } finally {
+    for (const [signal, handler] of handlers) process.off(signal, handler)
+    // An exception in credproxy itself must not leave the sandbox running.
+    if (sandbox !== undefined) await sandbox.terminate()
+    for (const cleanup of cleanups.reverse()) {
+      await cleanup().catch((error: unknown) => brokerLog(`cleanup failed: ${String(error)}`))
+    }
+  }
+}
+
+/** Everything of credproxy's own that a sandbox must not see. */
+function hiddenPaths(env: NodeJS.ProcessEnv, paths: ReturnType<typeof resolvePaths>): string[] {
+  const hidden = [paths.dataDir, paths.stateDir, paths.configDir, paths.runtimeDir]
+  const home = env['CREDPROXY_HOME']
+  if (home !== undefined && home !== '') hidden.push(home)
+  return hidden
+}
+
+export const command: Command = {
+  name: 'run',
+  summary: 'Run a command in a sandbox with brokered credentials',
+  help,
+  async run(args, io) {
+    return runCommand(parseRunArgs(args), io)
+  },
+}

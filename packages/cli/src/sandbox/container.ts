@@ -1,0 +1,102 @@
+// docker and podman share one argv builder: the flags that differ are the
+// user mapping (podman keeps the host uid with --userns=keep-id) and the engine
+// name. How the secret travels, and why: dev-docs/sandbox.md "Containers".
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { checkBind } from './bwrap.js'
+import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
+import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD, type SandboxRequest } from './types.js'
+
+export type Engine = 'docker' | 'podman'
+
+/** Image used when --image is not given: it must have `node` for the credproxy shim. */
+export const DEFAULT_CONTAINER_IMAGE = 'node:20-bookworm-slim'
+/** Where the one-shot secret directory appears inside the container. */
+export const CONTAINER_SECRET_DIR = '/run/credproxy-secret'
+export const CONTAINER_SECRET_FILE = 'session-secret'
+/** HOME inside a container: a fresh tmpfs. */
+export const CONTAINER_HOME = '/tmp/home'
+/** How long `docker info` / `podman info` may take before the engine counts as unreachable. */
+export const ENGINE_PROBE_TIMEOUT_MS = 5_000
+
+export interface ContainerIdentity {
+  uid: number
+  gid: number
+}
+
+/**
+ * Opens the secret file on fd 3 and deletes it before the command starts, so
+ * the secret is on a descriptor only, as with bwrap, and gone from the mount.
+ */
+const SECRET_PRELUDE =
+  `f=${CONTAINER_SECRET_DIR}/${CONTAINER_SECRET_FILE}; exec ${SECRET_FD}<"$f" && rm -f "$f" && exec "$@"`
+
+export function buildContainerArgs(
+  engine: Engine,
+  request: SandboxRequest,
+  options: { secretDir: string; name: string; tty: boolean; identity: ContainerIdentity },
+): string[] {
+  const cwd = resolve(request.cwd)
+  checkBind(cwd, request.hiddenPaths, 'the working directory')
+  for (const bind of request.binds) checkBind(bind, request.hiddenPaths, '--bind')
+  const args = ['run', '--rm', '-i', '--init', '--name', options.name]
+  if (options.tty) args.push('-t')
+  args.push('--cap-drop=ALL', '--security-opt', 'no-new-privileges')
+  if (engine === 'podman') args.push('--userns=keep-id')
+  args.push('--user', `${options.identity.uid}:${options.identity.gid}`)
+  if (!request.allowNetwork) args.push('--network', 'none')
+  args.push('--tmpfs', `${CONTAINER_HOME}:rw,mode=1777`)
+  args.push('-v', `${request.socketDir}:${SANDBOX_SOCKET_DIR}:ro`)
+  args.push('-v', `${request.shimDir}:${SANDBOX_BIN_DIR}:ro`)
+  // Read-write only so the prelude can delete the secret once it holds it open.
+  args.push('-v', `${options.secretDir}:${CONTAINER_SECRET_DIR}:rw`)
+  for (const dir of request.runtimeDirs) args.push('-v', `${dir}:${dir}:ro`)
+  args.push('-v', `${cwd}:${cwd}:rw`, '-w', cwd)
+  for (const bind of request.binds) args.push('-v', `${resolve(bind)}:${resolve(bind)}:rw`)
+  const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH })
+  // The allowlisted env holds no secret (sandbox-env.ts), so NAME=VALUE on the argv is fine.
+  for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) args.push('-e', `${name}=${value}`)
+  args.push(request.image ?? DEFAULT_CONTAINER_IMAGE)
+  args.push('/bin/sh', '-c', SECRET_PRELUDE, 'credproxy-sandbox', ...request.command)
+  return args
+}
+
+/** A 0700 host directory holding the secret file (0600) until the container's prelude deletes it. */
+export async function writeSecretDir(secret: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'credproxy-secret-'))
+  await writeFile(join(dir, CONTAINER_SECRET_FILE), `${secret}\n`, { mode: 0o600 })
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) }
+}
+
+/** null when the engine answers `info`, else a sentence naming what to install or start. */
+export function probeEngine(engine: Engine, env: NodeJS.ProcessEnv = process.env): string | null {
+  const result = spawnSync(engine, ['info', '--format', '{{.ServerVersion}}'], {
+    timeout: ENGINE_PROBE_TIMEOUT_MS,
+    stdio: 'ignore',
+    env,
+  })
+  if (result.error !== undefined && (result.error as NodeJS.ErrnoException).code === 'ENOENT') {
+    return engine === 'docker'
+      ? 'docker is not installed: install Docker Engine (https://docs.docker.com/engine/install/)'
+      : 'podman is not installed: apt-get install podman (Debian/Ubuntu) or dnf install podman (Fedora)'
+  }
+  if (result.error !== undefined || result.status !== 0) {
+    return engine === 'docker'
+      ? 'docker is installed but no Docker engine is reachable: start it (sudo systemctl start docker) or set DOCKER_HOST'
+      : 'podman is installed but cannot run containers here: run `podman info` to see why (rootless setup, cgroups)'
+  }
+  return null
+}
+
+/** Host pid of the container's init, for the peer check; null until it runs. */
+export function containerPid(engine: Engine, name: string, env: NodeJS.ProcessEnv = process.env): number | null {
+  const result = spawnSync(engine, ['inspect', '--format', '{{.State.Pid}}', name], {
+    timeout: ENGINE_PROBE_TIMEOUT_MS,
+    encoding: 'utf8',
+    env,
+  })
+  const pid = Number((result.stdout ?? '').trim())
+  return result.status === 0 && Number.isInteger(pid) && pid > 0 ? pid : null
+}

@@ -1,0 +1,132 @@
+// Spawn a prepared sandbox, hand over the secret on its inherited descriptor,
+// stream stdio, forward signals and tear everything down. Cleanup guarantees:
+// dev-docs/sandbox.md "Cleanup".
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { constants } from 'node:os'
+import type { Writable } from 'node:stream'
+import type { CliIO } from '../cli-io.js'
+import { containerPid } from './container.js'
+import { closeQuietly, openUnlinkedFile } from './inherited-fd.js'
+import { descendants, isAlive } from './process-tree.js'
+import type { PreparedLaunch } from './select.js'
+
+/** How long a sandbox may take to exit after SIGTERM before everything in it gets SIGKILL. */
+export const TERMINATE_GRACE_MS = 3_000
+/** Stands in for "no sandbox process yet": no peer descends from it, so every peer is refused until launch. */
+export const NO_SANDBOX_PID = 0
+
+export interface SandboxExit {
+  /** The command's exit code, or 128 + signal number when it was killed. */
+  code: number
+  signal: NodeJS.Signals | null
+}
+
+export interface SandboxProcess {
+  pid: number
+  /** Host pids the peer check accepts (the sandbox and, through ancestry, everything inside). */
+  sandboxPids(): number[]
+  forward(signal: NodeJS.Signals): void
+  exited: Promise<SandboxExit>
+  /** SIGTERM, then SIGKILL after TERMINATE_GRACE_MS; resolves once the sandbox is gone. */
+  terminate(): Promise<SandboxExit>
+}
+
+function hasFd(stream: unknown, fd: number): boolean {
+  return (stream as { fd?: unknown }).fd === fd
+}
+
+export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code
+  const number = signal === null ? undefined : constants.signals[signal]
+  return 128 + (number ?? 1)
+}
+
+export function spawnSandbox(prepared: PreparedLaunch, io: CliIO): SandboxProcess {
+  const { plan } = prepared
+  // The real process streams are inherited (TTY stays a TTY); test streams are piped.
+  const inherited = plan.fds.map((data) => openUnlinkedFile(data))
+  const stdio: StdioOptions = [
+    hasFd(io.stdin, 0) ? 'inherit' : 'pipe',
+    hasFd(io.stdout, 1) ? 'inherit' : 'pipe',
+    hasFd(io.stderr, 2) ? 'inherit' : 'pipe',
+    ...inherited,
+  ]
+  let child: ChildProcess
+  try {
+    child = spawn(plan.file, plan.args, { env: plan.env, stdio, detached: prepared.detached, cwd: io.cwd })
+  } finally {
+    // The child holds its own copies now; ours must not linger in this process.
+    for (const fd of inherited) closeQuietly(fd)
+  }
+  const exited = new Promise<SandboxExit>((resolve) => {
+    child.once('error', () => resolve({ code: 127, signal: null }))
+    child.once('close', (code, signal) => resolve({ code: exitCodeOf(code, signal), signal }))
+  })
+  if (child.stdin !== null) {
+    child.stdin.on('error', () => undefined)
+    io.stdin.pipe(child.stdin)
+  }
+  pipeOut(child.stdout, io.stdout)
+  pipeOut(child.stderr, io.stderr)
+  const pid = child.pid ?? NO_SANDBOX_PID
+  let containerRoot: number | null = null
+  const sandboxPids = (): number[] => {
+    if (prepared.engine !== undefined && prepared.containerName !== undefined) {
+      containerRoot ??= containerPid(prepared.engine, prepared.containerName)
+      return [containerRoot ?? NO_SANDBOX_PID]
+    }
+    return [pid]
+  }
+  let done = false
+  void exited.then(() => {
+    done = true
+  })
+
+  const forward = (signal: NodeJS.Signals): void => {
+    if (done || pid === NO_SANDBOX_PID) return
+    if (plan.backend === 'bwrap') {
+      // bwrap forwards no signal; its inner init leads the sandbox's process group.
+      const inner = descendants(pid)[0]
+      if (inner !== undefined) {
+        trySignal(-inner, signal)
+        return
+      }
+    }
+    trySignal(pid, signal)
+  }
+
+  const terminate = async (): Promise<SandboxExit> => {
+    if (!done && pid !== NO_SANDBOX_PID) {
+      forward('SIGTERM')
+      const timer = setTimeout(() => killTree(pid), TERMINATE_GRACE_MS)
+      try {
+        return await exited
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+    return exited
+  }
+
+  return { pid, sandboxPids, forward, exited, terminate }
+}
+
+function pipeOut(from: NodeJS.ReadableStream | null, to: Writable): void {
+  if (from === null) return
+  from.on('data', (chunk: Buffer) => to.write(chunk))
+}
+
+function trySignal(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // Already gone.
+  }
+}
+
+/** SIGKILL a process and every descendant, children first is not needed: all at once. */
+export function killTree(pid: number): void {
+  const tree = descendants(pid)
+  trySignal(pid, 'SIGKILL')
+  for (const p of tree) if (isAlive(p)) trySignal(p, 'SIGKILL')
+}

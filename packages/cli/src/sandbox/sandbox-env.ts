@@ -1,0 +1,47 @@
+// The environment a sandboxed command gets: a short allowlist of the host's
+// (display and locale settings), never a credproxy variable or anything else
+// that might hold a secret, plus the broker coordinates.
+import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD } from './types.js'
+
+/** Host variables copied into the sandbox when set. Everything else is dropped. */
+export const ENV_ALLOWLIST = [
+  'TERM',
+  'LANG',
+  'LANGUAGE',
+  'TZ',
+  'NO_COLOR',
+  'COLORTERM',
+  'USER',
+  'LOGNAME',
+  'LC_ALL',
+  'LC_CTYPE',
+  'LC_COLLATE',
+  'LC_MESSAGES',
+  'LC_MONETARY',
+  'LC_NUMERIC',
+  'LC_TIME',
+] as const
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+export interface SandboxEnvOptions {
+  /** HOME inside the sandbox. */
+  home: string
+  socketName: string
+  /** PATH after the shim directory; defaults to the host PATH or DEFAULT_PATH. */
+  path?: string
+}
+
+export function buildSandboxEnv(hostEnv: NodeJS.ProcessEnv, options: SandboxEnvOptions): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const name of ENV_ALLOWLIST) {
+    const value = hostEnv[name]
+    if (value !== undefined) env[name] = value
+  }
+  const rest = options.path ?? hostEnv['PATH'] ?? DEFAULT_PATH
+  env['PATH'] = `${SANDBOX_BIN_DIR}:${rest}`
+  env['HOME'] = options.home
+  env['CREDPROXY_SOCKET'] = `${SANDBOX_SOCKET_DIR}/${options.socketName}`
+  env['CREDPROXY_SECRET_FD'] = String(SECRET_FD)
+  return env
+}

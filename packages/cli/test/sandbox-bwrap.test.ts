@@ -1,0 +1,151 @@
+// The bwrap argv builder, the sandbox env allowlist and the keyring seccomp filter,
+// the last one checked in a real bubblewrap sandbox.
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, test } from 'vitest'
+import { CliError } from '../src/cli-io.js'
+import { buildBwrapArgs, bwrapLaunchPlan } from '../src/sandbox/bwrap.js'
+import { buildSandboxEnv } from '../src/sandbox/sandbox-env.js'
+import { buildKeyringSeccompFilter } from '../src/sandbox/seccomp.js'
+import type { SandboxRequest } from '../src/sandbox/types.js'
+
+const dirs: string[] = []
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cp-bwrap-'))
+  dirs.push(dir)
+  return dir
+}
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
+})
+
+function request(overrides: Partial<SandboxRequest> = {}): SandboxRequest {
+  const base = tempDir()
+  return {
+    command: ['true'],
+    cwd: join(base, 'project'),
+    hostEnv: { HOME: join(base, 'home'), PATH: '/usr/bin:/bin', TERM: 'xterm' },
+    socketDir: join(base, 'run', 'session'),
+    socketName: 'broker.sock',
+    binds: [],
+    allowNetwork: false,
+    hiddenPaths: [join(base, 'cp-home')],
+    shimDir: join(base, 'shim'),
+    runtimeDirs: [],
+    ...overrides,
+  }
+}
+
+function pairs(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1] ?? ''] : []))
+}
+
+describe('buildBwrapArgs', () => {
+  test('unshares everything, no network by default, and --allow-network keeps it', () => {
+    const off = buildBwrapArgs(request()).args
+    expect(off.slice(0, 1)).toEqual(['--unshare-all'])
+    expect(off).not.toContain('--share-net')
+    expect(off).toEqual(expect.arrayContaining(['--die-with-parent', '--new-session']))
+    expect(buildBwrapArgs(request({ allowNetwork: true })).args).toContain('--share-net')
+  })
+
+  test('hides the host home, /tmp and /run, binds the cwd read-write and the socket dir read-only', () => {
+    const r = request()
+    const { args } = buildBwrapArgs(r)
+    expect(pairs(args, '--tmpfs')).toEqual(expect.arrayContaining([r.hostEnv['HOME'], '/tmp', '/run']))
+    expect(pairs(args, '--bind')).toContain(r.cwd)
+    expect(args.join(' ')).toContain(`--ro-bind ${r.socketDir} /run/credproxy`)
+    expect(args.join(' ')).toContain(`--chdir ${r.cwd}`)
+    expect(args.slice(args.indexOf('--') + 1)).toEqual(['true'])
+  })
+
+  test('a credproxy dir re-exposed by binding the home is covered again after the bind', () => {
+    const base = tempDir()
+    const home = join(base, 'home')
+    const data = join(home, '.local', 'share', 'credproxy')
+    mkdirSync(data, { recursive: true })
+    const { args } = buildBwrapArgs(request({ cwd: home, hostEnv: { HOME: home }, hiddenPaths: [data] }))
+    const bindAt = args.findIndex((a, i) => a === '--bind' && args[i + 1] === home)
+    const coverAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === data)
+    expect(bindAt).toBeGreaterThan(-1)
+    expect(coverAt).toBeGreaterThan(bindAt)
+  })
+
+  test('refuses a working directory inside credproxy\'s own directory, and /', () => {
+    const r = request()
+    const hidden = r.hiddenPaths[0] as string
+    expect(() => buildBwrapArgs({ ...r, cwd: join(hidden, 'data') })).toThrow(CliError)
+    expect(() => buildBwrapArgs({ ...r, cwd: '/' })).toThrow(/whole host writable/)
+    expect(() => buildBwrapArgs({ ...r, binds: [hidden] })).toThrow(/must not see/)
+  })
+
+  test('hands the secret on fd 3 and the seccomp program on fd 4, never in argv or env', () => {
+    const secret = 'ab'.repeat(32)
+    const plan = bwrapLaunchPlan(request(), secret)
+    expect(Buffer.from(plan.fds[0] as Uint8Array).toString()).toBe(secret)
+    expect(plan.args.join(' ')).not.toContain(secret)
+    expect(Object.values(plan.env).join(' ')).not.toContain(secret)
+    expect(plan.env['CREDPROXY_SECRET_FD']).toBe('3')
+    expect(plan.env['CREDPROXY_SOCKET']).toBe('/run/credproxy/broker.sock')
+  })
+})
+
+describe('buildSandboxEnv', () => {
+  test('keeps display and locale settings, drops credproxy and secret-looking host vars', () => {
+    const env = buildSandboxEnv(
+      {
+        TERM: 'xterm-256color',
+        LANG: 'C.UTF-8',
+        LC_ALL: 'C',
+        NO_COLOR: '1',
+        CREDPROXY_HOME: '/secret/place',
+        CREDPROXY_SECRET_FD: '9',
+        OPENAI_API_KEY: 'sk-host',
+        GITHUB_TOKEN: 'ghp_host',
+        AWS_SECRET_ACCESS_KEY: 'aws',
+        DBUS_SESSION_BUS_ADDRESS: 'unix:path=/run/user/0/bus',
+        SSH_AUTH_SOCK: '/tmp/ssh-agent',
+        PATH: '/usr/bin',
+      },
+      { home: '/home/me', socketName: 'broker.sock' },
+    )
+    expect(env).toEqual({
+      TERM: 'xterm-256color',
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C',
+      NO_COLOR: '1',
+      PATH: '/run/credproxy-bin:/usr/bin',
+      HOME: '/home/me',
+      CREDPROXY_SOCKET: '/run/credproxy/broker.sock',
+      CREDPROXY_SECRET_FD: '3',
+    })
+  })
+})
+
+const hasKeyctl = spawnSync('keyctl', ['--version'], { stdio: 'ignore' }).error === undefined
+
+describe.runIf(hasKeyctl && process.platform === 'linux')('keyring seccomp filter in a real bwrap sandbox', () => {
+  // A fresh host session keyring holding one key; bwrap children inherit it unless the filter cuts it off.
+  function readKeyInside(withFilter: boolean): { stdout: string; status: number | null } {
+    const filterPath = join(tempDir(), 'filter.bpf')
+    writeFileSync(filterPath, buildKeyringSeccompFilter() as Buffer)
+    const bwrap = ['bwrap', '--unshare-all', '--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev']
+    if (withFilter) bwrap.push('--seccomp', '4')
+    bwrap.push('--', 'keyctl', 'print', '%user:credproxy-test-key')
+    const script = `keyctl add user credproxy-test-key visible-secret @s >/dev/null && exec 4<"$0" && exec "$@"`
+    const result = spawnSync('keyctl', ['session', '-', 'sh', '-c', script, filterPath, ...bwrap], { encoding: 'utf8' })
+    return { stdout: result.stdout, status: result.status }
+  }
+
+  test('without the filter the sandbox reads the host session keyring (why the filter exists)', () => {
+    expect(readKeyInside(false).stdout).toContain('visible-secret')
+  })
+
+  test('with the filter the keyring syscalls fail inside', () => {
+    const result = readKeyInside(true)
+    expect(result.stdout).not.toContain('visible-secret')
+    expect(result.status).not.toBe(0)
+  })
+})
