@@ -1,3 +1,43 @@
-// Public API of @credproxy/cli for embedders: host stores, the server, launchers.
-export { main } from './cli.js'
+// Public API of @credproxy/cli for embedders: host-aware factories, host stores,
+// the broker server and its security parts, OAuth, sandbox launchers.
+export { main, VERSION } from './cli.js'
 export { resolvePaths, type CredproxyPaths } from './paths.js'
+export { createTokenStore, createProviderKeyStorage, type HostFactoryOptions } from './factories.js'
+
+export { openHostStores, LockTimeoutError, type OpenHostStoresOptions } from './storage/index.js'
+export type { HostStores, HostTokenStore, BackendName } from './storage/types.js'
+
+export {
+  CredentialProxyServer,
+  type CredentialProxyServerOptions,
+  type StartedServer,
+  type PeerSummary,
+} from './server/credential-proxy-server.js'
+export {
+  SessionGrants,
+  parseProviderGrant,
+  GrantSetSchema,
+  type GrantSet,
+  type GrantChange,
+  type Capability,
+  type ProviderGrant,
+} from './server/grants.js'
+export { DEFAULT_SERVER_LIMITS, type ServerLimits } from './server/limits.js'
+export type { AuditEntry, AuditSink, PeerCheck, PeerDecision, PeerInfo } from './server/hooks.js'
+export { createPeerCheck, readPeerCredentials, type PeerCheckOptions } from './server/peer-credentials.js'
+export { AuditLog, auditLogPath, readAuditEntries, type AuditLine } from './server/audit-log.js'
+export { startControlChannel, type ControlChannel } from './server/control.js'
+export { listSessions, type SessionRecord } from './server/session-registry.js'
+export { writeSessionSecretFile } from './server/session-secret-file.js'
+
+export type { OAuthBroker, OAuthInitiateResult, OAuthPollResult, FlowType } from './oauth/broker.js'
+export { createOAuthBroker, HostOAuthBroker, type CreateOAuthBrokerOptions } from './oauth/host-oauth-broker.js'
+export { loadProvidersConfig, type ProviderConfig, type ProvidersConfig } from './oauth/provider-config.js'
+export { RefreshCoordinator } from './oauth/refresh-coordinator.js'
+export { ProactiveScheduler } from './oauth/proactive-scheduler.js'
+export { OAuthSessionManager } from './oauth/session-manager.js'
+
+export { runCommand, type RunOptions } from './commands/run.js'
+export { selectSandbox, prepareLaunch } from './sandbox/select.js'
+export { spawnSandbox } from './sandbox/launch.js'
+export { buildBwrapArgs } from './sandbox/bwrap.js'

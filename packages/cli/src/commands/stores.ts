@@ -1,18 +1,25 @@
-// The stores a credential command works on. On the host: the keyring or encrypted
-// files. Commands use only the core interfaces, so a socket-backed branch (inside
-// a sandbox) can be added here without touching them.
-import type { ProviderKeyStorage, TokenStore } from '@credproxy/core'
+// The stores a credential command works on: socket-backed inside a sandbox
+// (CREDPROXY_SOCKET set), the keyring or encrypted files on the host. Commands
+// use only the core interfaces, so the same command works on both sides.
+import { createProviderKeyStorage, createTokenStore, isProxyMode, type ProviderKeyStorage, type TokenStore } from '@credproxy/core'
 import { writeLine, type CliIO } from '../cli-io.js'
 import { openHostStores } from '../storage/index.js'
 
 export interface CommandStores {
   tokens: TokenStore
   keys: ProviderKeyStorage
-  /** 'keyring' or 'file' on the host. */
+  /** 'keyring' or 'file' on the host, 'broker' inside a sandbox. */
   backend: string
 }
 
 export async function openCommandStores(io: CliIO): Promise<CommandStores> {
+  if (isProxyMode(io.env)) {
+    return {
+      tokens: createTokenStore({ env: io.env }),
+      keys: createProviderKeyStorage({ env: io.env }),
+      backend: 'broker',
+    }
+  }
   const stores = await openHostStores({ env: io.env, log: (line) => writeLine(io.stderr, line) })
   return { tokens: stores.tokens, keys: stores.keys, backend: stores.backend }
 }
