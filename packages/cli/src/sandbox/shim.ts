@@ -35,21 +35,27 @@ export async function createShim(node: string = process.execPath): Promise<Shim>
 }
 
 /**
- * Host directories the shim needs: the node installation and the directory
- * whose node_modules resolve credproxy's dependencies. bwrap re-binds them
- * read-only when they sit under a hidden path (nvm under $HOME, an npx cache).
+ * Host directories the shim needs: the node installation, this package, every
+ * node_modules directory Node searches from it (an npm workspace resolves
+ * `@credproxy/core` through a symlink in the root node_modules), and the real
+ * directories of the workspace packages those symlinks point at. bwrap re-binds
+ * them read-only when they sit under a hidden path (a clone in $HOME or /tmp,
+ * nvm under $HOME, an npx cache).
  */
 export function runtimeDirs(): string[] {
   const nodePrefix = dirname(dirname(realpathSync(process.execPath)))
   const cliRoot = dirname(dirname(credproxyBinPath()))
-  const require = createRequire(join(cliRoot, 'package.json'))
   const dirs = [nodePrefix, cliRoot]
-  for (const dep of ['@credproxy/core', 'zod']) {
-    try {
-      dirs.push(packageRoot(realpathSync(require.resolve(dep))))
-    } catch {
-      // Not resolvable from here: the shim would fail the same way on the host.
-    }
+  for (let dir = cliRoot; ; dir = dirname(dir)) {
+    const modules = join(dir, 'node_modules')
+    if (existsSync(modules)) dirs.push(modules)
+    if (dirname(dir) === dir) break
+  }
+  const require = createRequire(join(cliRoot, 'package.json'))
+  try {
+    dirs.push(packageRoot(realpathSync(require.resolve('@credproxy/core'))))
+  } catch {
+    // Not resolvable from here: the shim would fail the same way on the host.
   }
   return dirs
 }
