@@ -1,12 +1,13 @@
 // readSessionSecret in real child processes (the secret is cached per process, and
 // the fd is a real inherited pipe). Needs the built package: run `npm run build` first.
 import { createHash } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { closeSync, existsSync, openSync } from 'node:fs'
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { CORE_DIST_PATH, runChild } from './helpers/child.js'
+import { CORE_DIST, CORE_DIST_PATH, runChild } from './helpers/child.js'
 
 const SECRET_HEX = '5ec2e7'.repeat(10) + 'abcd'
 const SECRET_SHA = createHash('sha256').update(Buffer.from(SECRET_HEX, 'hex')).digest('hex')
@@ -66,6 +67,27 @@ describe('CREDPROXY_SECRET_FD', () => {
     expect(seen['message']).toContain('credproxy run')
     expect(seen['message']).not.toContain('NOT-A-SECRET')
     expect(seen['envHasFd']).toBe(false)
+  })
+
+  test('an unlinked file on the fd serves every process that inherits it (a shell running two clients)', async () => {
+    // `credproxy run` hands over an unlinked file, not a pipe: positional reads leave
+    // the shared file position alone, so the second process reads the secret too.
+    const file = join(dir, 'shared-secret')
+    await writeFile(file, `${SECRET_HEX}\n`, { mode: 0o600 })
+    const fd = openSync(file, 'r')
+    await rm(file)
+    const script = `const CORE = ${JSON.stringify(CORE_DIST)};\n${READ_SECRET}`
+    const child = spawn('sh', ['-c', 'node --input-type=module -e "$SCRIPT"; node --input-type=module -e "$SCRIPT"'], {
+      env: baseEnv({ CREDPROXY_SECRET_FD: '3', SCRIPT: script }),
+      stdio: ['ignore', 'pipe', 'pipe', fd],
+    })
+    closeSync(fd)
+    let stdout = ''
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')))
+    await new Promise((resolve) => child.on('close', resolve))
+    const seen = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(seen).toHaveLength(2)
+    for (const one of seen) expect(one['sha256']).toBe(SECRET_SHA)
   })
 
   test('stdio fds are refused', async () => {
