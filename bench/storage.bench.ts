@@ -28,11 +28,13 @@ async function measure(backend: 'file' | 'keyring', rows: string[][]): Promise<v
     if (stores === undefined) return
     const s = stores
     const n = ITERATIONS[backend]
-    const samples: Record<string, number[]> = { saveToken: [], getToken: [], saveKey: [], getKey: [] }
+    const samples: Record<string, number[]> = { saveToken: [], getToken: [], recordUsage: [], saveKey: [], getKey: [] }
     for (let i = 0; i < n; i++) {
       const token = { access_token: `access-${i}-${'x'.repeat(800)}`, refresh_token: `r-${i}`, expiry: 2e9, token_type: 'Bearer' }
       samples['saveToken']?.push(await timeIt(() => s.tokens.saveToken('bench', token)))
       samples['getToken']?.push(await timeIt(() => s.tokens.getToken('bench')))
+      // What every get_token through the broker adds (counted in memory, written to usage.json in batches).
+      samples['recordUsage']?.push(await timeIt(() => s.tokens.recordUsage('bench', 'default')))
       samples['saveKey']?.push(await timeIt(() => s.keys.saveKey('BENCH_KEY', `sk-${i}`)))
       samples['getKey']?.push(await timeIt(() => s.keys.getKey('BENCH_KEY')))
     }
@@ -41,6 +43,7 @@ async function measure(backend: 'file' | 'keyring', rows: string[][]): Promise<v
       rows.push([backend, op, String(stats.n), fmtMs(stats.p50), fmtMs(stats.p99)])
     }
     rows.push([backend, 'open + first save', '1', fmtMs(first), fmtMs(first)])
+    await s.tokens.close?.()
     await s.tokens.removeToken('bench')
     await s.keys.deleteKey('BENCH_KEY')
     await s.keys.deleteKey('BENCH_FIRST')

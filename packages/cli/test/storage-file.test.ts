@@ -41,6 +41,7 @@ describe('encrypted file backend on disk', () => {
     await stores.keys.saveKey('OPENAI_API_KEY', secrets[0] ?? '')
     await stores.tokens.saveToken('anthropic', token({ access_token: secrets[1], refresh_token: secrets[2] }))
     await stores.tokens.recordUsage('anthropic', 'default')
+    await stores.tokens.close?.() // usage counts reach usage.json on close
     await stores.tokens.withRefreshLock('anthropic', 'default', () => Promise.resolve())
     const paths = await walk(home)
     expect(paths.length).toBeGreaterThan(5)

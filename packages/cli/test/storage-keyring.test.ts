@@ -57,6 +57,7 @@ describe.runIf(withSecretService)('keyring backend (real Secret Service)', () =>
     await stores.tokens.saveToken('p', token({ access_token: 'DISK-CHECK-ACCESS', refresh_token: 'DISK-CHECK-REFRESH' }))
     await stores.keys.saveKey('K', 'DISK-CHECK-KEY')
     await stores.tokens.recordUsage('p', 'default')
+    await stores.tokens.close?.() // usage counts reach usage.json on close
     const files: string[] = []
     const walk = async (dir: string): Promise<void> => {
       for (const entry of await readdir(dir, { withFileTypes: true })) {

@@ -110,9 +110,9 @@ async function openLogFile(path: string): Promise<{ handle: FileHandle; info: St
 }
 
 /**
- * AuditSink writing to a file. write() only formats and queues; one background
- * drain appends whole batches, so the request path never waits on the disk and
- * never sees an error (failures go to options.log).
+ * AuditSink writing to a file. write() only queues the entry and its time; one
+ * background drain formats and appends whole batches, so the request path neither
+ * formats, waits on the disk, nor sees an error (failures go to options.log).
  */
 export class AuditLog implements AuditSink {
   readonly path: string
@@ -121,7 +121,9 @@ export class AuditLog implements AuditSink {
   readonly #log: SecurityLog | undefined
   #handle: FileHandle | null
   #inode: number
-  #queue: string[] = []
+  /** Entries not yet formatted, and when each was written (ms since the epoch). */
+  #queue: AuditEntry[] = []
+  #times: number[] = []
   #dropped = 0
   #draining: Promise<void> | null = null
   #closed = false
@@ -149,7 +151,8 @@ export class AuditLog implements AuditSink {
         this.#dropped++
         return
       }
-      this.#queue.push(formatAuditLine(entry))
+      this.#queue.push(entry)
+      this.#times.push(Date.now())
       this.#draining ??= this.#drain()
     } catch (error) {
       this.#report(error)
@@ -172,22 +175,56 @@ export class AuditLog implements AuditSink {
 
   async #drain(): Promise<void> {
     try {
+      // Start after the current I/O callbacks: the entries of one event-loop turn go out as one batch.
+      await new Promise((resolve) => setImmediate(resolve))
       while (this.#queue.length > 0 || this.#dropped > 0) {
-        const lines = this.#queue
+        const entries = this.#queue
+        const times = this.#times
         this.#queue = []
+        this.#times = []
+        const lines: string[] = []
+        for (let i = 0; i < entries.length; i++) {
+          try {
+            lines.push(formatAuditLine(entries[i] as AuditEntry, new Date(times[i] ?? Date.now())))
+          } catch (error) {
+            this.#report(error)
+          }
+        }
         if (this.#dropped > 0) {
           lines.push(JSON.stringify({ time: new Date().toISOString(), event: 'audit_dropped', dropped: this.#dropped }))
           this.#dropped = 0
         }
-        try {
-          await this.#append(Buffer.from(`${lines.join('\n')}\n`, 'utf8'))
-        } catch (error) {
-          this.#report(error)
+        // A batch may be larger than the cap: it goes out in pieces that each fit one file.
+        for (const piece of this.#pieces(lines)) {
+          try {
+            await this.#append(piece)
+          } catch (error) {
+            this.#report(error)
+          }
         }
       }
     } finally {
       this.#draining = null
     }
+  }
+
+  /** Whole lines grouped into buffers of at most maxBytes (a single longer line stays whole). */
+  #pieces(lines: string[]): Buffer[] {
+    const pieces: Buffer[] = []
+    let group: string[] = []
+    let bytes = 0
+    for (const line of lines) {
+      const size = Buffer.byteLength(line) + 1
+      if (group.length > 0 && bytes + size > this.#maxBytes) {
+        pieces.push(Buffer.from(`${group.join('\n')}\n`, 'utf8'))
+        group = []
+        bytes = 0
+      }
+      group.push(line)
+      bytes += size
+    }
+    if (group.length > 0) pieces.push(Buffer.from(`${group.join('\n')}\n`, 'utf8'))
+    return pieces
   }
 
   async #append(data: Buffer): Promise<void> {

@@ -35,6 +35,7 @@ import {
   parseRequest,
   requestNames,
   type DispatchContext,
+  type ParsedRequest,
   type RequestNames,
 } from './dispatch.js'
 import type { SessionGrants } from './grants.js'
@@ -70,6 +71,7 @@ const CLIENT_ONLY_CODES = new Set<ErrorCode>(['TIMEOUT', 'CONNECTION_FAILED', 'P
 type State = 'AWAIT_HANDSHAKE' | 'AWAIT_FINISH' | 'READY' | 'DRAINING' | 'CLOSING' | 'CLOSED'
 
 interface InFlight {
+  id: string
   op: string
   names: RequestNames
   startedAt: number
@@ -81,6 +83,7 @@ type Answer = { ok: true; data: Record<string, unknown> } | { ok: false; code: E
 export interface ConnectionSummary {
   pid?: number
   uid?: number
+  sandboxPid?: number
   connectedAt: number
   version?: number
   /** Answer bytes written but not yet taken by the peer. */
@@ -107,6 +110,7 @@ export class ProxyConnection {
   #partialTimer: NodeJS.Timeout | undefined
   #closeTimer: NodeJS.Timeout | undefined
   #idleWaiters: Array<() => void> = []
+  #dispatchContext: DispatchContext | undefined
 
   constructor(
     readonly socket: Socket,
@@ -136,6 +140,7 @@ export class ProxyConnection {
     if (this.peer !== null) {
       s.pid = this.peer.pid
       s.uid = this.peer.uid
+      if (this.peer.sandboxPid !== undefined) s.sandboxPid = this.peer.sandboxPid
     }
     if (this.#version !== undefined) s.version = this.#version
     return s
@@ -380,7 +385,7 @@ export class ProxyConnection {
 
   #onRequest(frame: Record<string, unknown>): void {
     const startedAt = performance.now()
-    const envelope = RequestEnvelopeSchema.safeParse(frame)
+    const envelope = readEnvelope(frame) ?? RequestEnvelopeSchema.safeParse(frame)
     if (!envelope.success) {
       const id = RequestIdSchema.safeParse(frame['id'])
       if (!id.success) {
@@ -414,27 +419,34 @@ export class ProxyConnection {
       return
     }
     const request = parsed.request
-    const names = requestNames(request)
     if (request.op === 'cancel') {
       this.#cancel(id, request.payload.targetId, startedAt)
       return
     }
+    const names = requestNames(request)
     if (this.#inFlight.size >= this.host.limits.maxInFlightPerConnection) {
       const message = `At most ${this.host.limits.maxInFlightPerConnection} requests may be in flight per connection.`
       this.#reject(id, op, names, startedAt, 'RESOURCE_EXHAUSTED', message)
       return
     }
-    const refusal = authorize(request, this.host.grants)
+    const refusal = authorize(request, this.host.grants, names)
     if (refusal !== null) {
       this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
       return
     }
-    const entry: InFlight = { op, names, startedAt, answered: false }
+    const entry: InFlight = { id, op, names, startedAt, answered: false }
     this.#inFlight.set(id, entry)
-    dispatch(this.#context(), request).then(
-      (data) => this.#answer(id, entry, { ok: true, data }),
-      (error: unknown) => this.#answer(id, entry, this.#errorAnswer(op, error)),
-    )
+    void this.#run(entry, request)
+  }
+
+  async #run(entry: InFlight, request: ParsedRequest): Promise<void> {
+    let answer: Answer
+    try {
+      answer = { ok: true, data: await dispatch(this.#context(), request) }
+    } catch (error) {
+      answer = this.#errorAnswer(entry.op, error)
+    }
+    this.#answer(entry.id, entry, answer)
   }
 
   #cancel(id: string, targetId: string, startedAt: number): void {
@@ -444,9 +456,13 @@ export class ProxyConnection {
     this.#auditRequest('cancel', {}, 'ok', startedAt)
   }
 
+  /** One context per settled connection (grants are a live object, so changes still apply per request). */
   #context(): DispatchContext {
-    const { stores, oauth, grants, sessionId, limits, log } = this.host
-    return { stores, oauth, grants, sessionId, limits, log, version: this.#version ?? 1 }
+    if (this.#dispatchContext === undefined) {
+      const { stores, oauth, grants, sessionId, limits, log } = this.host
+      this.#dispatchContext = { stores, oauth, grants, sessionId, limits, log, version: this.#version ?? 1 }
+    }
+    return this.#dispatchContext
   }
 
   #errorAnswer(op: string, error: unknown): Answer {
@@ -483,7 +499,7 @@ export class ProxyConnection {
     if (entry.answered) return
     entry.answered = true
     if (this.#inFlight.get(id) === entry) this.#inFlight.delete(id)
-    this.#send({ id, ...answer })
+    this.#send(answer.ok ? { id, ok: true, data: answer.data } : { id, ...answer })
     this.#auditRequest(entry.op, entry.names, answer.ok ? 'ok' : answer.code, entry.startedAt)
     if (this.#inFlight.size === 0) this.#notifyIdle(false)
     // An answer may have been what pushed the peer over its buffer; a drain resumes reading.
@@ -514,20 +530,44 @@ export class ProxyConnection {
   }
 
   #auditRequest(op: string | undefined, names: RequestNames, outcome: 'ok' | ErrorCode, startedAt: number): void {
-    const entry: Omit<AuditEntry, 'session'> = { event: 'request', outcome, durationMs: performance.now() - startedAt, ...names }
+    // One object per line, in a fixed shape: the sink takes it as is (no copies on the request path).
+    const entry: Omit<AuditEntry, 'session'> = {
+      event: 'request',
+      outcome,
+      durationMs: performance.now() - startedAt,
+      peer: this.peer,
+    }
     if (op !== undefined) entry.op = op
-    this.#audit(entry)
+    if (names.provider !== undefined) entry.provider = names.provider
+    if (names.bucket !== undefined) entry.bucket = names.bucket
+    if (names.key !== undefined) entry.key = names.key
+    this.#emitAudit(entry)
   }
 
   #audit(entry: Omit<AuditEntry, 'session' | 'peer'>): void {
-    const full: Omit<AuditEntry, 'session'> = { ...entry, peer: this.peer }
-    if (this.#version !== undefined) full.protocolVersion = this.#version
+    this.#emitAudit({ ...entry, peer: this.peer })
+  }
+
+  #emitAudit(entry: Omit<AuditEntry, 'session'>): void {
+    if (this.#version !== undefined) entry.protocolVersion = this.#version
     try {
-      this.host.audit(full)
+      this.host.audit(entry)
     } catch (error) {
       this.host.log(`audit sink failed: ${describe(error)}`)
     }
   }
+}
+
+/**
+ * The common case of RequestEnvelopeSchema without a zod pass: accepts only what the
+ * schema accepts (same rules); anything else (null) goes through the schema itself.
+ */
+function readEnvelope(frame: Record<string, unknown>): { success: true; data: { id: string; op: string; payload: unknown } } | null {
+  const { v, id, op } = frame
+  if (typeof id !== 'string' || id.length < 1 || id.length > 128) return null
+  if (typeof op !== 'string' || op.length < 1 || op.length > 64) return null
+  if (v !== undefined && !(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 1_000_000)) return null
+  return { success: true, data: { id, op, payload: frame['payload'] } }
 }
 
 function describe(error: unknown): string {

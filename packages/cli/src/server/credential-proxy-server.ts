@@ -202,8 +202,11 @@ export class CredentialProxyServer {
   #audit(entry: Omit<AuditEntry, 'session'>): void {
     const sink = this.#options.audit
     if (sink === undefined) return
+    // Every caller builds a fresh entry, so it is completed in place rather than copied.
+    const full = entry as AuditEntry
+    full.session = this.#sessionId
     try {
-      sink.write({ ...entry, session: this.#sessionId })
+      sink.write(full)
     } catch (error) {
       this.#log(`audit sink failed: ${String(error)}`)
     }

@@ -50,7 +50,8 @@ export interface DispatchContext {
 export function parseRequest(op: string, payload: unknown, version: number): ParseResult {
   if (!isOpName(op)) return { ok: false, message: 'unknown operation' }
   if (OP_MIN_VERSION[op] > version) return { ok: false, message: `operation ${op} needs protocol v${OP_MIN_VERSION[op]}` }
-  const result = OP_PAYLOAD_SCHEMAS[op].safeParse(payload ?? {})
+  // Only a missing payload means {} (PROTOCOL.md); null or a non-object is INVALID_REQUEST.
+  const result = OP_PAYLOAD_SCHEMAS[op].safeParse(payload === undefined ? {} : payload)
   if (!result.success) {
     const fields = [...new Set(result.error.issues.map((i) => i.path.map(String).join('.') || '(payload)'))].slice(0, 4)
     return { ok: false, message: `invalid payload for ${op}: check ${fields.join(', ')}` }
@@ -70,10 +71,13 @@ export function requestNames(request: ParsedRequest): RequestNames {
 }
 
 /** NOT_GRANTED decided from the grants alone; null when allowed. */
-export function authorize(request: ParsedRequest, grants: SessionGrants): ExposedProxyError | null {
+export function authorize(
+  request: ParsedRequest,
+  grants: SessionGrants,
+  names: RequestNames = requestNames(request),
+): ExposedProxyError | null {
   const capability = OP_CAPABILITY[request.op]
   if (capability === null) return null
-  const names = requestNames(request)
   const decision =
     names.key !== undefined
       ? grants.checkKey(names.key)
@@ -108,8 +112,8 @@ const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
         ? await ctx.oauth.getFreshToken(provider, bucket)
         : await ctx.stores.tokens.getToken(provider, bucket)
     if (token === null) throw notFound(`a token for ${provider}/${bucket}`)
-    // Usage counting is bookkeeping: a failure there must not cost the client its token.
-    await ctx.stores.tokens.recordUsage(provider, bucket).catch((error: unknown) => {
+    // Usage counting is bookkeeping: the answer neither waits for it nor fails with it.
+    void ctx.stores.tokens.recordUsage(provider, bucket).catch((error: unknown) => {
       ctx.log(`recording usage of ${provider}/${bucket} failed: ${String(error)}`)
     })
     return tokenData(token)

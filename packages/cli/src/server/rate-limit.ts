@@ -5,6 +5,8 @@ export type Clock = () => number
 
 export type TakeResult = { ok: true } | { ok: false; retryAfterSeconds: number }
 
+const TAKEN: TakeResult = Object.freeze({ ok: true })
+
 export class TokenBucket {
   #tokens: number
   #last: number
@@ -27,7 +29,7 @@ export class TokenBucket {
     this.#tokens = Math.min(this.burst, this.#tokens + (elapsedMs * this.ratePerSecond) / 1000)
     if (this.#tokens >= 1) {
       this.#tokens -= 1
-      return { ok: true }
+      return TAKEN
     }
     const waitMs = ((1 - this.#tokens) * 1000) / this.ratePerSecond
     return { ok: false, retryAfterSeconds: Math.max(0.001, Math.ceil(waitMs) / 1000) }

@@ -136,9 +136,15 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return this.usage.stats(ref.provider, ref.bucket)
   }
 
+  /** Counted in memory; usage.json gets it within a second or on close() (see UsageStats). */
   async recordUsage(provider: string, bucket: string): Promise<void> {
     const ref = tokenRef(provider, bucket)
-    await this.usage.record(ref.provider, ref.bucket)
+    this.usage.record(ref.provider, ref.bucket)
+  }
+
+  /** Write the usage counts still held in memory. The store stays usable. */
+  close(): Promise<void> {
+    return this.usage.close()
   }
 
   async withRefreshLock<T>(

@@ -51,7 +51,7 @@ export async function openHostStores(options: OpenHostStoresOptions = {}): Promi
   }
   backend ??= await FileBackend.open(paths.dataDir)
   return {
-    tokens: new HostTokenStoreImpl(backend, locks, new UsageStats(paths.stateDir, locks), log),
+    tokens: new HostTokenStoreImpl(backend, locks, new UsageStats(paths.stateDir, locks, log), log),
     keys: new HostKeyStorageImpl(backend, locks),
     backend: backend.name,
   }

@@ -17,6 +17,8 @@ export interface HostTokenStore extends TokenStore {
   ): Promise<OAuthToken | null>
   /** Count one use of provider/bucket for get_bucket_stats (requestCount, lastUsed). */
   recordUsage(provider: string, bucket: string): Promise<void>
+  /** Write what is still held in memory (usage counts); owners call it when done. The store stays usable. */
+  close?(): Promise<void>
   /**
    * Run fn while holding the cross-process refresh lock of provider/bucket.
    * Throws when the lock cannot be had within waitMs; a lock left by a crashed

@@ -21,42 +21,135 @@ const UsageSchema = z.strictObject({
 })
 type Usage = z.infer<typeof UsageSchema>
 
+/** How long uses are counted in memory before they are merged into usage.json (one locked write per period). */
+export const USAGE_FLUSH_DELAY_MS = 1_000
+
+/** Uses counted in memory since the last flush, per provider and bucket. */
+interface PendingUse {
+  count: number
+  lastUsed: number
+}
+
+/**
+ * Counts live in memory and reach usage.json on a short debounce and on close(), so a
+ * get_token never waits on the cross-process lock. A flush adds this process's
+ * increments to what the file holds (other processes flush theirs the same way),
+ * so counts stay correct across processes; lastUsed is the latest of all.
+ */
 export class UsageStats {
   readonly path: string
+  readonly #pending = new Map<string, Map<string, PendingUse>>()
+  #timer: NodeJS.Timeout | undefined
+  #flushing: Promise<void> | undefined
 
   constructor(
     stateDir: string,
     private readonly locks: LockDirectory,
+    private readonly log: (line: string) => void = () => undefined,
+    private readonly flushDelayMs: number = USAGE_FLUSH_DELAY_MS,
   ) {
     this.path = join(stateDir, USAGE_FILE)
   }
 
-  async record(provider: string, bucket: string, nowMs = Date.now()): Promise<void> {
-    await this.update((usage) => {
-      const buckets = (usage.providers[provider] ??= {})
-      const entry = (buckets[bucket] ??= { requestCount: 0 })
-      entry.requestCount += 1
-      entry.lastUsed = nowMs
-    })
+  /** Count one use now; it reaches the file within flushDelayMs (or on flush/close). */
+  record(provider: string, bucket: string, nowMs = Date.now()): void {
+    this.#add(provider, bucket, 1, nowMs)
+    this.#schedule()
   }
 
   async forget(provider: string, bucket: string): Promise<void> {
+    // Uses of a removed bucket still waiting in memory (or being written) must not bring it back.
+    while (this.#flushing !== undefined) await this.#flushing
+    const buckets = this.#pending.get(provider)
+    buckets?.delete(bucket)
+    if (buckets?.size === 0) this.#pending.delete(provider)
     await this.update((usage) => {
-      const buckets = usage.providers[provider]
-      if (buckets === undefined) return
-      delete buckets[bucket]
-      if (Object.keys(buckets).length === 0) delete usage.providers[provider]
+      const stored = usage.providers[provider]
+      if (stored === undefined) return
+      delete stored[bucket]
+      if (Object.keys(stored).length === 0) delete usage.providers[provider]
     })
   }
 
+  /** What the file holds plus this process's uses not yet flushed. */
   async stats(provider: string, bucket: string): Promise<BucketStats> {
-    const buckets = (await this.read()).providers[provider] ?? {}
-    const total = Object.values(buckets).reduce((sum, b) => sum + b.requestCount, 0)
-    const entry = buckets[bucket]
-    const requestCount = entry?.requestCount ?? 0
+    const stored = (await this.read()).providers[provider] ?? {}
+    const pending = this.#pending.get(provider)
+    let total = 0
+    for (const b of Object.values(stored)) total += b.requestCount
+    if (pending !== undefined) for (const p of pending.values()) total += p.count
+    const entry = stored[bucket]
+    const mine = pending?.get(bucket)
+    const requestCount = (entry?.requestCount ?? 0) + (mine?.count ?? 0)
     const stats: BucketStats = { bucket, requestCount, percentage: total === 0 ? 0 : (requestCount / total) * 100 }
-    if (entry?.lastUsed !== undefined) stats.lastUsed = entry.lastUsed
+    const lastUsed = Math.max(entry?.lastUsed ?? -Infinity, mine?.lastUsed ?? -Infinity)
+    if (Number.isFinite(lastUsed)) stats.lastUsed = lastUsed
     return stats
+  }
+
+  /** Merge the uses counted so far into usage.json. Resolves once they are written (or failed and are kept for the next try). */
+  async flush(): Promise<void> {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    // One writer at a time: uses counted while a flush runs go in the next one.
+    while (this.#flushing !== undefined) await this.#flushing
+    if (this.#pending.size === 0) return
+    this.#flushing = this.#write().finally(() => {
+      this.#flushing = undefined
+    })
+    await this.#flushing
+  }
+
+  /** Flush and stop the timer; a later record() starts it again. */
+  async close(): Promise<void> {
+    await this.flush()
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined) return
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      void this.flush()
+    }, this.flushDelayMs)
+    // Counting must not keep a process alive; owners call close() before they exit.
+    this.#timer.unref()
+  }
+
+  #add(provider: string, bucket: string, count: number, lastUsed: number): void {
+    let buckets = this.#pending.get(provider)
+    if (buckets === undefined) this.#pending.set(provider, (buckets = new Map()))
+    const entry = buckets.get(bucket)
+    if (entry === undefined) buckets.set(bucket, { count, lastUsed })
+    else {
+      entry.count += count
+      if (lastUsed > entry.lastUsed) entry.lastUsed = lastUsed
+    }
+  }
+
+  async #write(): Promise<void> {
+    const batch = new Map(this.#pending)
+    this.#pending.clear()
+    try {
+      await this.update((usage) => {
+        for (const [provider, buckets] of batch) {
+          const stored = (usage.providers[provider] ??= {})
+          for (const [bucket, use] of buckets) {
+            const entry = (stored[bucket] ??= { requestCount: 0 })
+            entry.requestCount += use.count
+            entry.lastUsed = Math.max(entry.lastUsed ?? use.lastUsed, use.lastUsed)
+          }
+        }
+      })
+    } catch (error) {
+      // Keep the uses for the next flush rather than lose them; the log says why.
+      for (const [provider, buckets] of batch) {
+        for (const [bucket, use] of buckets) this.#add(provider, bucket, use.count, use.lastUsed)
+      }
+      this.log(`credproxy: writing usage counts to ${this.path} failed: ${(error as Error).message}`)
+      this.#schedule()
+    }
   }
 
   private async read(): Promise<Usage> {
