@@ -1,6 +1,6 @@
 // Private directories and files: 0700 / 0600, repaired when found wider, refused
 // when owned by someone else.
-import { chmod, lstat, mkdir } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readFile } from 'node:fs/promises'
 import { CliError } from './cli-io.js'
 
 export const PRIVATE_DIR_MODE = 0o700
@@ -32,4 +32,15 @@ export async function ensurePrivateFile(path: string): Promise<void> {
     throw new CliError(`${path} is owned by uid ${info.uid}, not by you (uid ${uid})`, `Remove it or fix its owner.`)
   }
   if ((info.mode & 0o777) !== PRIVATE_FILE_MODE) await chmod(path, PRIVATE_FILE_MODE)
+}
+
+/** A private file's text after ensurePrivateFile, or null when it does not exist. */
+export async function readPrivateFile(path: string): Promise<string | null> {
+  try {
+    await ensurePrivateFile(path)
+    return await readFile(path, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw error
+  }
 }

@@ -28,19 +28,20 @@ afterEach(async () => {
   await rm(home, { recursive: true, force: true })
 })
 
+const TYPICAL = {
+  session: 'sess-0001',
+  event: 'request',
+  peer: { pid: 1234, uid: 1000, gid: 1000 },
+  op: 'get_token',
+  provider: 'anthropic',
+  bucket: 'default',
+  outcome: 'ok',
+  durationMs: 1.25,
+} as const
+
 /** A typical request entry; `undefined` in `over` removes a field. */
 const entry = (over: { [K in keyof AuditEntry]?: AuditEntry[K] | undefined } = {}): AuditEntry => {
-  const merged: Record<string, unknown> = {
-    session: 'sess-0001',
-    event: 'request',
-    peer: { pid: 1234, uid: 1000, gid: 1000 },
-    op: 'get_token',
-    provider: 'anthropic',
-    bucket: 'default',
-    outcome: 'ok',
-    durationMs: 1.25,
-    ...over,
-  }
+  const merged: Record<string, unknown> = { ...TYPICAL, ...over }
   for (const [name, value] of Object.entries(merged)) if (value === undefined) delete merged[name]
   return merged as unknown as AuditEntry
 }
@@ -67,16 +68,7 @@ describe('AuditLog', () => {
     await log.close()
     const written = await lines(path)
     expect(written).toHaveLength(2)
-    expect(written[0]).toMatchObject({
-      session: 'sess-0001',
-      event: 'request',
-      peer: { pid: 1234, uid: 1000, gid: 1000 },
-      op: 'get_token',
-      provider: 'anthropic',
-      bucket: 'default',
-      outcome: 'ok',
-      durationMs: 1.25,
-    })
+    expect(written[0]).toMatchObject(TYPICAL)
     expect(new Date(String(written[0]?.['time'])).toString()).not.toBe('Invalid Date')
     expect(written[1]).toMatchObject({ event: 'connection_refused', outcome: 'FORBIDDEN', reason: 'uid-mismatch' })
   })

@@ -12,7 +12,8 @@ import { AuditLog, auditLogPath, readAuditEntries } from '../src/server/audit-lo
 import { MAX_CONTROL_FRAME_BYTES, startControlChannel, type ControlChannel } from '../src/server/control.js'
 import { SessionGrants } from '../src/server/grants.js'
 import { listSessions, registerSession, sessionsDir } from '../src/server/session-registry.js'
-import { captureIO, RawClient } from './helpers/security-helpers.js'
+import { captureIO, startSecureSession } from './helpers/security-helpers.js'
+import { RawClient } from './helpers/server-raw-client.js'
 
 const PEER_CLIENT = fileURLToPath(new URL('./fixtures/peer-client.mjs', import.meta.url))
 const SESSION = 'a1b2c3d4e5f60718'
@@ -141,7 +142,7 @@ describe('session registry and control socket', () => {
     const client = await RawClient.connect(ch.socketPath)
     const header = Buffer.alloc(4)
     header.writeUInt32BE(MAX_CONTROL_FRAME_BYTES + 1)
-    client.sendBytes(header)
+    client.sendRaw(header)
     await client.waitClosed()
     expect(client.frames).toEqual([])
   })
@@ -188,13 +189,34 @@ describe('credproxy sessions / grant / revoke', () => {
     })
   })
 
+  test.runIf(process.platform === 'linux')('sessions shows which sandbox each connected peer belongs to', async () => {
+    // This test process is the peer; its parent stands in for the launched sandbox it runs under.
+    const session = await startSecureSession({ grants: { providers: [], keys: [], capabilities: ['read'] }, sandboxPids: [process.ppid] })
+    try {
+      const client = session.client()
+      expect(await client.request('list_providers', {})).toEqual({ providers: [] })
+      const io = captureIO(session.env)
+      expect(await main(['sessions'], io)).toBe(0)
+      expect(io.stdoutText()).toContain(`pid ${process.pid} uid ${process.getuid?.()} sandbox ${process.ppid}`)
+      const json = captureIO(session.env)
+      expect(await main(['sessions', '--json'], json)).toBe(0)
+      expect(JSON.parse(json.stdoutText())).toMatchObject([{ id: session.sessionId, peers: [{ pid: process.pid, sandboxPid: process.ppid }] }])
+      await session.audit.flush()
+      const audit = captureIO(session.env)
+      expect(await main(['audit', '--session', session.sessionId], audit)).toBe(0)
+      expect(audit.stdoutText()).toContain(`sandbox ${process.ppid}  list_providers`)
+    } finally {
+      await session.cleanup()
+    }
+  })
+
   test('sessions prints a readable list, and says how to start one when there is none', async () => {
     expect((await cli('sessions')).out).toContain('No running sessions.')
     await start()
     const { out } = await cli('sessions')
     expect(out).toContain(`session ${SESSION}`)
     expect(out).toContain('anthropic (all buckets)')
-    expect(out).toContain('pid 4321 uid 1000')
+    expect(out).toContain('pid 4321 uid 1000 sandbox 4300')
   })
 
   test('grant changes the running session at once and is audited; revoke takes it back', async () => {

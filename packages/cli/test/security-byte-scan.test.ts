@@ -6,7 +6,8 @@ import { HOST_ONLY_TOKEN_FIELDS, type OAuthToken } from '@credproxy/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { createOAuthBroker } from '../src/oauth/host-oauth-broker.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
-import { RawClient, startSecureSession, type SecureSession } from './helpers/security-helpers.js'
+import { startSecureSession, type SecureSession } from './helpers/security-helpers.js'
+import type { RawClient } from './helpers/server-raw-client.js'
 
 const PLANTED: OAuthToken = {
   access_token: 'at-planted-5f1c',
@@ -24,11 +25,10 @@ let session: SecureSession
 let raw: RawClient
 const secrets = new Set<string>()
 const accessTokens = new Set<string>()
-let sequence = 0
 
 async function ask(op: string, payload: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const answer = await raw.request(`b${++sequence}`, op, payload)
-  if (answer?.['ok'] !== true) throw new Error(`${op} failed: ${JSON.stringify(answer)}`)
+  const answer = await raw.request(op, payload)
+  if (answer['ok'] !== true) throw new Error(`${op} failed: ${JSON.stringify(answer)}`)
   return answer['data'] as Record<string, unknown>
 }
 
@@ -108,7 +108,7 @@ describe('byte scan', () => {
   })
 
   test('no host-only secret appears in any byte sent to the client', () => {
-    const bytes = raw.bytes()
+    const bytes = raw.receivedBytes()
     const text = bytes.toString('utf8')
     expect(text).toContain('at-planted-5f1c')
     for (const secret of secrets) {
@@ -119,7 +119,7 @@ describe('byte scan', () => {
 
   test('no frame sent to the client carries a host-only field name (device code, verifier, secret, refresh token)', () => {
     const keys = new Set<string>()
-    for (const frame of raw.framesSeen) keysOf(frame, keys)
+    for (const frame of raw.frames) keysOf(frame, keys)
     for (const field of HOST_ONLY_TOKEN_FIELDS) expect(keys.has(field), field).toBe(false)
     expect(keys.has('user_code')).toBe(true)
   })

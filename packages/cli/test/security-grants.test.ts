@@ -72,11 +72,11 @@ describe('grants decide, not the store', () => {
 describe('grants change at runtime, effective on the next request without reconnecting', () => {
   test('through the control channel', async () => {
     const raw = await session.rawClient()
-    expect(await raw.request('1', 'get_token', { provider: 'github' })).toMatchObject({ ok: false, code: 'NOT_GRANTED' })
+    expect(await raw.request('get_token', { provider: 'github' })).toMatchObject({ ok: false, code: 'NOT_GRANTED' })
     await sendControlRequest(session.control.socketPath, 'grant', { providers: [{ provider: 'github' }] })
-    expect(await raw.request('2', 'get_token', { provider: 'github' })).toMatchObject({ ok: true, data: { access_token: 'at-github' } })
+    expect(await raw.request('get_token', { provider: 'github' })).toMatchObject({ ok: true, data: { access_token: 'at-github' } })
     await sendControlRequest(session.control.socketPath, 'revoke', { providers: [{ provider: 'github' }] })
-    expect(await raw.request('3', 'get_token', { provider: 'github' })).toMatchObject({ ok: false, code: 'NOT_GRANTED' })
+    expect(await raw.request('get_token', { provider: 'github' })).toMatchObject({ ok: false, code: 'NOT_GRANTED' })
     expect(raw.closed).toBe(false)
   })
 

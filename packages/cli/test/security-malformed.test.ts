@@ -3,7 +3,8 @@
 // INVALID_REQUEST, nothing is polluted, and the server keeps serving.
 import { OP_PAYLOAD_SCHEMAS } from '@credproxy/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { RawClient, startSecureSession, type SecureSession } from './helpers/security-helpers.js'
+import { startSecureSession, type SecureSession } from './helpers/security-helpers.js'
+import type { Frame, RawClient } from './helpers/server-raw-client.js'
 
 const ALL = { providers: [{ provider: '*' }], keys: ['*'], capabilities: ['read' as const, 'login' as const, 'save' as const] }
 const HUGE = 'A'.repeat(1_000_000)
@@ -50,16 +51,13 @@ afterAll(async () => {
 })
 
 /** Send one request whose payload is raw JSON text and return the answer. */
-async function send(op: string, payloadJson: string): Promise<Record<string, unknown> | null> {
+async function send(op: string, payloadJson: string): Promise<Frame> {
   const id = `m${++sequence}`
   const body = Buffer.from(`{"v":3,"id":${JSON.stringify(id)},"op":${JSON.stringify(op)},"payload":${payloadJson}}`, 'utf8')
   const header = Buffer.alloc(4)
   header.writeUInt32BE(body.length)
-  raw.sendBytes(Buffer.concat([header, body]))
-  for (;;) {
-    const frame = await raw.next()
-    if (frame === null || frame['id'] === id) return frame
-  }
+  raw.sendRaw(Buffer.concat([header, body]))
+  return raw.answerTo(id)
 }
 
 describe('malformed payloads', () => {
@@ -67,7 +65,7 @@ describe('malformed payloads', () => {
     for (const payload of badPayloads(op)) {
       const answer = await send(op, payload)
       expect(answer, `${op} ${payload.slice(0, 60)}`).toMatchObject({ ok: false, code: 'INVALID_REQUEST' })
-      expect(String(answer?.['error']).length).toBeLessThan(300)
+      expect(String(answer['error']).length).toBeLessThan(300)
     }
   })
 
@@ -88,6 +86,18 @@ describe('malformed payloads', () => {
     // Peer-chosen op names never reach the audit file as text.
     expect(lines.some((line) => line.op === 'toString' || line.op === '__proto__')).toBe(false)
   })
+
+  test.each(['list_providers', 'list_api_keys', 'session_info', 'get_token'])(
+    '%s: a null payload gets INVALID_REQUEST; only a missing one stands for {}',
+    async (op) => {
+      expect(await send(op, 'null')).toMatchObject({ ok: false, code: 'INVALID_REQUEST' })
+      const id = `m${++sequence}`
+      raw.send({ v: 3, id, op })
+      const missing = await raw.answerTo(id)
+      if (op === 'get_token') expect(missing).toMatchObject({ ok: false, code: 'INVALID_REQUEST' })
+      else expect(missing).toMatchObject({ ok: true })
+    },
+  )
 
   test('a request without a usable id closes only that connection', async () => {
     const other = await session.rawClient()

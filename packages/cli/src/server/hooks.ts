@@ -8,6 +8,8 @@ export interface PeerInfo {
   pid: number
   uid: number
   gid: number
+  /** The launched sandbox (its pid) the peer was attributed to, when the server launched any. */
+  sandboxPid?: number
 }
 
 export type PeerDecision =

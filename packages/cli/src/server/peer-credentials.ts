@@ -1,8 +1,9 @@
 // Who is on the other end of an accepted Unix socket, as the host kernel reports it,
 // and the PeerCheck the server runs right after accept. Threat model: dev-docs/security.md.
-import { readFileSync, readlinkSync } from 'node:fs'
+import { readlinkSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import type { Socket } from 'node:net'
+import { readProcStat } from '../proc-stat.js'
 import type { PeerCheck, PeerDecision, PeerInfo } from './hooks.js'
 
 /** SOL_SOCKET and SO_PEERCRED on Linux (asm-generic/socket.h). */
@@ -25,11 +26,6 @@ const DARWIN_PID_BYTES = 4
 export const MAX_ANCESTRY_DEPTH = 128
 
 export type SecurityLog = (line: string) => void
-
-/** A peer the check admitted, with the sandbox it was attributed to (its launched pid), if any. */
-export interface AttributedPeer extends PeerInfo {
-  sandboxPid?: number
-}
 
 type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: number[]) => number
 
@@ -105,16 +101,7 @@ export function readPeerCredentials(socket: Socket): PeerInfo | null {
 
 /** Parent pid from /proc/<pid>/stat; null when the process is gone or unreadable. */
 export function parentPid(pid: number, procRoot = '/proc'): number | null {
-  let stat: string
-  try {
-    stat = readFileSync(`${procRoot}/${pid}/stat`, 'utf8')
-  } catch {
-    return null
-  }
-  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const ppid = Number(fields[1])
-  return Number.isInteger(ppid) && ppid >= 0 ? ppid : null
+  return readProcStat(pid, procRoot)?.ppid ?? null
 }
 
 function pidNamespace(pid: number | 'self', procRoot: string): string | null {
@@ -188,7 +175,6 @@ export function createPeerCheck(options: PeerCheckOptions = {}): PeerCheck {
     if (sandboxPids.length === 0) return { ok: true, peer }
     const sandboxPid = attributeToSandbox(peer.pid, sandboxPids, procRoot)
     if (sandboxPid === null) return { ok: false, peer, reason: 'outside-sandbox' }
-    const attributed: AttributedPeer = { ...peer, sandboxPid }
-    return { ok: true, peer: attributed }
+    return { ok: true, peer: { ...peer, sandboxPid } }
   }
 }

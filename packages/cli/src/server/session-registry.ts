@@ -9,9 +9,7 @@ import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
-
-/** Session ids as the server makes them; also what `--session ID` accepts (it becomes a file name). */
-export const SESSION_ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/
+import { SESSION_ID_PATTERN } from './socket-path.js'
 /** A registry file larger than this is not ours; it is skipped. */
 export const MAX_REGISTRY_FILE_BYTES = 64 * 1024
 

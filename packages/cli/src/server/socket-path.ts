@@ -5,15 +5,18 @@ import { randomBytes } from 'node:crypto'
 import { chmod, lstat, mkdir, mkdtemp, rename, rmdir, unlink } from 'node:fs/promises'
 import { connect, type Server } from 'node:net'
 import { dirname, join } from 'node:path'
+import { MAX_SOCKET_PATH_BYTES } from '@credproxy/core'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { ensurePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../fs-private.js'
 
 export const SOCKET_FILE_NAME = 'broker.sock'
-/** sun_path holds 108 bytes on Linux (104 on macOS), including the terminating NUL. */
-export const MAX_SOCKET_PATH_BYTES = 103
 /** How long probing a leftover socket may take before it counts as dead. */
 export const STALE_PROBE_TIMEOUT_MS = 500
+/**
+ * Session ids as the server makes them (16 base64url characters) and the only ones
+ * it, the registry and `--session ID` accept: an id becomes a directory and file name.
+ */
 export const SESSION_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/
 
 export function generateSessionId(): string {

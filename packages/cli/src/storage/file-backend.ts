@@ -1,9 +1,9 @@
 // Encrypted file backend: one AES-256-GCM envelope per credential in
 // <dataDir>/credentials. Format and guarantees: dev-docs/storage.md.
-import { readdir, readFile, rm, stat } from 'node:fs/promises'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CliError } from '../cli-io.js'
-import { ensurePrivateDir, ensurePrivateFile } from '../fs-private.js'
+import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX, writeFileAtomic } from './atomic-write.js'
 import { CredentialCipher, EnvelopeError } from './envelope.js'
 import type { KeyringClient } from './keyring-client.js'
@@ -47,14 +47,8 @@ export class FileBackend implements RecordBackend {
 
   async read(ref: RecordRef): Promise<string | null> {
     const path = this.describe(ref)
-    let text: string
-    try {
-      await ensurePrivateFile(path)
-      text = await readFile(path, 'utf8')
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-      throw error
-    }
+    const text = await readPrivateFile(path)
+    if (text === null) return null
     try {
       return await this.cipher.open(AAD_PREFIX + recordId(ref), text)
     } catch (error) {

@@ -1,11 +1,11 @@
 // The random machine secret the file backend's key is derived from. Kept in the
 // keyring when the caller hands one in, else in a 0600 file in the data dir.
 import { randomBytes } from 'node:crypto'
-import { link, open, readFile, rm } from 'node:fs/promises'
+import { link, open, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { z } from 'zod'
 import { CliError } from '../cli-io.js'
-import { ensurePrivateFile, PRIVATE_FILE_MODE } from '../fs-private.js'
+import { PRIVATE_FILE_MODE, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX } from './atomic-write.js'
 import type { KeyringClient } from './keyring-client.js'
 
@@ -72,15 +72,8 @@ export async function loadMachineSecret(dataDir: string, keyring?: KeyringClient
 }
 
 async function readSecretFile(path: string): Promise<MachineSecret | null> {
-  let text: string
-  try {
-    await ensurePrivateFile(path)
-    text = await readFile(path, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw error
-  }
-  return parse(text, path)
+  const text = await readPrivateFile(path)
+  return text === null ? null : parse(text, path)
 }
 
 /** Write a complete temp file, then link() it into place: exactly one concurrent creator wins. */

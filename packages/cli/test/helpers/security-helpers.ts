@@ -1,12 +1,11 @@
 // Shared by the security room's tests (peer-credentials, audit-log, control, security-*):
-// in-process CLI streams, and a raw-frame client over a real Unix socket.
-import { connect, type Socket } from 'node:net'
+// in-process CLI streams, and a session built from the real parts.
 import { PassThrough } from 'node:stream'
 import type { CliIO } from '../../src/cli-io.js'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { computeClientProof, encodeFrame, FrameDecoder, generateNonce, ProxySocketClient } from '@credproxy/core'
+import { ProxySocketClient } from '@credproxy/core'
 import type { OAuthBroker } from '../../src/oauth/broker.js'
 import { resolvePaths, type CredproxyPaths } from '../../src/paths.js'
 import { AuditLog, auditLogPath, readAuditEntries, type AuditLine } from '../../src/server/audit-log.js'
@@ -17,6 +16,7 @@ import type { ServerLimits } from '../../src/server/limits.js'
 import { createPeerCheck } from '../../src/server/peer-credentials.js'
 import { openHostStores } from '../../src/storage/index.js'
 import type { HostStores } from '../../src/storage/types.js'
+import { RawClient } from './server-raw-client.js'
 
 export interface CapturedIO extends CliIO {
   stdoutText(): string
@@ -42,93 +42,7 @@ export function captureIO(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): 
   }
 }
 
-/** A raw-frame client: every byte received is kept for byte scans. */
-export class RawClient {
-  readonly received: Buffer[] = []
-  /** Frames not yet taken by next()/request(). */
-  readonly frames: Record<string, unknown>[] = []
-  /** Every frame ever received, in order. */
-  readonly framesSeen: Record<string, unknown>[] = []
-  closed = false
-  #decoder = new FrameDecoder()
-  #waiters: Array<() => void> = []
-
-  private constructor(readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.received.push(chunk)
-      try {
-        const decoded = this.#decoder.push(chunk)
-        this.frames.push(...decoded)
-        this.framesSeen.push(...decoded)
-      } catch {
-        socket.destroy()
-      }
-      this.#wake()
-    })
-    socket.on('error', () => undefined)
-    socket.on('close', () => {
-      this.closed = true
-      this.#wake()
-    })
-  }
-
-  static connect(path: string): Promise<RawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = connect(path)
-      socket.once('connect', () => resolve(new RawClient(socket)))
-      socket.once('error', reject)
-    })
-  }
-
-  send(message: object): void {
-    this.socket.write(encodeFrame(message))
-  }
-
-  sendBytes(bytes: Buffer): void {
-    this.socket.write(bytes)
-  }
-
-  /** The next frame not yet taken, or null once the server closed the connection. */
-  async next(): Promise<Record<string, unknown> | null> {
-    for (;;) {
-      const frame = this.frames.shift()
-      if (frame !== undefined) return frame
-      if (this.closed) return null
-      await new Promise<void>((resolve) => this.#waiters.push(resolve))
-    }
-  }
-
-  /** Send a request and wait for the answer with that id (other frames are kept in order). */
-  async request(id: string, op: string, payload?: unknown, v = 3): Promise<Record<string, unknown> | null> {
-    this.send(payload === undefined ? { v, id, op } : { v, id, op, payload })
-    for (;;) {
-      const index = this.frames.findIndex((frame) => frame['id'] === id)
-      if (index !== -1) return this.frames.splice(index, 1)[0] ?? null
-      if (this.closed) return null
-      await new Promise<void>((resolve) => this.#waiters.push(resolve))
-    }
-  }
-
-  /** Resolves once the server has closed the connection. */
-  async waitClosed(): Promise<void> {
-    while (!this.closed) await new Promise<void>((resolve) => this.#waiters.push(resolve))
-  }
-
-  bytes(): Buffer {
-    return Buffer.concat(this.received)
-  }
-
-  close(): void {
-    this.socket.destroy()
-  }
-
-  #wake(): void {
-    for (const waiter of this.#waiters.splice(0)) waiter()
-  }
-}
-
 // ---- A session built from the real parts, as `credproxy run` would build it ----------
-
 
 export interface SecureSession {
   home: string
@@ -157,6 +71,8 @@ export interface SecureSessionOptions {
   grants?: GrantSet
   limits?: Partial<ServerLimits>
   allowedUids?: number[]
+  /** Pids of the "launched sandboxes": every peer must live in one of them (as under `credproxy run`). */
+  sandboxPids?: number[]
   oauth?: (stores: HostStores, paths: CredproxyPaths) => Promise<OAuthBroker>
   /** Set before the stores open (e.g. a providers.json). */
   prepare?: (paths: CredproxyPaths) => Promise<void>
@@ -177,7 +93,11 @@ export async function startSecureSession(options: SecureSessionOptions = {}): Pr
     ...(oauth ? { oauth } : {}),
     runtimeDir: paths.runtimeDir,
     grants: options.grants ?? { providers: [], keys: [], capabilities: [] },
-    peerCheck: createPeerCheck({ ...(options.allowedUids ? { allowedUids: options.allowedUids } : {}), log }),
+    peerCheck: createPeerCheck({
+      ...(options.allowedUids ? { allowedUids: options.allowedUids } : {}),
+      ...(options.sandboxPids ? { sandboxPids: () => options.sandboxPids ?? [] } : {}),
+      log,
+    }),
     audit,
     log,
     ...(options.limits ? { limits: options.limits } : {}),
@@ -210,13 +130,8 @@ export async function startSecureSession(options: SecureSessionOptions = {}): Pr
     async rawClient() {
       const raw = await RawClient.connect(started.socketPath)
       raws.push(raw)
-      const clientNonce = generateNonce()
-      raw.send({ v: 3, op: 'handshake', payload: { minVersion: 3, maxVersion: 3, clientNonce } })
-      const hello = await raw.next()
-      const serverNonce = (hello?.['data'] as { serverNonce?: string } | undefined)?.serverNonce ?? ''
-      raw.send({ v: 3, op: 'handshake_finish', payload: { clientProof: computeClientProof(started.secret, serverNonce, clientNonce) } })
-      const finish = await raw.next()
-      if (finish?.['ok'] !== true) throw new Error(`handshake failed: ${JSON.stringify(finish)}`)
+      const finish = await raw.handshakeV3(started.secret, { minVersion: 3, maxVersion: 3 })
+      if (finish['ok'] !== true) throw new Error(`handshake failed: ${JSON.stringify(finish)}`)
       return raw
     },
     async auditLines() {

@@ -1,5 +1,5 @@
-// A deliberately dumb client for server tests: raw frames over a real Unix socket,
-// every received byte recorded (so tests can scan them for secrets).
+// The one raw-frame client of the server and security tests: a deliberately dumb client
+// over a real Unix socket, every received byte and frame recorded (for byte scans).
 import { connect, type Socket } from 'node:net'
 import {
   computeClientProof,
@@ -13,6 +13,7 @@ export type Frame = Record<string, unknown>
 
 export class RawClient {
   readonly received: Buffer[] = []
+  /** Every frame received, in order (next() and answerTo() do not remove them). */
   readonly frames: Frame[] = []
   closed = false
   #waiters: Array<() => void> = []
@@ -45,9 +46,14 @@ export class RawClient {
     })
   }
 
+  /** Every byte the server sent (for secret scans). */
+  receivedBytes(): Buffer {
+    return Buffer.concat(this.received)
+  }
+
   /** Every byte the server sent, as one UTF-8 string (for secret scans). */
   receivedText(): string {
-    return Buffer.concat(this.received).toString('utf8')
+    return this.receivedBytes().toString('utf8')
   }
 
   send(message: object): void {

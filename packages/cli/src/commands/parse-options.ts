@@ -1,0 +1,17 @@
+// The option parsing every command shares: strict flags, no positionals, and a
+// usage error that points at the command's --help.
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { UsageError } from '../cli-io.js'
+
+type OptionsConfig = NonNullable<ParseArgsConfig['options']>
+type StrictConfig<O extends OptionsConfig> = { args: string[]; options: O; strict: true; allowPositionals: false }
+export type ParsedOptions<O extends OptionsConfig> = ReturnType<typeof parseArgs<StrictConfig<O>>>['values']
+
+/** Parsed flag values of `credproxy <command>`; an unknown or malformed flag is a UsageError. */
+export function parseOptions<const O extends OptionsConfig>(command: string, args: readonly string[], options: O): ParsedOptions<O> {
+  try {
+    return parseArgs<StrictConfig<O>>({ args: [...args], options, strict: true, allowPositionals: false }).values
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy ${command} --help\` for the options.`)
+  }
+}
