@@ -1,8 +1,11 @@
 // CREDPROXY_KEYRING selection and stale-lock recovery.
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { readdirSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, utimes } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { findCredentialsAsync } from '@napi-rs/keyring'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { CliError } from '../src/cli-io.js'
@@ -10,6 +13,40 @@ import { EXIT } from '../src/exit-codes.js'
 import { openHostStores } from '../src/storage/index.js'
 
 const withSecretService = process.env['CREDPROXY_TEST_SECRET_SERVICE'] !== undefined
+const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url))
+
+interface CliResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * The built CLI where no Secret Service can be reached, even when this test runs
+ * inside one (npm test): a fresh env whose D-Bus session address names a socket
+ * that does not exist, so @napi-rs/keyring fails the way it does on a headless host.
+ */
+function cliWithoutKeyring(home: string, args: string[], env: NodeJS.ProcessEnv, stdin = ''): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: {
+        PATH: process.env['PATH'],
+        HOME: home,
+        CREDPROXY_HOME: home,
+        DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(home, 'no-such-bus')}`,
+        ...env,
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')))
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end(stdin)
+  })
+}
 
 describe('backend selection', () => {
   let home: string
@@ -46,19 +83,25 @@ describe('backend selection', () => {
     if (withSecretService) expect(await findCredentialsAsync(service)).toEqual([])
   })
 
-  test.runIf(!withSecretService)('auto without a keyring falls back to files with one clear log line', async () => {
-    const logs: string[] = []
-    const stores = await openHostStores({ env: { CREDPROXY_HOME: home }, log: (line) => logs.push(line) })
-    expect(stores.backend).toBe('file')
-    expect(logs).toHaveLength(1)
-    expect(logs[0]).toMatch(/no OS keyring reachable .*using encrypted files in .*CREDPROXY_KEYRING=off/)
+  test('auto without a keyring falls back to files with one clear log line', async () => {
+    const set = await cliWithoutKeyring(home, ['key', 'set', 'K'], {}, 'v-fallback')
+    expect(set.code).toBe(EXIT.OK)
+    // One log line, whose reason is @napi-rs/keyring's own failure, then the usual confirmation.
+    const lines = set.stderr.trimEnd().split('\n')
+    expect(lines).toHaveLength(2)
+    expect(lines[0]).toMatch(/no OS keyring reachable \(.*DBus.*no-such-bus.*\); using encrypted files in .*CREDPROXY_KEYRING=off/)
+    expect(lines[1]).toBe('Stored API key K (file).')
+    expect(readdirSync(join(home, 'data', 'credentials')).filter((name) => name.endsWith('.enc'))).toHaveLength(1)
+    const get = await cliWithoutKeyring(home, ['key', 'get', 'K'], {})
+    expect(get).toMatchObject({ code: EXIT.OK, stdout: 'v-fallback\n' })
   })
 
-  test.runIf(!withSecretService)('required without a keyring fails and says how to get one', async () => {
-    const error = await openHostStores({ env: { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'required' } }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(CliError)
-    expect((error as CliError).exitCode).toBe(EXIT.UNAVAILABLE)
-    expect((error as CliError).hint).toMatch(/gnome-keyring.*CREDPROXY_KEYRING=off/)
+  test('required without a keyring fails and says how to get one', async () => {
+    const result = await cliWithoutKeyring(home, ['key', 'list'], { CREDPROXY_KEYRING: 'required' })
+    expect(result.code).toBe(EXIT.UNAVAILABLE)
+    expect(result.stderr).toContain('CREDPROXY_KEYRING=required but no OS keyring is reachable')
+    expect(result.stderr).toMatch(/gnome-keyring.*CREDPROXY_KEYRING=off/)
+    expect(result.stdout).toBe('')
   })
 
   test.runIf(withSecretService)('auto and required pick the reachable keyring', async () => {

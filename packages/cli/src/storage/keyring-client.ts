@@ -1,7 +1,7 @@
 // Thin async wrapper over @napi-rs/keyring: one service name, accounts named by
 // the caller, every failure turned into a CliError that says what to do.
 import { randomBytes } from 'node:crypto'
-import { AsyncEntry } from '@napi-rs/keyring'
+import { AsyncEntry, type EntryOptions } from '@napi-rs/keyring'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 
@@ -9,6 +9,11 @@ export const DEFAULT_KEYRING_SERVICE = 'credproxy'
 /** A Secret Service that never answers must not hang a command. */
 export const KEYRING_CALL_TIMEOUT_MS = 10_000
 export const KEYRING_PROBE_TIMEOUT_MS = 5_000
+/**
+ * Secret Service only: without one, @napi-rs/keyring would silently use the kernel
+ * keyring, which forgets everything at reboot; the encrypted files are the fallback.
+ */
+const ENTRY_OPTIONS: EntryOptions = { linux: { store: 'secret-service' } }
 
 export const KEYRING_HINT =
   'Start a Secret Service (for example gnome-keyring in a D-Bus session), or set CREDPROXY_KEYRING=off to use encrypted files.'
@@ -18,7 +23,7 @@ export class KeyringClient {
 
   async get(account: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<string | null> {
     try {
-      return await new AsyncEntry(this.service, account).getPassword(AbortSignal.timeout(timeoutMs))
+      return await new AsyncEntry(this.service, account, ENTRY_OPTIONS).getPassword(AbortSignal.timeout(timeoutMs))
     } catch (error) {
       throw keyringError('read', account, error)
     }
@@ -27,7 +32,7 @@ export class KeyringClient {
   /** Writes are read back: a keyring that silently drops or alters a value is an error, not a lost credential. */
   async set(account: string, value: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<void> {
     try {
-      const entry = new AsyncEntry(this.service, account)
+      const entry = new AsyncEntry(this.service, account, ENTRY_OPTIONS)
       await entry.setPassword(value, AbortSignal.timeout(timeoutMs))
       const back = await entry.getPassword(AbortSignal.timeout(timeoutMs))
       if (back !== value) throw new Error('the value read back differs from the value written')
@@ -39,7 +44,7 @@ export class KeyringClient {
   /** true when an entry was deleted. */
   async delete(account: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<boolean> {
     try {
-      return await new AsyncEntry(this.service, account).deletePassword(AbortSignal.timeout(timeoutMs))
+      return await new AsyncEntry(this.service, account, ENTRY_OPTIONS).deletePassword(AbortSignal.timeout(timeoutMs))
     } catch (error) {
       throw keyringError('delete', account, error)
     }
