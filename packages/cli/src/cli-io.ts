@@ -13,10 +13,10 @@ export interface CliIO {
 
 export interface Command {
   name: string
-  /** One line for the command list. */
-  summary: string
-  /** Full --help text, with examples. */
+  /** Full --help text, with examples. (The one-line summary lives in the COMMANDS table.) */
   help: string
+  /** Help for a subcommand named in args (`credproxy auth login --help`); undefined: use `help`. */
+  helpFor?(args: readonly string[]): string | undefined
   run(args: string[], io: CliIO): Promise<number>
 }
 

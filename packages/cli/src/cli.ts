@@ -1,37 +1,33 @@
 // argv -> exit code. Everything the CLI does goes through main(), so tests run it
 // in-process with their own streams; bin.ts is the only caller that binds process.
-import { ProxyError, type ErrorCode } from '@credproxy/core'
+import { isProxyMode, ProxyError, type ErrorCode } from '@credproxy/core'
 import { CliError, writeLine, type CliIO } from './cli-io.js'
-import { COMMANDS } from './commands/index.js'
+import { COMMANDS, findCommand } from './commands/index.js'
 import { EXIT } from './exit-codes.js'
 
 export const VERSION = '0.1.0'
 
-function globalHelp(): string {
-  const lines = [
+/** The command list, from the table alone: no command module is imported for it. */
+export function globalHelp(): string {
+  return [
     'credproxy: keep credentials on the host while a CLI runs in a sandbox.',
     '',
     'Usage: credproxy <command> [options]',
     '',
     'Commands:',
-  ]
-  return lines.join('\n')
+    ...Object.entries(COMMANDS).map(([name, entry]) => `  ${name.padEnd(10)} ${entry.summary}`),
+    '',
+    'Run `credproxy <command> --help` (or `credproxy help <command>`) for options and examples.',
+    'Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 not granted or refused,',
+    '            5 login required, 6 broker/keyring/sandbox unavailable;',
+    '            run and exec exit with the command\'s own code (128+N on signal N).',
+  ].join('\n')
 }
 
-async function listCommands(): Promise<string> {
-  const rows: string[] = []
-  for (const [name, load] of Object.entries(COMMANDS)) {
-    const command = await load()
-    rows.push(`  ${name.padEnd(10)} ${command.summary}`)
-  }
-  return [
-    globalHelp(),
-    ...rows,
-    '',
-    'Run `credproxy <command> --help` for options and examples.',
-    'Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 not granted or refused,',
-    '            5 login required, 6 broker/keyring/sandbox unavailable.',
-  ].join('\n')
+function unknownCommand(name: string, io: CliIO): number {
+  writeLine(io.stderr, `credproxy: unknown command '${name.slice(0, 64)}'`)
+  writeLine(io.stderr, '  Run `credproxy --help` to see the commands.')
+  return EXIT.USAGE
 }
 
 const PROXY_EXIT: Partial<Record<ErrorCode, number>> = {
@@ -50,6 +46,17 @@ const PROXY_EXIT: Partial<Record<ErrorCode, number>> = {
   SERVER_UNVERIFIED: EXIT.UNAVAILABLE,
 } as Partial<Record<ErrorCode, number>>
 
+/** The next step for codes whose fixed wire message cannot name one. */
+const PROXY_HINT: Partial<Record<string, string>> = {
+  NOT_GRANTED: 'The host decides: restart with `credproxy run --grant PROVIDER` / `--grant-key NAME`, or run `credproxy grant --session ID ...` on the host.',
+  FORBIDDEN: 'The session lacks that capability: on the host, restart with `credproxy run --allow-save`, or run `credproxy grant --session ID --capability save`.',
+  CONNECTION_FAILED: 'Is the `credproxy run` or `credproxy serve` that set CREDPROXY_SOCKET still running? On the host, unset CREDPROXY_SOCKET to use the host store.',
+  TIMEOUT: 'The broker did not answer in time; check `credproxy sessions` on the host.',
+  SERVER_UNVERIFIED: 'The socket is not held by your credproxy session: start the command again with `credproxy run`.',
+  RATE_LIMITED: 'Too many requests: wait a moment and try again.',
+  RESOURCE_EXHAUSTED: 'The broker is at a limit: wait a moment and try again.',
+}
+
 export function exitCodeForProxyError(error: ProxyError): number {
   return PROXY_EXIT[error.code] ?? EXIT.FAILURE
 }
@@ -58,29 +65,38 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
   const [name, ...args] = argv
   try {
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-      const topic = name === 'help' ? args[0] : undefined
-      const load = topic === undefined ? undefined : COMMANDS[topic]
-      writeLine(io.stdout, load === undefined ? await listCommands() : (await load()).help)
+      const [topic, ...rest] = name === 'help' ? args : []
+      if (topic === undefined) {
+        writeLine(io.stdout, globalHelp())
+        return EXIT.OK
+      }
+      const entry = findCommand(topic)
+      if (entry === undefined) return unknownCommand(topic, io)
+      const command = await entry.load()
+      writeLine(io.stdout, command.helpFor?.(rest) ?? command.help)
       return EXIT.OK
     }
     if (name === '--version' || name === '-V') {
       writeLine(io.stdout, VERSION)
       return EXIT.OK
     }
-    const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined
-    if (load === undefined) {
-      writeLine(io.stderr, `credproxy: unknown command '${name}'`)
-      writeLine(io.stderr, '  Run `credproxy --help` to see the commands.')
-      return EXIT.USAGE
+    const entry = findCommand(name)
+    if (entry === undefined) return unknownCommand(name, io)
+    // Only a --help before `--` is ours; after it, it belongs to the wrapped command.
+    const before = args.includes('--') ? args.slice(0, args.indexOf('--')) : args
+    const helpAsked = before.includes('--help') || before.includes('-h')
+    if (entry.hostOnly === true && isProxyMode(io.env) && !helpAsked) {
+      // Inside, the host's registry and log are hidden: an empty answer would mislead.
+      throw new CliError(
+        `\`credproxy ${name}\` works on the host only, not inside a sandbox (CREDPROXY_SOCKET is set)`,
+        `Run it in a terminal on the host${name === 'serve' ? ', or unset CREDPROXY_SOCKET' : ''}.`,
+        EXIT.USAGE,
+      )
     }
-    const command = await load()
-    if (args.includes('--help') || args.includes('-h')) {
-      const dashdash = args.indexOf('--')
-      const helpAt = Math.max(args.indexOf('--help'), args.indexOf('-h'))
-      if (dashdash === -1 || helpAt < dashdash) {
-        writeLine(io.stdout, command.help)
-        return EXIT.OK
-      }
+    const command = await entry.load()
+    if (helpAsked) {
+      writeLine(io.stdout, command.helpFor?.(before.filter((arg) => arg !== '--help' && arg !== '-h')) ?? command.help)
+      return EXIT.OK
     }
     return await command.run(args, io)
   } catch (error) {
@@ -96,6 +112,9 @@ export function reportError(error: unknown, io: CliIO): number {
   }
   if (error instanceof ProxyError) {
     writeLine(io.stderr, `credproxy: ${error.message} (${error.code})`)
+    const hint = PROXY_HINT[error.code]
+    // Newer brokers put the exact next command in the message itself.
+    if (hint !== undefined && !error.message.includes('`credproxy ')) writeLine(io.stderr, `  ${hint}`)
     return exitCodeForProxyError(error)
   }
   const message = error instanceof Error ? error.message : String(error)

@@ -104,7 +104,7 @@ describe('credproxy auth', () => {
     expect((await cli(['auth', 'logout', 'p', '--bucket', 'a/b'])).code).toBe(EXIT.USAGE)
     const unknown = await cli(['auth', 'frobnicate'])
     expect(unknown.code).toBe(EXIT.USAGE)
-    expect(unknown.stderr).toContain('import, status, logout')
+    expect(unknown.stderr).toContain('login, status, import, logout')
     const help = await cli(['auth', '--help'])
     expect(help.stdout).toContain('credproxy auth import anthropic < token.json')
   })

@@ -159,6 +159,30 @@ describe('credproxy run --sandbox bwrap', () => {
     expect(processesWith(marker)).toEqual([])
   })
 
+  test('after SIGKILL of `credproxy run` itself, the next run removes its session dir, control socket and registry entry', async () => {
+    const { env, cwd, home } = await setup()
+    const marker = `cp-marker-${process.pid}-kill`
+    const child = spawn(process.execPath, [BIN, 'run', '--sandbox', 'bwrap', '--', 'sh', '-c', `echo ready; while :; do sleep 0.05; done # ${marker}`], {
+      env,
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()))
+    const killed = new Promise<void>((resolve) => child.on('close', () => resolve()))
+    child.kill('SIGKILL')
+    await killed
+    const stale = leftovers(home)
+    expect(stale.some((path) => path.endsWith('.json'))).toBe(true)
+    expect(stale.some((path) => /\/run\/[A-Za-z0-9_-]{8,64}$/.test(path))).toBe(true)
+    // --die-with-parent: the sandboxed command did not outlive its credproxy.
+    for (let i = 0; i < 100 && processesWith(marker).length > 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(processesWith(marker)).toEqual([])
+
+    const next = await cli(['run', '--sandbox', 'bwrap', '--', 'true'], env, cwd)
+    expect(next.code).toBe(0)
+    expect(leftovers(home)).toEqual([])
+  })
+
   test('usage errors say what is wrong and what to run', async () => {
     const { env, cwd } = await setup()
     const noDash = await cli(['run', '--grant-key', 'K', 'ls'], env, cwd)

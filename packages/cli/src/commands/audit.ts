@@ -1,11 +1,11 @@
 // `credproxy audit`: show the audit log (all rotated files, oldest first), optionally
 // following it and filtered by session. Values are printed as the writer checked them.
-import { parseArgs } from 'node:util'
 import { UsageError, writeLine, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { auditLogPath, readAuditEntries, type AuditLine } from '../server/audit-log.js'
 import { isSessionId } from '../server/session-registry.js'
+import { parseOptions } from './parse-options.js'
 
 const help = `Usage: credproxy audit [--follow] [--json] [--session ID]
 
@@ -30,9 +30,16 @@ function target(line: AuditLine): string {
   return '-'
 }
 
+/** One peer as `pid P uid U[ sandbox S]` (S: the sandbox it was attributed to); `-` when unknown. */
+export function formatPeer(peer: { pid?: unknown; uid?: unknown; sandboxPid?: unknown } | null | undefined): string {
+  if (peer === null || peer === undefined || typeof peer.pid !== 'number') return '-'
+  const sandbox = typeof peer.sandboxPid === 'number' ? ` sandbox ${peer.sandboxPid}` : ''
+  return `pid ${peer.pid} uid ${String(peer.uid)}${sandbox}`
+}
+
 export function formatAuditLine(line: AuditLine): string {
   const time = line.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
-  const peer = line.peer === undefined || line.peer === null ? '-' : `pid ${line.peer.pid} uid ${line.peer.uid}`
+  const peer = formatPeer(line.peer)
   const what = line.op ?? line.event
   const outcome = line.outcome ?? (line.dropped !== undefined ? `dropped ${line.dropped}` : '-')
   const reason = line.reason !== undefined && !line.reason.startsWith('capability:') ? ` (${line.reason})` : ''
@@ -41,20 +48,9 @@ export function formatAuditLine(line: AuditLine): string {
 
 export const command: Command = {
   name: 'audit',
-  summary: 'Show the audit log of credential operations',
   help,
   async run(args, io) {
-    let values
-    try {
-      ;({ values } = parseArgs({
-        args,
-        strict: true,
-        allowPositionals: false,
-        options: { follow: { type: 'boolean' }, json: { type: 'boolean' }, session: { type: 'string' } },
-      }))
-    } catch (error) {
-      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy audit --help` for the options.')
-    }
+    const values = parseOptions('audit', args, { follow: { type: 'boolean' }, json: { type: 'boolean' }, session: { type: 'string' } })
     if (values.session !== undefined && !isSessionId(values.session)) {
       throw new UsageError('--session takes a session id', 'Run `credproxy sessions` to list session ids.')
     }

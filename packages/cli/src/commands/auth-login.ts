@@ -24,8 +24,6 @@ import { openBrowser } from '../oauth/open-browser.js'
 import { loadProvidersConfig, providerNotConfigured, providersFilePath, type LoginFlowName } from '../oauth/provider-config.js'
 import { openHostStores } from '../storage/index.js'
 
-export const LOGIN_USAGE = 'login PROVIDER [--bucket B] [--flow device|pkce] [--no-browser]   log in with OAuth'
-
 interface LoginArgs {
   provider: string
   bucket: string
@@ -47,7 +45,7 @@ function parseLoginArgs(args: string[]): LoginArgs {
       },
     })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy auth --help` for login options.')
+    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy auth login --help` for the options.')
   }
   const [provider, ...rest] = parsed.positionals
   if (provider === undefined || rest.length > 0) {

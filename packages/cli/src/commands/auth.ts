@@ -10,18 +10,74 @@ import { openCommandStores } from './stores.js'
 export interface AuthSubcommand {
   /** One line for `credproxy auth --help`. */
   usage: string
+  /** Full `credproxy auth SUB --help` text, with examples. */
+  help: string
   run(args: string[], io: CliIO): Promise<number>
 }
 
-/**
- * The auth subcommands. `login` lives in auth-login.ts (OAuth flows) and is added
- * here as: login: { usage: '...', run: (args, io) => import('./auth-login.js').then((m) => m.runLogin(args, io)) }
- */
+const WHERE = `On the host this works on the OS keyring (or encrypted files); inside
+\`credproxy run\` it goes through the broker, for what the session was granted.`
+
+/** The auth subcommands; `login` lives in auth-login.ts (OAuth flows) and is loaded on use. */
 export const AUTH_SUBCOMMANDS: Record<string, AuthSubcommand> = {
-  import: { usage: 'import PROVIDER [--bucket B]   store a token JSON read from stdin', run: runImport },
-  status: { usage: 'status [PROVIDER] [--json]     providers, buckets, expiry and backend', run: runStatus },
-  logout: { usage: 'logout PROVIDER [--bucket B]   remove a stored token', run: runLogout },
-  login: { usage: 'login PROVIDER [--bucket B] [--flow device|pkce] [--no-browser]   log in with OAuth', run: (args, io) => import('./auth-login.js').then((m) => m.runLogin(args, io)) },
+  login: {
+    usage: 'login PROVIDER [--bucket B] [--flow device|pkce] [--no-browser]   log in with OAuth',
+    help: `Usage: credproxy auth login PROVIDER [--bucket B] [--flow device|pkce] [--no-browser]
+
+Log in to PROVIDER (configured in providers.json on the host) and store the
+token on the host. Prints where to go and the code to enter, then waits.
+Inside \`credproxy run --grant PROVIDER\` the host runs the flow (the sandbox
+needs no network) and keeps the refresh token; the sandbox gets none.
+
+Options:
+  --bucket B            store the login under bucket B (default: ${DEFAULT_BUCKET})
+  --flow device|pkce    choose the flow (host only; default: the first in providers.json)
+  --no-browser          print the URL instead of opening a browser (pkce)
+
+Examples:
+  credproxy auth login github
+  credproxy auth login gemini --bucket work --flow device
+  credproxy run --grant github -- credproxy auth login github`,
+    run: (args, io) => import('./auth-login.js').then((m) => m.runLogin(args, io)),
+  },
+  status: {
+    usage: 'status [PROVIDER] [--json]     providers, buckets, expiry and backend',
+    help: `Usage: credproxy auth status [PROVIDER] [--json]
+
+List the stored logins: provider, bucket, expiry, and whether a refresh token
+is kept. Never prints a token.
+${WHERE}
+
+Examples:
+  credproxy auth status
+  credproxy auth status anthropic --json`,
+    run: runStatus,
+  },
+  import: {
+    usage: 'import PROVIDER [--bucket B]   store a token JSON read from stdin',
+    help: `Usage: credproxy auth import PROVIDER [--bucket B] < token.json
+
+Store a token read from stdin as JSON: {"access_token", "token_type", "expiry"
+(unix seconds) or "expires_in" (seconds from now), optional "refresh_token",
+"scope", extras}. Inside a sandbox it needs \`credproxy run --allow-save\`.
+
+Examples:
+  credproxy auth import anthropic < token.json
+  credproxy auth import github --bucket work < work-token.json`,
+    run: runImport,
+  },
+  logout: {
+    usage: 'logout PROVIDER [--bucket B]   remove a stored token',
+    help: `Usage: credproxy auth logout PROVIDER [--bucket B]
+
+Remove the stored login of PROVIDER (bucket default: ${DEFAULT_BUCKET}). Exit 3 when
+there was none. Inside a sandbox it needs \`credproxy run --allow-save\`.
+
+Examples:
+  credproxy auth logout anthropic
+  credproxy auth logout github --bucket work`,
+    run: runLogout,
+  },
 }
 
 function help(): string {
@@ -29,20 +85,19 @@ function help(): string {
 
 OAuth tokens per provider and bucket (bucket default: ${DEFAULT_BUCKET}), kept in
 the OS keyring or encrypted files on the host. Nothing here prints a token.
+${WHERE}
 
 Subcommands:
 ${Object.values(AUTH_SUBCOMMANDS)
   .map((sub) => `  ${sub.usage}`)
   .join('\n')}
 
-Token JSON for import: {"access_token", "token_type", "expiry" (unix seconds) or
-"expires_in" (seconds from now), optional "refresh_token", "scope", extras}.
+Run \`credproxy auth SUBCOMMAND --help\` for one subcommand's options.
 
 Examples:
-  credproxy auth import anthropic < token.json
-  credproxy auth import github --bucket work < work-token.json
+  credproxy auth login github
   credproxy auth status
-  credproxy auth status anthropic --json
+  credproxy auth import anthropic < token.json
   credproxy auth logout anthropic --bucket work`
 }
 
@@ -58,7 +113,7 @@ function parse(args: string[], sub: string, options: { json?: boolean; bucket?: 
       },
     })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy auth --help\` for ${sub}'s options.`)
+    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy auth ${sub} --help\` for the options.`)
   }
 }
 
@@ -161,7 +216,9 @@ async function runStatus(args: string[], io: CliIO): Promise<number> {
         const token = await stores.tokens.getToken(p, b)
         if (token === null) continue
         const expiresInSeconds = Math.round(token.expiry - nowS)
-        buckets.push({ bucket: b, expiry: token.expiry, expiresInSeconds, expired: expiresInSeconds <= 0, refreshable: token.refresh_token !== undefined })
+        // Through the broker the refresh token is stripped: whether it exists is the host's business.
+        const refreshable = stores.backend === 'broker' ? {} : { refreshable: token.refresh_token !== undefined }
+        buckets.push({ bucket: b, expiry: token.expiry, expiresInSeconds, expired: expiresInSeconds <= 0, ...refreshable })
       } catch (error) {
         if (!(error instanceof CliError)) throw error
         unreadable = true
@@ -171,20 +228,25 @@ async function runStatus(args: string[], io: CliIO): Promise<number> {
     if (buckets.length > 0) report.push({ provider: p, buckets })
   }
   if (only !== undefined && report.length === 0) {
-    throw new CliError(`no tokens stored for ${only}`, `Store one: credproxy auth import ${only} < token.json`, EXIT.NOT_FOUND)
+    const next = stores.backend === 'broker' ? `Log in: credproxy auth login ${only}` : `Log in or store one: credproxy auth login ${only}, or credproxy auth import ${only} < token.json`
+    throw new CliError(`no tokens stored for ${only}`, next, EXIT.NOT_FOUND)
   }
   if (values.json === true) {
     writeLine(io.stdout, JSON.stringify({ backend: stores.backend, providers: report }))
   } else {
     writeLine(io.stdout, `Backend: ${stores.backend}`)
-    if (report.length === 0) writeLine(io.stdout, 'No tokens stored. Import one with: credproxy auth import PROVIDER < token.json')
+    if (report.length === 0) {
+      const inside = stores.backend === 'broker'
+      writeLine(io.stdout, inside ? 'No tokens for what this sandbox was granted.' : 'No tokens stored.')
+      writeLine(io.stdout, `  Log in with: credproxy auth login PROVIDER${inside ? '' : ' (or import one: credproxy auth import PROVIDER < token.json)'}`)
+    }
     for (const entry of report) {
       writeLine(io.stdout, entry.provider)
       for (const s of entry.buckets) {
         const state =
           s.error !== undefined
             ? `unreadable: ${s.error}`
-            : `${s.expired === true ? 'expired' : 'expires'} ${relativeTime(s.expiresInSeconds ?? 0)}, ${s.refreshable === true ? 'refreshable' : 'no refresh token'}`
+            : `${s.expired === true ? 'expired' : 'expires'} ${relativeTime(s.expiresInSeconds ?? 0)}, ${s.refreshable === undefined ? 'refreshed by the host' : s.refreshable ? 'refreshable' : 'no refresh token'}`
         writeLine(io.stdout, `  ${s.bucket.padEnd(16)} ${state}`)
       }
     }
@@ -219,9 +281,12 @@ async function run(args: string[], io: CliIO): Promise<number> {
 
 export const command: Command = {
   name: 'auth',
-  summary: 'Import, inspect and remove OAuth tokens',
   get help() {
     return help()
+  },
+  helpFor(args) {
+    const sub = args[0]
+    return sub !== undefined && Object.hasOwn(AUTH_SUBCOMMANDS, sub) ? AUTH_SUBCOMMANDS[sub]?.help : undefined
   },
   run,
 }

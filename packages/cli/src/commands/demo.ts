@@ -49,8 +49,9 @@ Exits 0 when every check passes, 1 when one fails, 6 when bubblewrap is missing.
 Options:
   --json   print the checks as JSON
 
-Example:
-  npx credproxy demo`
+Examples:
+  npx credproxy demo          # right after installing
+  credproxy demo --json`
 
 interface Check {
   ok: boolean
@@ -351,7 +352,6 @@ function safeJson(text: string): unknown {
 
 export const command: Command = {
   name: 'demo',
-  summary: 'Show, in a real sandbox, that no secret but the granted one gets in',
   help,
   async run(args, io) {
     let values

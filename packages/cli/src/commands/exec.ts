@@ -64,7 +64,6 @@ export function parseExecArgs(args: readonly string[]): { keys: KeyMapping[]; co
 
 export const command: Command = {
   name: 'exec',
-  summary: 'Run a command with API keys in its environment',
   help,
   async run(args, io) {
     const { keys, command: argv } = parseExecArgs(args)

@@ -1,6 +1,5 @@
 // `credproxy grant --session ID ...`: add grants to a running session from the host,
 // effective on the session's next request (no reconnect). Talks to the control socket.
-import { parseArgs } from 'node:util'
 import { isKeyName } from '@credproxy/core'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
@@ -8,19 +7,30 @@ import { resolvePaths } from '../paths.js'
 import { sendControlRequest } from '../server/control-client.js'
 import { CAPABILITIES, GrantSetSchema, parseProviderGrant, type Capability, type GrantChange, type GrantSet, WILDCARD } from '../server/grants.js'
 import { findSession } from '../server/session-registry.js'
+import { parseOptions } from './parse-options.js'
 
-const help = `Usage: credproxy grant --session ID [--provider P[:BUCKET]]... [--key NAME]... [--capability C]...
+type GrantVerb = 'grant' | 'revoke'
 
-Give a running session more: a provider (all its buckets, or one with P:BUCKET),
-an API key name, or a capability (read, login, save). The sandbox sees the change
-on its next request; it does not reconnect.
+/** Usage and options of grant and revoke: the same flags, worded for verb. */
+export function grantUsage(verb: GrantVerb, description: string): string {
+  return `Usage: credproxy ${verb} --session ID [--provider P[:BUCKET]]... [--key NAME]... [--capability C]...
+
+${description}
 
 Options:
   --session ID         the session to change (see \`credproxy sessions\`)
-  --provider P[:B]     grant provider P, or only bucket B of it (repeatable)
-  --key NAME           grant the API key NAME (repeatable)
-  --capability C       grant read, login or save (repeatable)
-  --json               print the session's grants after the change as JSON
+  --provider P[:B]     ${verb} provider P, or only bucket B of it (repeatable)
+  --key NAME           ${verb} the API key NAME (repeatable)
+  --capability C       ${verb} read, login or save (repeatable)
+  --json               print the session's grants after the change as JSON`
+}
+
+const help = `${grantUsage(
+  'grant',
+  `Give a running session more: a provider (all its buckets, or one with P:BUCKET),
+an API key name, or a capability (read, login, save). The sandbox sees the change
+on its next request; it does not reconnect.`,
+)}
 
 Examples:
   credproxy grant --session 3f9a0c1d2e4b5a69 --provider anthropic
@@ -34,24 +44,15 @@ export interface GrantArgs {
 }
 
 /** Shared by grant and revoke: the same flags, the same checks. */
-export function parseGrantArgs(verb: 'grant' | 'revoke', args: string[]): GrantArgs {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        session: { type: 'string' },
-        provider: { type: 'string', multiple: true },
-        key: { type: 'string', multiple: true },
-        capability: { type: 'string', multiple: true },
-        json: { type: 'boolean' },
-      },
-    }))
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy ${verb} --help\` for the options.`)
-  }
+export function parseGrantArgs(verb: GrantVerb, args: string[]): GrantArgs {
+  const values = parseOptions(verb, args, {
+    session: { type: 'string' },
+    provider: { type: 'string', multiple: true },
+    key: { type: 'string', multiple: true },
+    capability: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+  })
+  const examples = `Run \`credproxy ${verb} --help\` for examples.`
   if (values.session === undefined) {
     throw new UsageError('--session ID is required', 'Run `credproxy sessions` to list session ids.')
   }
@@ -63,7 +64,7 @@ export function parseGrantArgs(verb: 'grant' | 'revoke', args: string[]): GrantA
       } catch {
         throw new UsageError(
           `--provider ${JSON.stringify(text.slice(0, 80))} is not PROVIDER or PROVIDER:BUCKET (letters, digits, . _ @ -)`,
-          `Run \`credproxy ${verb} --help\` for examples.`,
+          examples,
         )
       }
     })
@@ -71,7 +72,7 @@ export function parseGrantArgs(verb: 'grant' | 'revoke', args: string[]): GrantA
   if (values.key !== undefined) {
     for (const key of values.key) {
       if (!isKeyName(key) && key !== WILDCARD) {
-        throw new UsageError(`--key ${JSON.stringify(key.slice(0, 80))} is not a key name (letters, digits, . _ -)`, `Run \`credproxy ${verb} --help\` for examples.`)
+        throw new UsageError(`--key ${JSON.stringify(key.slice(0, 80))} is not a key name (letters, digits, . _ -)`, examples)
       }
     }
     change.keys = values.key
@@ -79,13 +80,13 @@ export function parseGrantArgs(verb: 'grant' | 'revoke', args: string[]): GrantA
   if (values.capability !== undefined) {
     for (const capability of values.capability) {
       if (!(CAPABILITIES as readonly string[]).includes(capability)) {
-        throw new UsageError(`--capability must be one of ${CAPABILITIES.join(', ')}`, `Run \`credproxy ${verb} --help\` for examples.`)
+        throw new UsageError(`--capability must be one of ${CAPABILITIES.join(', ')}`, examples)
       }
     }
     change.capabilities = values.capability as Capability[]
   }
   if (change.providers === undefined && change.keys === undefined && change.capabilities === undefined) {
-    throw new UsageError(`nothing to ${verb}: pass --provider, --key or --capability`, `Run \`credproxy ${verb} --help\` for examples.`)
+    throw new UsageError(`nothing to ${verb}: pass --provider, --key or --capability`, examples)
   }
   return { session: values.session, change, json: values.json === true }
 }
@@ -102,7 +103,7 @@ export function formatGrants(grants: GrantSet): string {
 }
 
 /** Run grant or revoke against the session's control socket and print the grants that result. */
-export async function changeGrants(verb: 'grant' | 'revoke', args: string[], io: CliIO): Promise<number> {
+export async function changeGrants(verb: GrantVerb, args: string[], io: CliIO): Promise<number> {
   const parsed = parseGrantArgs(verb, args)
   const session = await findSession(resolvePaths(io.env), parsed.session)
   const data = await sendControlRequest(session.controlSocketPath, verb, parsed.change)
@@ -119,7 +120,6 @@ export async function changeGrants(verb: 'grant' | 'revoke', args: string[], io:
 
 export const command: Command = {
   name: 'grant',
-  summary: 'Add a provider, key or capability to a running session',
   help,
   run: (args, io) => changeGrants('grant', args, io),
 }

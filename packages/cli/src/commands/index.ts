@@ -1,17 +1,31 @@
-// The command table. Each command lives in its own file and is loaded on use,
-// so `credproxy key get` does not load the OAuth client or the server.
+// The command table: the one place a command's name and one-line summary live.
+// Each command's code is in its own file and loaded on use, so `credproxy --help`
+// and `credproxy key get` load neither the OAuth client nor the server.
 import type { Command } from '../cli-io.js'
 
-export const COMMANDS: Record<string, () => Promise<Command>> = {
-  run: () => import('./run.js').then((m) => m.command),
-  exec: () => import('./exec.js').then((m) => m.command),
-  serve: () => import('./serve.js').then((m) => m.command),
-  token: () => import('./token.js').then((m) => m.command),
-  demo: () => import('./demo.js').then((m) => m.command),
-  sessions: () => import('./sessions.js').then((m) => m.command),
-  grant: () => import('./grant.js').then((m) => m.command),
-  revoke: () => import('./revoke.js').then((m) => m.command),
-  audit: () => import('./audit.js').then((m) => m.command),
-  key: () => import('./key.js').then((m) => m.command),
-  auth: () => import('./auth.js').then((m) => m.command),
+export interface CommandEntry {
+  /** One line for `credproxy --help`. */
+  summary: string
+  /** Refused inside a sandbox: it needs host files the sandbox cannot see, or changes grants. */
+  hostOnly?: true
+  load(): Promise<Command>
+}
+
+export const COMMANDS: Record<string, CommandEntry> = {
+  run: { summary: 'Run a command in a sandbox with brokered credentials', load: () => import('./run.js').then((m) => m.command) },
+  exec: { summary: 'Run a command with API keys in its environment', load: () => import('./exec.js').then((m) => m.command) },
+  serve: { hostOnly: true, summary: 'Run a broker on a Unix socket for an external sandbox launcher', load: () => import('./serve.js').then((m) => m.command) },
+  token: { summary: 'Print an access token for scripts', load: () => import('./token.js').then((m) => m.command) },
+  demo: { summary: 'Show, in a real sandbox, that no secret but the granted one gets in', load: () => import('./demo.js').then((m) => m.command) },
+  sessions: { hostOnly: true, summary: 'List running sessions with their grants and peers', load: () => import('./sessions.js').then((m) => m.command) },
+  grant: { hostOnly: true, summary: 'Add a provider, key or capability to a running session', load: () => import('./grant.js').then((m) => m.command) },
+  revoke: { hostOnly: true, summary: 'Take a provider, key or capability away from a running session', load: () => import('./revoke.js').then((m) => m.command) },
+  audit: { hostOnly: true, summary: 'Show the audit log of credential operations', load: () => import('./audit.js').then((m) => m.command) },
+  key: { summary: 'Store, read, list and delete API keys', load: () => import('./key.js').then((m) => m.command) },
+  auth: { summary: 'Log in, import, inspect and remove OAuth tokens', load: () => import('./auth.js').then((m) => m.command) },
+}
+
+/** The entry for name, or undefined (never an inherited property such as `toString`). */
+export function findCommand(name: string): CommandEntry | undefined {
+  return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined
 }

@@ -109,4 +109,4 @@ async function run(args: string[], io: CliIO): Promise<number> {
   return EXIT.OK
 }
 
-export const command: Command = { name: 'key', summary: 'Store, read, list and delete API keys', help, run }
+export const command: Command = { name: 'key', help, run }

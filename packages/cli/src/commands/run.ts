@@ -11,6 +11,7 @@ import { resolvePaths } from '../paths.js'
 import { AuditLog, auditLogPath } from '../server/audit-log.js'
 import { startControlChannel, type ControlChannel } from '../server/control.js'
 import { CredentialProxyServer } from '../server/credential-proxy-server.js'
+import { pruneStaleSessions } from '../server/stale-sessions.js'
 import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../server/grants.js'
 import type { AuditEntry, AuditSink } from '../server/hooks.js'
 import { createPeerCheck } from '../server/peer-credentials.js'
@@ -165,12 +166,16 @@ export async function runCommand(
   const backend = selectSandbox(choice, io.env, io.stderr)
   // They must exist before launch: bwrap hides them with a tmpfs only where they exist.
   for (const dir of [paths.dataDir, paths.stateDir, paths.configDir, paths.runtimeDir]) await ensurePrivateDir(dir)
+  // A credproxy killed with SIGKILL could not clean up; its successor does.
+  await pruneStaleSessions(paths, (path) => brokerLog(`removed stale ${path}`))
 
   const cleanups: Array<() => Promise<unknown>> = []
   let sandbox: SandboxProcess | undefined
   const handlers = new Map<NodeJS.Signals, () => void>()
   try {
     const stores = await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) })
+    // Registered first, so it runs last: after the server stopped, its usage counts are written.
+    cleanups.push(async () => stores.tokens.close?.())
     // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.
     const oauth = await createOAuthBroker({ stores, paths, env: io.env, log: brokerLog })
     if (oauth !== null) cleanups.push(() => oauth.close())
@@ -251,7 +256,6 @@ function hiddenPaths(env: NodeJS.ProcessEnv, paths: ReturnType<typeof resolvePat
 
 export const command: Command = {
   name: 'run',
-  summary: 'Run a command in a sandbox with brokered credentials',
   help,
   async run(args, io) {
     return runCommand(parseRunArgs(args), io)

@@ -10,6 +10,7 @@ import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import { AuditLog, auditLogPath } from '../server/audit-log.js'
 import { startControlChannel } from '../server/control.js'
 import { CredentialProxyServer } from '../server/credential-proxy-server.js'
+import { pruneStaleSessions } from '../server/stale-sessions.js'
 import { parseProviderGrant, type Capability, type GrantSet } from '../server/grants.js'
 import type { AuditSink } from '../server/hooks.js'
 import { createPeerCheck } from '../server/peer-credentials.js'
@@ -134,7 +135,6 @@ export function waitForSignal(signals: readonly NodeJS.Signals[] = SHUTDOWN_SIGN
 export function createServeCommand(deps: ServeDeps = {}): Command {
   return {
     name: 'serve',
-    summary: 'run a credential broker on a Unix socket for an external sandbox launcher',
     help,
     async run(args: string[], io: CliIO): Promise<number> {
       const options = parseServeArgs(args)
@@ -145,9 +145,13 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
       const shutdown = (deps.waitForShutdown ?? (() => waitForSignal()))()
       const cleanups: Array<() => Promise<unknown>> = []
       try {
+        // A credproxy killed with SIGKILL could not clean up; its successor does.
+        await pruneStaleSessions(paths, (path) => log(`removed stale ${path}`))
         const stores = await (deps.openStores ?? ((i, p, l) => openHostStores({ env: i.env, paths: p, log: l })))(io, paths, (line) =>
           writeLine(io.stderr, line),
         )
+        // Registered first, so it runs last: after the server stopped, its usage counts are written.
+        cleanups.push(async () => stores.tokens.close?.())
         const oauth = await (deps.createOAuth ?? ((s, i, p, l) => createOAuthBroker({ stores: s, paths: p, env: i.env, log: l })))(
           stores,
           io,

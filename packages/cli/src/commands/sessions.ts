@@ -1,13 +1,15 @@
 // `credproxy sessions`: the running broker sessions of this user, with their grants
 // and connected peers, read from the session registry and each control socket.
-import { parseArgs } from 'node:util'
-import { UsageError, writeLine, type Command } from '../cli-io.js'
+import { writeLine, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { sendControlRequest } from '../server/control-client.js'
 import { GrantSetSchema, type GrantSet } from '../server/grants.js'
-import { listSessions, type SessionRecord } from '../server/session-registry.js'
+import type { SessionRecord } from '../server/session-registry.js'
+import { pruneStaleSessions } from '../server/stale-sessions.js'
+import { formatPeer } from './audit.js'
 import { formatGrants } from './grant.js'
+import { parseOptions } from './parse-options.js'
 
 /** Per-session wait for an answer when listing: a hung session must not hang the list. */
 export const SESSIONS_INFO_TIMEOUT_MS = 1_500
@@ -53,25 +55,18 @@ function formatPeers(peers: unknown): string {
   if (!Array.isArray(peers) || peers.length === 0) return 'none connected'
   return peers
     .map((peer: unknown) => {
-      const p = (peer ?? {}) as { pid?: unknown; uid?: unknown; peer?: { pid?: unknown; uid?: unknown } }
-      const source = p.peer ?? p
-      return typeof source.pid === 'number' ? `pid ${source.pid} uid ${String(source.uid)}` : 'unknown peer'
+      const text = formatPeer(peer as Parameters<typeof formatPeer>[0])
+      return text === '-' ? 'unknown peer' : text
     })
     .join(', ')
 }
 
 export const command: Command = {
   name: 'sessions',
-  summary: 'List running sessions with their grants and peers',
   help,
   async run(args, io) {
-    let json: boolean
-    try {
-      json = parseArgs({ args, strict: true, allowPositionals: false, options: { json: { type: 'boolean' } } }).values.json === true
-    } catch (error) {
-      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy sessions --help` for the options.')
-    }
-    const views = await Promise.all((await listSessions(resolvePaths(io.env))).map(describe))
+    const json = parseOptions('sessions', args, { json: { type: 'boolean' } }).json === true
+    const views = await Promise.all((await pruneStaleSessions(resolvePaths(io.env))).map(describe))
     if (json) {
       writeLine(io.stdout, JSON.stringify(views, null, 2))
       return EXIT.OK

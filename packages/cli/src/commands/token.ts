@@ -67,7 +67,6 @@ async function fetchToken(provider: string, bucket: string, io: CliIO): Promise<
 
 export const command: Command = {
   name: 'token',
-  summary: 'Print an access token for scripts',
   help,
   async run(args, io) {
     const { provider, bucket, json } = parseTokenArgs(args)

@@ -1,0 +1,119 @@
+// Expected failures, in-process through main(): one `credproxy: ...` line saying
+// what went wrong, the next step on the following line, a documented exit code,
+// and never a stack trace. The not-granted case runs in a real bubblewrap sandbox
+// (needs `npm run build`: the sandbox runs the built `credproxy`).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { main } from '../src/cli.js'
+import { EXIT } from '../src/exit-codes.js'
+import { openHostStores } from '../src/storage/index.js'
+
+let home: string
+let cwd: string
+let env: NodeJS.ProcessEnv
+
+beforeAll(async () => {
+  home = mkdtempSync(join(tmpdir(), 'cp-errors-'))
+  cwd = mkdtempSync(join(tmpdir(), 'cp-errors-cwd-'))
+  env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
+  const stores = await openHostStores({ env, log: () => undefined })
+  await stores.keys.saveKey('K', 'errors-test-key-value-8b1e')
+  writeFileSync(join(home, 'secret'), `${'ab'.repeat(32)}\n`, { mode: 0o600 })
+})
+afterAll(() => {
+  for (const dir of [home, cwd]) rmSync(dir, { recursive: true, force: true })
+})
+
+async function cli(argv: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough()
+  const stderr = new PassThrough()
+  let out = ''
+  let err = ''
+  stdout.on('data', (d: Buffer) => (out += d.toString()))
+  stderr.on('data', (d: Buffer) => (err += d.toString()))
+  const stdin = new PassThrough()
+  stdin.end()
+  const code = await main(argv, { stdin, stdout, stderr, env: { ...env, ...extraEnv }, cwd })
+  return { code, stdout: out, stderr: err }
+}
+
+interface Case {
+  what: string
+  argv: string[]
+  env?: () => NodeJS.ProcessEnv
+  exit: number
+  /** In the `credproxy: ...` line. */
+  says: string
+  /** In the next line: the command or setting to try next. */
+  next: string
+}
+
+const CASES: Case[] = [
+  { what: 'unknown command', argv: ['frobnicate'], exit: EXIT.USAGE, says: "unknown command 'frobnicate'", next: 'credproxy --help' },
+  { what: 'missing argument', argv: ['key', 'get'], exit: EXIT.USAGE, says: 'key get needs a NAME', next: 'credproxy key get OPENAI_API_KEY' },
+  { what: 'missing PROVIDER', argv: ['auth', 'login'], exit: EXIT.USAGE, says: 'auth login takes one PROVIDER', next: 'credproxy auth login github' },
+  { what: 'unknown option', argv: ['token', 'github', '--bukket', 'x'], exit: EXIT.USAGE, says: "'--bukket'", next: 'credproxy token --help' },
+  { what: 'key not found', argv: ['key', 'get', 'NOPE'], exit: EXIT.NOT_FOUND, says: 'no API key named NOPE', next: 'credproxy key set NOPE' },
+  { what: 'no token stored', argv: ['token', 'github'], exit: EXIT.NOT_FOUND, says: 'no token stored for github', next: 'credproxy auth login github' },
+  { what: 'no such session', argv: ['grant', '--session', 'abcdefgh12', '--key', 'K'], exit: EXIT.NOT_FOUND, says: 'no running session has id abcdefgh12', next: 'credproxy sessions' },
+  {
+    what: 'broker unreachable (CREDPROXY_SOCKET points nowhere)',
+    argv: ['key', 'get', 'K'],
+    env: () => ({ CREDPROXY_SOCKET: join(home, 'nobody-listens.sock'), CREDPROXY_SECRET_FILE: join(home, 'secret') }),
+    exit: EXIT.UNAVAILABLE,
+    says: 'cannot connect to the credproxy broker',
+    next: 'unset CREDPROXY_SOCKET',
+  },
+  {
+    what: 'a host-only command inside a sandbox',
+    argv: ['sessions'],
+    env: () => ({ CREDPROXY_SOCKET: '/run/credproxy/broker.sock' }),
+    exit: EXIT.USAGE,
+    says: '`credproxy sessions` works on the host only',
+    next: 'on the host',
+  },
+  {
+    what: 'bad CREDPROXY_KEYRING value',
+    argv: ['key', 'list'],
+    env: () => ({ CREDPROXY_KEYRING: 'sometimes' }),
+    exit: EXIT.USAGE,
+    says: 'CREDPROXY_KEYRING must be one of auto, off, required',
+    next: 'CREDPROXY_KEYRING=off',
+  },
+]
+
+function expectOneErrorLine(stderr: string, says: string, next: string): void {
+  const lines = stderr.trimEnd().split('\n')
+  expect(lines).toHaveLength(2)
+  expect(lines[0]).toMatch(/^credproxy: /)
+  expect(lines[0]).toContain(says)
+  expect(lines[1]).toMatch(/^ {2}\S/)
+  expect(lines[1]).toContain(next)
+  expect(stderr).not.toMatch(/^\s+at /m)
+}
+
+describe('expected errors: one line, the next step, no stack trace', () => {
+  test.each(CASES.map((c) => [c.what, c] as const))('%s', async (_what, c) => {
+    const result = await cli(c.argv, c.env?.() ?? {})
+    expect(result.code).toBe(c.exit)
+    expect(result.stdout).toBe('')
+    expectOneErrorLine(result.stderr, c.says, c.next)
+  })
+
+  test('not granted inside a bwrap sandbox: the command says NOT_GRANTED, credproxy run names the flag', async () => {
+    const result = await cli(['run', '--sandbox', 'bwrap', '--', 'credproxy', 'key', 'get', 'K'])
+    expect(result.code).toBe(EXIT.DENIED)
+    expect(result.stdout).toBe('')
+    const lines = result.stderr.trimEnd().split('\n')
+    // Inside: the error and what the host can do; outside: the exact flag to rerun with.
+    const inside = lines.findIndex((line) => /^credproxy: .*\(NOT_GRANTED\)$/.test(line))
+    expect(inside).toBeGreaterThanOrEqual(0)
+    expect(lines.slice(inside, inside + 2).join('\n')).toContain('--grant-key')
+    expect(result.stderr).toMatch(/^credproxy: the sandbox was refused key K: rerun with --grant-key K/m)
+    expect(result.stderr).not.toMatch(/^\s+at /m)
+    expect(result.stderr).not.toContain('errors-test-key-value-8b1e')
+  })
+})
