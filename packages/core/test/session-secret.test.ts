@@ -83,7 +83,7 @@ describe('CREDPROXY_SECRET_FD', () => {
     })
     closeSync(fd)
     let stdout = ''
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')))
+    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')))
     await new Promise((resolve) => child.on('close', resolve))
     const seen = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
     expect(seen).toHaveLength(2)
