@@ -3,8 +3,9 @@
 import { computeClientProof, encodeFrame, generateNonce } from '@credproxy/core'
 import { afterEach, describe, expect, test, vi } from 'vitest'
 import { LEGACY_REFUSED_MESSAGE } from '../src/server/connection.js'
+import { CredentialProxyServer } from '../src/server/credential-proxy-server.js'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
-import type { MemoryKeyStorage, MemoryTokenStore } from './helpers/server-memory-stores.js'
+import { memoryStores, type MemoryKeyStorage, type MemoryTokenStore } from './helpers/server-memory-stores.js'
 import { RawClient } from './helpers/server-raw-client.js'
 
 type Stores = { tokens: MemoryTokenStore; keys: MemoryKeyStorage; backend: 'file' }
@@ -135,11 +136,38 @@ describe('legacy v1/v2 handshake', () => {
     await expectStillServing(fx)
   })
 
-  test('the session secret in hex is the default legacy token', async () => {
-    fx = await startServer<Stores>({ allowLegacyClients: true })
+  test('legacy mode without a token needs a peer check: the session secret is never a bearer token', () => {
+    expect(() => new CredentialProxyServer({ stores: memoryStores(), allowLegacyClients: true })).toThrow(/peer check/)
+  })
+
+  test("without a token, llxprt-code's tokenless v1 handshake is admitted by the peer check alone", async () => {
+    const admitted: string[] = []
+    fx = await startServer<Stores>({
+      allowLegacyClients: true,
+      peerCheck: () => {
+        admitted.push('checked')
+        return { ok: true, peer: null }
+      },
+    })
+    await fx.stores.tokens.saveToken('anthropic', TOKEN)
     const c = await RawClient.connect(fx.socketPath)
-    expect(await c.handshakeLegacy(fx.secret.toString('hex'), 2)).toMatchObject({ ok: true, data: { version: 2 } })
+    // The exact frame llxprt-code's inner client sends: v1, no capabilityToken.
+    c.send({ v: 1, op: 'handshake', payload: { minVersion: 1, maxVersion: 1 } })
+    expect(await c.next()).toMatchObject({ op: 'handshake', ok: true, data: { version: 1 } })
+    c.send({ v: 1, id: 'r1', op: 'get_token', payload: { provider: 'anthropic' } })
+    const answer = await c.next()
+    expect(answer).toMatchObject({ id: 'r1', ok: true, data: { access_token: TOKEN.access_token } })
+    expect(JSON.stringify(answer)).not.toContain('refresh_token')
+    expect(admitted).toEqual(['checked'])
     c.close()
+  })
+
+  test('a peer the check refuses never reaches the tokenless legacy handshake', async () => {
+    fx = await startServer<Stores>({ allowLegacyClients: true, peerCheck: () => ({ ok: false, peer: null, reason: 'outside-sandbox' }) })
+    const c = await RawClient.connect(fx.socketPath)
+    c.send({ v: 1, op: 'handshake', payload: { minVersion: 1, maxVersion: 1 } })
+    expect(await c.next()).toMatchObject({ ok: false, code: 'FORBIDDEN' })
+    await c.waitClosed()
   })
 })
 

@@ -38,7 +38,8 @@ Options:
   --allow-save          let the sandbox save and remove tokens (default: read and login only)
   --allow-network       keep network access (default: none; bwrap then shares the host
                         network namespace, abstract Unix sockets included)
-  --legacy-clients      also serve protocol v1/v2 clients (bearer token)
+  --legacy-clients      also serve protocol v1/v2 clients (llxprt-code's inner client); they
+                        carry no proof, so only the peer check (inside this sandbox) admits them
   --bind PATH           also bind PATH read-write at the same path; repeatable
   --image IMAGE         container image for docker/podman (default node:20-bookworm-slim)
   --verbose             broker log lines on stderr
@@ -193,6 +194,9 @@ export async function runCommand(
       audit: hintingAudit(audit, io, () => sessionId),
       log: brokerLog,
     })
+    if (options.legacyClients) {
+      writeLine(io.stderr, 'credproxy: --legacy-clients: protocol v1/v2 clients are admitted by the peer check alone (any process in this sandbox)')
+    }
     const started = await server.start()
     sessionId = started.sessionId
     onStarted?.(started)

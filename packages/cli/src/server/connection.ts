@@ -48,7 +48,8 @@ export interface ConnectionHost {
   sessionId: string
   secret: Buffer
   allowLegacyClients: boolean
-  legacyToken: string
+  /** undefined: legacy clients are admitted on the peer check alone. */
+  legacyToken: string | undefined
   limits: ServerLimits
   grants: SessionGrants
   stores: HostStores
@@ -336,7 +337,7 @@ export class ProxyConnection {
       this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', LEGACY_REFUSED_MESSAGE, 'legacy-not-allowed')
       return
     }
-    if (!legacyTokensEqual(this.host.legacyToken, capabilityToken)) {
+    if (this.host.legacyToken !== undefined && !legacyTokensEqual(this.host.legacyToken, capabilityToken)) {
       const reason = capabilityToken === undefined ? 'missing-token' : 'bad-token'
       this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', BAD_TOKEN_MESSAGE, reason)
       return

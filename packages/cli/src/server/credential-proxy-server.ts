@@ -32,9 +32,14 @@ export interface CredentialProxyServerOptions {
   secret?: Buffer
   /** Default: nothing granted. */
   grants?: GrantSet
-  /** Serve protocol v1/v2 clients that present a bearer token. */
+  /** Serve protocol v1/v2 clients (they cannot prove the session secret). */
   allowLegacyClients?: boolean
-  /** The bearer token legacy clients must present; default the session secret in hex. */
+  /**
+   * The bearer token legacy clients must present. Without one, legacy clients are
+   * admitted on the peer check alone (llxprt-code's inner client sends no token),
+   * so that mode requires a peerCheck. Never the session secret: a v3 secret must
+   * not travel in the clear to whatever listens on the path.
+   */
   legacyToken?: string
   peerCheck?: PeerCheck
   audit?: AuditSink
@@ -77,6 +82,9 @@ export class CredentialProxyServer {
     if (this.#secret.length !== SESSION_SECRET_BYTES) throw new RangeError(`secret must be ${SESSION_SECRET_BYTES} bytes`)
     if (options.legacyToken !== undefined && options.legacyToken.length === 0) {
       throw new RangeError('legacyToken must not be empty')
+    }
+    if (options.allowLegacyClients === true && options.legacyToken === undefined && options.peerCheck === undefined) {
+      throw new RangeError('legacy clients without a token are admitted on the peer check alone: pass a peerCheck or a legacyToken')
     }
     this.#grants = new SessionGrants(this.#sessionId, options.grants ?? { providers: [], keys: [], capabilities: [] })
     this.#limits = resolveLimits(options.limits)
@@ -177,7 +185,7 @@ export class CredentialProxyServer {
       sessionId: this.#sessionId,
       secret: this.#secret,
       allowLegacyClients: this.#options.allowLegacyClients ?? false,
-      legacyToken: this.#options.legacyToken ?? this.#secret.toString('hex'),
+      legacyToken: this.#options.legacyToken,
       limits: this.#limits,
       grants: this.#grants,
       stores: this.#options.stores,
