@@ -15,6 +15,7 @@ import { fmtMs, summarize } from './stats.js'
 const SAMPLES_PER_ROUND = 3_000
 const MEASURED_ROUNDS = 5
 const WARMUP_REQUESTS = 500
+const LEGACY_TOKEN = 'b'.repeat(64)
 const CLIENTS = 16
 const IDLE_CONNECTIONS = 1_000
 const HANDSHAKES = 300
@@ -153,6 +154,7 @@ export async function run(): Promise<void> {
     runtimeDir: join(dir, 'run'),
     grants: { providers: [{ provider: '*' }], keys: ['*'], capabilities: ['read'] },
     allowLegacyClients: true,
+    legacyToken: LEGACY_TOKEN,
     limits: { rateLimitPerSecond: 1e9, rateLimitBurst: 1e9, maxConnectionsPerSession: IDLE_CONNECTIONS + 100 },
     audit: { write: () => void audited++ },
   })
@@ -195,7 +197,7 @@ export async function run(): Promise<void> {
       a.close()
       t = process.hrtime.bigint()
       const b = await RawClient.connect(started.socketPath)
-      await b.handshakeLegacy(started.secret.toString('hex'), 2)
+      await b.handshakeLegacy(LEGACY_TOKEN, 2)
       v2.push(Number(process.hrtime.bigint() - t) / 1e6)
       b.close()
     }
