@@ -2,43 +2,21 @@
 // what went wrong, the next step on the following line, a documented exit code,
 // and never a stack trace. The not-granted case runs in a real bubblewrap sandbox
 // (needs `npm run build`: the sandbox runs the built `credproxy`).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { main } from '../src/cli.js'
 import { EXIT } from '../src/exit-codes.js'
-import { openHostStores } from '../src/storage/index.js'
+import { makeCliHome, removeCliHomes, runCli } from './helpers/cli-runner.js'
 
 let home: string
 let cwd: string
 let env: NodeJS.ProcessEnv
 
 beforeAll(async () => {
-  home = mkdtempSync(join(tmpdir(), 'cp-errors-'))
-  cwd = mkdtempSync(join(tmpdir(), 'cp-errors-cwd-'))
-  env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
-  const stores = await openHostStores({ env, log: () => undefined })
-  await stores.keys.saveKey('K', 'errors-test-key-value-8b1e')
+  ;({ home, cwd, env } = await makeCliHome('cp-errors-', (stores) => stores.keys.saveKey('K', 'errors-test-key-value-8b1e')))
   writeFileSync(join(home, 'secret'), `${'ab'.repeat(32)}\n`, { mode: 0o600 })
 })
-afterAll(() => {
-  for (const dir of [home, cwd]) rmSync(dir, { recursive: true, force: true })
-})
-
-async function cli(argv: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  let out = ''
-  let err = ''
-  stdout.on('data', (d: Buffer) => (out += d.toString()))
-  stderr.on('data', (d: Buffer) => (err += d.toString()))
-  const stdin = new PassThrough()
-  stdin.end()
-  const code = await main(argv, { stdin, stdout, stderr, env: { ...env, ...extraEnv }, cwd })
-  return { code, stdout: out, stderr: err }
-}
+afterAll(removeCliHomes)
 
 interface Case {
   what: string
@@ -97,14 +75,14 @@ function expectOneErrorLine(stderr: string, says: string, next: string): void {
 
 describe('expected errors: one line, the next step, no stack trace', () => {
   test.each(CASES.map((c) => [c.what, c] as const))('%s', async (_what, c) => {
-    const result = await cli(c.argv, c.env?.() ?? {})
+    const result = await runCli(c.argv, { env: { ...env, ...c.env?.() }, cwd })
     expect(result.code).toBe(c.exit)
     expect(result.stdout).toBe('')
     expectOneErrorLine(result.stderr, c.says, c.next)
   })
 
   test('not granted inside a bwrap sandbox: the command says NOT_GRANTED, credproxy run names the flag', async () => {
-    const result = await cli(['run', '--sandbox', 'bwrap', '--', 'credproxy', 'key', 'get', 'K'])
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--', 'credproxy', 'key', 'get', 'K'], { env, cwd })
     expect(result.code).toBe(EXIT.DENIED)
     expect(result.stdout).toBe('')
     const lines = result.stderr.trimEnd().split('\n')

@@ -1,24 +1,13 @@
 // `--help` on every command and auth subcommand, in-process through main(): exit 0,
 // an Examples: section a user can copy from, and the list that `credproxy --help` shows.
-import { PassThrough } from 'node:stream'
 import { describe, expect, test } from 'vitest'
-import { main } from '../src/cli.js'
 import { AUTH_SUBCOMMANDS } from '../src/commands/auth.js'
 import { COMMANDS } from '../src/commands/index.js'
 import { EXIT } from '../src/exit-codes.js'
+import { runCli, type CliResult } from './helpers/cli-runner.js'
 
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  let out = ''
-  let err = ''
-  stdout.on('data', (d: Buffer) => (out += d.toString()))
-  stderr.on('data', (d: Buffer) => (err += d.toString()))
-  const stdin = new PassThrough()
-  stdin.end()
-  const code = await main(argv, { stdin, stdout, stderr, env: { PATH: '/usr/bin:/bin' }, cwd: process.cwd() })
-  return { code, stdout: out, stderr: err }
-}
+/** Help runs with a bare env (PATH only) in the current directory. */
+const cli = (argv: string[]): Promise<CliResult> => runCli(argv, { env: { PATH: '/usr/bin:/bin' } })
 
 /** The lines after `Examples:` up to the next blank line. */
 function examples(help: string): string[] {

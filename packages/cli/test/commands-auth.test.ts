@@ -3,11 +3,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { main } from '../src/cli.js'
 import { relativeTime } from '../src/commands/auth.js'
 import { EXIT } from '../src/exit-codes.js'
 import { openHostStores } from '../src/storage/index.js'
-import { captureIO } from './commands-storage-io.js'
+import { runCli, type CliResult } from './helpers/cli-runner.js'
 
 const ACCESS = 'ya29.ACCESS-must-not-show'
 const REFRESH = '1//REFRESH-must-not-show'
@@ -23,11 +22,7 @@ describe('credproxy auth', () => {
     await rm(home, { recursive: true, force: true })
   })
 
-  async function cli(argv: string[], piped = '') {
-    const captured = captureIO(env, { piped })
-    const code = await main(argv, captured.io)
-    return { code, stdout: captured.stdout(), stderr: captured.stderr() }
-  }
+  const cli = (argv: string[], piped = ''): Promise<CliResult> => runCli(argv, { env, cwd: '/', stdin: piped })
 
   const inAnHour = () => Math.floor(Date.now() / 1000) + 3600
 

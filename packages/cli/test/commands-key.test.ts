@@ -3,9 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { main } from '../src/cli.js'
 import { EXIT } from '../src/exit-codes.js'
-import { captureIO } from './commands-storage-io.js'
+import { runCli, type CliResult, type CliStdin } from './helpers/cli-runner.js'
 
 describe('credproxy key', () => {
   let home: string
@@ -18,14 +17,10 @@ describe('credproxy key', () => {
     await rm(home, { recursive: true, force: true })
   })
 
-  async function cli(argv: string[], stdin: Parameters<typeof captureIO>[1] = { piped: '' }) {
-    const captured = captureIO(env, stdin)
-    const code = await main(argv, captured.io)
-    return { code, stdout: captured.stdout(), stderr: captured.stderr() }
-  }
+  const cli = (argv: string[], stdin: CliStdin = ''): Promise<CliResult> => runCli(argv, { env, cwd: '/', stdin })
 
   test('set from a pipe, then get prints the trimmed value', async () => {
-    const set = await cli(['key', 'set', 'OPENAI_API_KEY'], { piped: 'sk-piped-value\n' })
+    const set = await cli(['key', 'set', 'OPENAI_API_KEY'], 'sk-piped-value\n')
     expect(set).toMatchObject({ code: EXIT.OK, stdout: '' })
     expect(set.stderr).toContain('Stored API key OPENAI_API_KEY (file)')
     expect(set.stderr).not.toContain('sk-piped-value')
@@ -61,7 +56,7 @@ describe('credproxy key', () => {
   })
 
   test('an empty piped value stores nothing', async () => {
-    const set = await cli(['key', 'set', 'K'], { piped: '  \n' })
+    const set = await cli(['key', 'set', 'K'], '  \n')
     expect(set.code).toBe(EXIT.USAGE)
     expect(set.stderr).toContain('empty')
   })
@@ -76,8 +71,8 @@ describe('credproxy key', () => {
   })
 
   test('list shows names only (plain and --json); delete removes and reports a missing key', async () => {
-    await cli(['key', 'set', 'B_KEY'], { piped: 'secret-b' })
-    await cli(['key', 'set', 'A_KEY'], { piped: 'secret-a' })
+    await cli(['key', 'set', 'B_KEY'], 'secret-b')
+    await cli(['key', 'set', 'A_KEY'], 'secret-a')
     const list = await cli(['key', 'list'])
     expect(list).toEqual({ code: EXIT.OK, stdout: 'A_KEY\nB_KEY\n', stderr: '' })
     expect((await cli(['key', 'list', '--json'])).stdout).toBe('{"keys":["A_KEY","B_KEY"]}\n')
@@ -88,7 +83,7 @@ describe('credproxy key', () => {
 
   test('invalid names and unknown subcommands are usage errors', async () => {
     expect((await cli(['key', 'get', '../etc'])).code).toBe(EXIT.USAGE)
-    expect((await cli(['key', 'set', 'a b'], { piped: 'v' })).code).toBe(EXIT.USAGE)
+    expect((await cli(['key', 'set', 'a b'], 'v')).code).toBe(EXIT.USAGE)
     const unknown = await cli(['key', 'show', 'X'])
     expect(unknown.code).toBe(EXIT.USAGE)
     expect(unknown.stderr).toContain('credproxy key --help')

@@ -3,22 +3,16 @@
 // inside the sandbox is served; the same client on the host (same uid, outside
 // the sandbox) is refused before any byte is read. Needs `npm run build`.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, test } from 'vitest'
-import { main } from '../src/cli.js'
-import { openHostStores } from '../src/storage/index.js'
+import { makeCliHome, removeCliHomes, runCli } from './helpers/cli-runner.js'
 
 const CLIENT = fileURLToPath(new URL('./fixtures/legacy-client.mjs', import.meta.url))
 const KEY_VALUE = 'legacy-visible-key-1b7e'
 
-const dirs: string[] = []
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
-})
+afterEach(removeCliHomes)
 
 function answers(text: string): Record<string, unknown>[] {
   return text
@@ -29,37 +23,22 @@ function answers(text: string): Record<string, unknown>[] {
 
 describe('credproxy run --legacy-clients', () => {
   test("llxprt-code's tokenless v1 client is served inside the sandbox and refused outside it", async () => {
-    const home = mkdtempSync(join(tmpdir(), 'cp-legacy-'))
-    const cwd = mkdtempSync(join(tmpdir(), 'cp-legacy-cwd-'))
-    dirs.push(home, cwd)
-    const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: '/root', CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
-    const stores = await openHostStores({ env, log: () => undefined })
-    await stores.keys.saveKey('K', KEY_VALUE)
+    const { env, home, cwd } = await makeCliHome('cp-legacy-', (stores) => stores.keys.saveKey('K', KEY_VALUE), { HOME: '/root' })
 
     // Inside: print the socket path for the host-side attempt, then ask for the key.
     // The sandbox stays up until the host attempt is done (the host writes ./host-done).
     const script = `echo "SOCKET=$CREDPROXY_SOCKET"; node ${CLIENT} "$CREDPROXY_SOCKET" get_api_key '{"name":"K"}'; i=0; while [ ! -f host-done ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done`
-    const stdout = new PassThrough()
-    const stderr = new PassThrough()
-    let out = ''
-    let err = ''
     let hostAttempt: Promise<string> | undefined
-    stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
+    const onStdout = (out: string): void => {
       // The sandbox sees the socket at a fixed path; on the host it is in the session dir.
       if (hostAttempt === undefined && out.includes('SOCKET=')) {
         hostAttempt = hostClient(home).finally(() => writeFileSync(join(cwd, 'host-done'), ''))
       }
-    })
-    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()))
-    const stdin = new PassThrough()
-    stdin.end()
-    const code = await main(['run', '--sandbox', 'bwrap', '--legacy-clients', '--grant-key', 'K', '--', 'sh', '-c', script], {
-      stdin,
-      stdout,
-      stderr,
+    }
+    const { code, stdout: out, stderr: err } = await runCli(['run', '--sandbox', 'bwrap', '--legacy-clients', '--grant-key', 'K', '--', 'sh', '-c', script], {
       env,
       cwd,
+      onStdout,
     })
     expect(code).toBe(0)
     expect(err).toContain('--legacy-clients')

@@ -2,48 +2,25 @@
 // through main(); the signal test spawns the built binary. Needs `npm run build`
 // (the sandbox runs the built `credproxy`).
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeAll, describe, expect, test } from 'vitest'
-import { main } from '../src/cli.js'
-import { openHostStores } from '../src/storage/index.js'
 import { NONE_WARNING } from '../src/sandbox/select.js'
+import { makeCliHome, removeCliHomes, runCli, type CliHome } from './helpers/cli-runner.js'
 
 const BIN = fileURLToPath(new URL('../bin/credproxy.js', import.meta.url))
 const PROBE = fileURLToPath(new URL('./fixtures/sandbox-probe.mjs', import.meta.url))
 const KEY_VALUE = 'granted-key-value-4f1c9a'
 const OTHER_VALUE = 'ungranted-key-value-77d2e0'
 
-const homes: string[] = []
-afterEach(() => {
-  for (const dir of homes.splice(0)) rmSync(dir, { recursive: true, force: true })
-})
+afterEach(removeCliHomes)
 
-async function setup(): Promise<{ env: NodeJS.ProcessEnv; home: string; cwd: string }> {
-  const home = mkdtempSync(join(tmpdir(), 'cp-run-'))
-  const cwd = mkdtempSync(join(tmpdir(), 'cp-run-cwd-'))
-  homes.push(home, cwd)
-  const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
-  const stores = await openHostStores({ env, log: () => undefined })
-  await stores.keys.saveKey('K', KEY_VALUE)
-  await stores.keys.saveKey('OTHER', OTHER_VALUE)
-  return { env, home, cwd }
-}
-
-async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  let out = ''
-  let err = ''
-  stdout.on('data', (d: Buffer) => (out += d.toString()))
-  stderr.on('data', (d: Buffer) => (err += d.toString()))
-  const stdin = new PassThrough()
-  stdin.end()
-  const code = await main(argv, { stdin, stdout, stderr, env, cwd })
-  return { code, stdout: out, stderr: err }
+function setup(): Promise<CliHome> {
+  return makeCliHome('cp-run-', async (stores) => {
+    await stores.keys.saveKey('K', KEY_VALUE)
+    await stores.keys.saveKey('OTHER', OTHER_VALUE)
+  })
 }
 
 /** What a run leaves behind: session dirs and control sockets, registry entries. */
@@ -80,7 +57,7 @@ beforeAll(() => {
 describe('credproxy run --sandbox bwrap', () => {
   test('a granted key arrives through the socket; an ungranted one is NOT_GRANTED with a hint naming --grant-key', async () => {
     const { env, cwd, home } = await setup()
-    const result = await cli(['run', '--sandbox', 'bwrap', '--grant-key', 'K', '--', 'node', PROBE, 'K', 'OTHER'], env, cwd)
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--grant-key', 'K', '--', 'node', PROBE, 'K', 'OTHER'], { env, cwd })
     expect(result.code).toBe(0)
     expect(JSON.parse(result.stdout)).toEqual({ K: { ok: true, value: KEY_VALUE }, OTHER: { ok: false, code: 'NOT_GRANTED' } })
     expect(result.stderr).toContain('--grant-key OTHER')
@@ -90,14 +67,14 @@ describe('credproxy run --sandbox bwrap', () => {
 
   test('`credproxy run --grant-key K -- credproxy key get K` prints the key', async () => {
     const { env, cwd } = await setup()
-    const result = await cli(['run', '--sandbox', 'bwrap', '--grant-key', 'K', '--', 'credproxy', 'key', 'get', 'K'], env, cwd)
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--grant-key', 'K', '--', 'credproxy', 'key', 'get', 'K'], { env, cwd })
     expect(result.stdout.trim()).toBe(KEY_VALUE)
     expect(result.code).toBe(0)
   })
 
   test('without the grant `credproxy key get K` fails with NOT_GRANTED and names --grant-key K', async () => {
     const { env, cwd } = await setup()
-    const result = await cli(['run', '--sandbox', 'bwrap', '--', 'credproxy', 'key', 'get', 'K'], env, cwd)
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--', 'credproxy', 'key', 'get', 'K'], { env, cwd })
     expect(result.code).toBe(4)
     expect(result.stdout).not.toContain(KEY_VALUE)
     expect(result.stderr).toContain('NOT_GRANTED')
@@ -113,7 +90,7 @@ describe('credproxy run --sandbox bwrap', () => {
       'env | sort',
       'echo written > out.txt',
     ].join('; ')
-    const result = await cli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', script], { ...env, OPENAI_API_KEY: 'sk-should-not-pass' }, cwd)
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', script], { env: { ...env, OPENAI_API_KEY: 'sk-should-not-pass' }, cwd })
     expect(result.code).toBe(0)
     const lines = result.stdout.trim().split('\n')
     expect(lines[0]).toBe('lo')
@@ -127,10 +104,10 @@ describe('credproxy run --sandbox bwrap', () => {
 
   test('exits with the command\'s code; SIGKILL of the command gives 137 and leaves nothing behind', async () => {
     const { env, cwd, home } = await setup()
-    expect((await cli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', 'exit 7'], env, cwd)).code).toBe(7)
+    expect((await runCli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', 'exit 7'], { env, cwd })).code).toBe(7)
     // The background sleep's own argv carries the marker, so an orphan left inside would show up.
     const marker = `29.${process.pid}`
-    const result = await cli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', `sleep ${marker} & kill -KILL $$`], env, cwd)
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', `sleep ${marker} & kill -KILL $$`], { env, cwd })
     expect(result.code).toBe(137)
     expect(leftovers(home)).toEqual([])
     expect(processesWith(`sleep\0${marker}`)).toEqual([])
@@ -178,17 +155,17 @@ describe('credproxy run --sandbox bwrap', () => {
     for (let i = 0; i < 100 && processesWith(marker).length > 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20))
     expect(processesWith(marker)).toEqual([])
 
-    const next = await cli(['run', '--sandbox', 'bwrap', '--', 'true'], env, cwd)
+    const next = await runCli(['run', '--sandbox', 'bwrap', '--', 'true'], { env, cwd })
     expect(next.code).toBe(0)
     expect(leftovers(home)).toEqual([])
   })
 
   test('usage errors say what is wrong and what to run', async () => {
     const { env, cwd } = await setup()
-    const noDash = await cli(['run', '--grant-key', 'K', 'ls'], env, cwd)
+    const noDash = await runCli(['run', '--grant-key', 'K', 'ls'], { env, cwd })
     expect(noDash.code).toBe(2)
     expect(noDash.stderr).toContain('missing `--`')
-    const badGrant = await cli(['run', '--grant', 'bad name', '--', 'true'], env, cwd)
+    const badGrant = await runCli(['run', '--grant', 'bad name', '--', 'true'], { env, cwd })
     expect(badGrant.code).toBe(2)
     expect(badGrant.stderr).toContain("invalid --grant 'bad name'")
     expect(badGrant.stderr).not.toMatch(/at .*\.ts:\d+/)
@@ -198,7 +175,7 @@ describe('credproxy run --sandbox bwrap', () => {
 describe('credproxy run --sandbox none', () => {
   test('warns on stderr every time and still brokers the key', async () => {
     const { env, cwd } = await setup()
-    const result = await cli(['run', '--sandbox', 'none', '--grant-key', 'K', '--', 'node', PROBE, 'K'], env, cwd)
+    const result = await runCli(['run', '--sandbox', 'none', '--grant-key', 'K', '--', 'node', PROBE, 'K'], { env, cwd })
     expect(result.stderr).toContain(NONE_WARNING)
     expect(JSON.parse(result.stdout)).toEqual({ K: { ok: true, value: KEY_VALUE } })
     expect(result.code).toBe(0)

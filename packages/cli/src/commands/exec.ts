@@ -2,11 +2,11 @@
 // env var ENV of the child only (never on an argv). Inside a sandbox the keys come
 // through the broker socket, on the host from the host store (commands/stores.ts).
 import { spawn } from 'node:child_process'
-import { parseArgs } from 'node:util'
 import { createProviderKeyStorage, isKeyName, isProxyMode, type ProviderKeyStorage } from '@credproxy/core'
 import { CliError, UsageError, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { exitCodeOf } from '../sandbox/launch.js'
+import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { openCommandStores } from './stores.js'
 
 /** Env var names we set for a child: the POSIX portable form. */
@@ -34,21 +34,9 @@ export interface KeyMapping {
 }
 
 export function parseExecArgs(args: readonly string[]): { keys: KeyMapping[]; command: string[] } {
-  const dashdash = args.indexOf('--')
-  if (dashdash === -1) throw new UsageError('missing `--` before the command', 'Example: credproxy exec --key K=K -- env')
-  const command = args.slice(dashdash + 1)
-  if (command.length === 0) throw new UsageError('no command after `--`', 'Example: credproxy exec --key K=K -- env')
-  let values
-  try {
-    ;({ values } = parseArgs({
-      args: args.slice(0, dashdash),
-      strict: true,
-      allowPositionals: false,
-      options: { key: { type: 'string', multiple: true } },
-    }))
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy exec --help` for the options.')
-  }
+  const example = 'Example: credproxy exec --key K=K -- env'
+  const { flags, command } = splitAtDashDash(args, { missingDashDash: example, emptyCommand: example })
+  const values = parseOptions('exec', flags, { key: { type: 'string', multiple: true } })
   const keys = (values.key ?? []).map((text): KeyMapping => {
     const at = text.indexOf('=')
     const env = at === -1 ? text : text.slice(0, at)

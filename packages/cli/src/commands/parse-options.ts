@@ -15,3 +15,24 @@ export function parseOptions<const O extends OptionsConfig>(command: string, arg
     throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy ${command} --help\` for the options.`)
   }
 }
+
+/** Where a command line without a wrapped command gets its hint: the example to copy. */
+export interface CommandExamples {
+  /** When there is no `--` at all. */
+  missingDashDash: string
+  /** When nothing follows `--`. */
+  emptyCommand: string
+}
+
+/**
+ * `[FLAGS...] -- COMMAND [ARGS...]` split at the first `--`: the flags for
+ * parseOptions and the wrapped command, untouched. No `--`, or nothing after it,
+ * is a UsageError pointing at the matching example.
+ */
+export function splitAtDashDash(args: readonly string[], examples: CommandExamples): { flags: string[]; command: string[] } {
+  const dashdash = args.indexOf('--')
+  if (dashdash === -1) throw new UsageError('missing `--` before the command', examples.missingDashDash)
+  const command = args.slice(dashdash + 1)
+  if (command.length === 0) throw new UsageError('no command after `--`', examples.emptyCommand)
+  return { flags: args.slice(0, dashdash), command }
+}

@@ -2,7 +2,6 @@
 // server with the session's grants, launches the sandbox, streams stdio, forwards
 // signals, exits with the command's code, and tears everything down on every path.
 import { basename, dirname } from 'node:path'
-import { parseArgs } from 'node:util'
 import { KeyName } from '@credproxy/core'
 import { UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { ensurePrivateDir } from '../fs-private.js'
@@ -18,6 +17,7 @@ import { createPeerCheck } from '../server/peer-credentials.js'
 import { openHostStores } from '../storage/index.js'
 import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
+import { parseOptions, splitAtDashDash } from './parse-options.js'
 
 /** Signals credproxy run forwards to the sandbox (the command decides what they mean). */
 export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGWINCH'] as const
@@ -65,33 +65,21 @@ export interface RunOptions {
 }
 
 export function parseRunArgs(args: readonly string[]): RunOptions {
-  const dashdash = args.indexOf('--')
-  if (dashdash === -1) {
-    throw new UsageError('missing `--` before the command', 'Example: credproxy run --grant-key K -- credproxy key get K')
-  }
-  const command = args.slice(dashdash + 1)
-  if (command.length === 0) throw new UsageError('no command after `--`', 'Example: credproxy run -- my-agent')
-  let values
-  try {
-    ;({ values } = parseArgs({
-      args: args.slice(0, dashdash),
-      strict: true,
-      allowPositionals: false,
-      options: {
-        sandbox: { type: 'string' },
-        grant: { type: 'string', multiple: true },
-        'grant-key': { type: 'string', multiple: true },
-        'allow-save': { type: 'boolean' },
-        'allow-network': { type: 'boolean' },
-        'legacy-clients': { type: 'boolean' },
-        bind: { type: 'string', multiple: true },
-        image: { type: 'string' },
-        verbose: { type: 'boolean' },
-      },
-    }))
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy run --help` for the options.')
-  }
+  const { flags, command } = splitAtDashDash(args, {
+    missingDashDash: 'Example: credproxy run --grant-key K -- credproxy key get K',
+    emptyCommand: 'Example: credproxy run -- my-agent',
+  })
+  const values = parseOptions('run', flags, {
+    sandbox: { type: 'string' },
+    grant: { type: 'string', multiple: true },
+    'grant-key': { type: 'string', multiple: true },
+    'allow-save': { type: 'boolean' },
+    'allow-network': { type: 'boolean' },
+    'legacy-clients': { type: 'boolean' },
+    bind: { type: 'string', multiple: true },
+    image: { type: 'string' },
+    verbose: { type: 'boolean' },
+  })
   const providers: ProviderGrant[] = (values.grant ?? []).map((text) => {
     try {
       return parseProviderGrant(text)
