@@ -99,6 +99,23 @@ describe('malformed payloads', () => {
     },
   )
 
+  test('reserved names (__proto__, constructor, prototype) get INVALID_REQUEST and leave Object and its prototype intact', async () => {
+    const answers = [
+      await send('remove_token', '{"provider":"__proto__","bucket":"hasOwnProperty"}'),
+      await send('remove_token', '{"provider":"constructor","bucket":"hasOwn"}'),
+      await send('remove_token', '{"provider":"anthropic","bucket":"__proto__"}'),
+      await send('save_token', '{"provider":"constructor","bucket":"prototype","token":{"access_token":"x","expiry":1,"token_type":"Bearer"}}'),
+      await send('get_token', '{"provider":"prototype"}'),
+      await send('get_bucket_stats', '{"provider":"__proto__","bucket":"toString"}'),
+      await send('get_api_key', '{"name":"constructor"}'),
+    ]
+    for (const answer of answers) expect(answer).toMatchObject({ ok: false, code: 'INVALID_REQUEST' })
+    expect(typeof Object.prototype.hasOwnProperty).toBe('function')
+    expect(typeof Object.prototype.toString).toBe('function')
+    expect(typeof Object.hasOwn).toBe('function')
+    expect(await send('get_token', '{"provider":"anthropic"}')).toMatchObject({ ok: true })
+  })
+
   test('a request without a usable id closes only that connection', async () => {
     const other = await session.rawClient()
     other.send({ v: 3, id: 17, op: 'get_token', payload: { provider: 'anthropic' } })

@@ -1,7 +1,7 @@
 // Usage counts (get_bucket_stats): counted in memory on the request path, merged into
 // usage.json on a short debounce and on close(), correct across processes sharing
 // the state dir. Real file stores under CREDPROXY_HOME=<mkdtemp>, keyring off.
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, expect, test, vi } from 'vitest'
@@ -115,4 +115,45 @@ test('through the broker: get_bucket_stats counts each get_token at once, and th
   }
   await stores.tokens.close?.()
   expect(await (await open()).tokens.getBucketStats('anthropic')).toMatchObject({ requestCount: 3 })
+})
+
+test('names that are Object.prototype members are counted like any other, and reserved names are refused, nothing polluted', async () => {
+  const paths = resolvePaths(env)
+  const locks = await LockDirectory.open(paths.stateDir, () => undefined)
+  const usage = new UsageStats(paths.stateDir, locks)
+  usage.record('hasOwnProperty', 'toString')
+  usage.record('toString', 'valueOf')
+  await usage.flush()
+  expect(await usage.stats('hasOwnProperty', 'toString')).toMatchObject({ requestCount: 1, percentage: 100 })
+  expect(await usage.stats('toString', 'valueOf')).toMatchObject({ requestCount: 1 })
+  expect(await usage.stats('valueOf', 'default')).toMatchObject({ requestCount: 0, percentage: 0 })
+  await usage.forget('hasOwnProperty', 'toString')
+  expect(await usage.stats('hasOwnProperty', 'toString')).toMatchObject({ requestCount: 0 })
+  expect(await usageFile()).toEqual({ version: 1, providers: { toString: { valueOf: { requestCount: 1, lastUsed: expect.any(Number) } } } })
+  for (const [provider, bucket] of [['__proto__', 'hasOwnProperty'], ['constructor', 'hasOwn'], ['p', 'prototype']] as const) {
+    expect(() => usage.record(provider, bucket)).toThrow(expect.objectContaining({ code: 'INVALID_REQUEST' }))
+    await expect(usage.forget(provider, bucket)).rejects.toMatchObject({ code: 'INVALID_REQUEST' })
+    await expect(usage.stats(provider, bucket)).rejects.toMatchObject({ code: 'INVALID_REQUEST' })
+  }
+  expect(typeof Object.prototype.hasOwnProperty).toBe('function')
+  expect(typeof Object.hasOwn).toBe('function')
+  expect(Object.prototype.toString).not.toHaveProperty('valueOf', expect.objectContaining({ requestCount: expect.anything() }))
+  expect(Object.prototype.hasOwnProperty).not.toHaveProperty('toString', expect.objectContaining({ requestCount: expect.anything() }))
+  await usage.close()
+})
+
+test('a usage.json naming __proto__ or constructor never reaches a prototype: the entry is dropped or the file refused', async () => {
+  const paths = resolvePaths(env)
+  const locks = await LockDirectory.open(paths.stateDir, () => undefined)
+  const usage = new UsageStats(paths.stateDir, locks)
+  // zod skips a __proto__ key of a record; the entry is simply not there.
+  await writeFile(join(paths.stateDir, 'usage.json'), '{"version":1,"providers":{"__proto__":{"polluted":{"requestCount":1}}}}\n', { mode: 0o600 })
+  expect(await usage.stats('polluted', 'default')).toMatchObject({ requestCount: 0 })
+  usage.record('p', 'default')
+  await usage.flush()
+  expect(await usageFile()).toEqual({ version: 1, providers: { p: { default: { requestCount: 1, lastUsed: expect.any(Number) } } } })
+  await writeFile(join(paths.stateDir, 'usage.json'), '{"version":1,"providers":{"constructor":{"hasOwn":{"requestCount":1}}}}\n', { mode: 0o600 })
+  await expect(usage.stats('p', 'default')).rejects.toThrow(/not a valid usage file/)
+  expect(({} as Record<string, unknown>)['polluted']).toBeUndefined()
+  expect(typeof Object.hasOwn).toBe('function')
 })

@@ -10,6 +10,7 @@ import {
   RequestEnvelopeSchema,
   ResponseSchema,
 } from '../src/protocol/messages.js'
+import { isBucketName, isKeyName, isProviderName } from '../src/protocol/names.js'
 
 // The operation table of the design brief (PROTOCOL.md), with one valid payload and data each.
 const TOKEN = { access_token: 'at', expiry: 1_900_000_000, token_type: 'Bearer' }
@@ -60,6 +61,15 @@ describe('operations', () => {
     expect(OP_PAYLOAD_SCHEMAS.get_token.safeParse({ provider: 'x'.repeat(65) }).success).toBe(false)
     expect(OP_PAYLOAD_SCHEMAS.get_api_key.safeParse({ name: 'A@B' }).success).toBe(false)
     expect(OP_PAYLOAD_SCHEMAS.get_token.safeParse({ provider: 'a', bucket: '' }).success).toBe(false)
+  })
+
+  test.each(['__proto__', 'constructor', 'prototype'])('the reserved name %s is no provider, bucket or key name', (name) => {
+    expect(isProviderName(name) || isBucketName(name) || isKeyName(name)).toBe(false)
+    expect(OP_PAYLOAD_SCHEMAS.get_token.safeParse({ provider: name }).success).toBe(false)
+    expect(OP_PAYLOAD_SCHEMAS.remove_token.safeParse({ provider: 'a', bucket: name }).success).toBe(false)
+    expect(OP_PAYLOAD_SCHEMAS.get_api_key.safeParse({ name }).success).toBe(false)
+    // Only the exact name is reserved; names that merely contain it stay valid.
+    expect(isProviderName(`${name}x`) && isBucketName(`x${name}`) && isKeyName(`${name}.1`)).toBe(true)
   })
 
   test('payloads with __proto__ or constructor keys are refused', () => {

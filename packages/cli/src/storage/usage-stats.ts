@@ -2,7 +2,7 @@
 // kept as plain JSON in <stateDir>/usage.json for both backends.
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { BucketName, ProviderName, type BucketStats } from '@credproxy/core'
+import { BucketName, isReservedName, ProviderName, ProxyError, type BucketStats } from '@credproxy/core'
 import { z } from 'zod'
 import { CliError } from '../cli-io.js'
 import { ensurePrivateFile } from '../fs-private.js'
@@ -12,14 +12,14 @@ import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './lock
 export const USAGE_FILE = 'usage.json'
 const USAGE_LOCK = 'usage'
 
+const StoredUseSchema = z.strictObject({ requestCount: z.number().int().min(0), lastUsed: z.number().optional() })
 const UsageSchema = z.strictObject({
   version: z.literal(1),
-  providers: z.record(
-    ProviderName,
-    z.record(BucketName, z.strictObject({ requestCount: z.number().int().min(0), lastUsed: z.number().optional() })),
-  ),
+  providers: z.record(ProviderName, z.record(BucketName, StoredUseSchema)),
 })
-type Usage = z.infer<typeof UsageSchema>
+type StoredUse = z.infer<typeof StoredUseSchema>
+/** usage.json in Maps: names come from peers, and a plain object keyed by one could reach Object.prototype. */
+type Usage = Map<string, Map<string, StoredUse>>
 
 /** How long uses are counted in memory before they are merged into usage.json (one locked write per period). */
 export const USAGE_FLUSH_DELAY_MS = 1_000
@@ -53,32 +53,35 @@ export class UsageStats {
 
   /** Count one use now; it reaches the file within flushDelayMs (or on flush/close). */
   record(provider: string, bucket: string, nowMs = Date.now()): void {
+    checkNames(provider, bucket)
     this.#add(provider, bucket, 1, nowMs)
     this.#schedule()
   }
 
   async forget(provider: string, bucket: string): Promise<void> {
+    checkNames(provider, bucket)
     // Uses of a removed bucket still waiting in memory (or being written) must not bring it back.
     while (this.#flushing !== undefined) await this.#flushing
     const buckets = this.#pending.get(provider)
     buckets?.delete(bucket)
     if (buckets?.size === 0) this.#pending.delete(provider)
     await this.update((usage) => {
-      const stored = usage.providers[provider]
+      const stored = usage.get(provider)
       if (stored === undefined) return
-      delete stored[bucket]
-      if (Object.keys(stored).length === 0) delete usage.providers[provider]
+      stored.delete(bucket)
+      if (stored.size === 0) usage.delete(provider)
     })
   }
 
   /** What the file holds plus this process's uses not yet flushed. */
   async stats(provider: string, bucket: string): Promise<BucketStats> {
-    const stored = (await this.read()).providers[provider] ?? {}
+    checkNames(provider, bucket)
+    const stored = (await this.read()).get(provider) ?? new Map<string, StoredUse>()
     const pending = this.#pending.get(provider)
     let total = 0
-    for (const b of Object.values(stored)) total += b.requestCount
+    for (const b of stored.values()) total += b.requestCount
     if (pending !== undefined) for (const p of pending.values()) total += p.count
-    const entry = stored[bucket]
+    const entry = stored.get(bucket)
     const mine = pending?.get(bucket)
     const requestCount = (entry?.requestCount ?? 0) + (mine?.count ?? 0)
     const stats: BucketStats = { bucket, requestCount, percentage: total === 0 ? 0 : (requestCount / total) * 100 }
@@ -134,9 +137,11 @@ export class UsageStats {
     try {
       await this.update((usage) => {
         for (const [provider, buckets] of batch) {
-          const stored = (usage.providers[provider] ??= {})
+          let stored = usage.get(provider)
+          if (stored === undefined) usage.set(provider, (stored = new Map()))
           for (const [bucket, use] of buckets) {
-            const entry = (stored[bucket] ??= { requestCount: 0 })
+            let entry = stored.get(bucket)
+            if (entry === undefined) stored.set(bucket, (entry = { requestCount: 0 }))
             entry.requestCount += use.count
             entry.lastUsed = Math.max(entry.lastUsed ?? use.lastUsed, use.lastUsed)
           }
@@ -158,7 +163,7 @@ export class UsageStats {
       await ensurePrivateFile(this.path)
       text = await readFile(this.path, 'utf8')
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, providers: {} }
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Map()
       throw error
     }
     let json: unknown
@@ -171,7 +176,8 @@ export class UsageStats {
     if (!parsed.success) {
       throw new CliError(`${this.path} is not a valid usage file`, 'Remove it; it only holds request counts and is rebuilt.')
     }
-    return parsed.data
+    // Object.entries reads own keys only; the Maps never touch a prototype.
+    return new Map(Object.entries(parsed.data.providers).map(([provider, buckets]) => [provider, new Map(Object.entries(buckets))]))
   }
 
   private async update(change: (usage: Usage) => void): Promise<void> {
@@ -183,8 +189,16 @@ export class UsageStats {
         const usage = await this.read()
         change(usage)
         // Counts are not worth an fsync per request; the rename still keeps the file whole.
-        await writeFileAtomic(this.path, `${JSON.stringify(usage)}\n`, { durable: false })
+        const providers = Object.fromEntries([...usage].map(([provider, buckets]) => [provider, Object.fromEntries(buckets)]))
+        await writeFileAtomic(this.path, `${JSON.stringify({ version: 1, providers })}\n`, { durable: false })
       },
     )
+  }
+}
+
+/** Storage callers check names first; this keeps a reserved name out of usage.json whoever calls. */
+function checkNames(provider: string, bucket: string): void {
+  if (isReservedName(provider) || isReservedName(bucket)) {
+    throw new ProxyError('INVALID_REQUEST', `'${isReservedName(provider) ? provider : bucket}' is a reserved name`)
   }
 }
