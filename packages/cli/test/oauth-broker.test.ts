@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { MAX_OAUTH_SESSIONS } from '../src/oauth/session-manager.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
 
@@ -91,6 +92,29 @@ describe('host OAuth broker against a real authorization server', () => {
     await expect(broker.cancel(init.session_id, 'session-b')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
     await broker.cancel(init.session_id, OWNER)
     await expect(broker.poll(init.session_id, OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
+  })
+
+  test('concurrent initiates over the cap never reach the provider, and cancelled logins free their slots at once', async () => {
+    const capped = await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false })
+    if (capped === null) throw new Error('providers.json was not found')
+    try {
+      const before = as.deviceAuthorizationRequests
+      const results = await Promise.allSettled(
+        Array.from({ length: MAX_OAUTH_SESSIONS + 5 }, (_, i) => capped.initiate('testprov', `cap${i}`, OWNER)),
+      )
+      const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.session_id] : []))
+      const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
+      expect(started).toHaveLength(MAX_OAUTH_SESSIONS)
+      expect(refused).toHaveLength(5)
+      for (const error of refused) expect(error).toMatchObject({ code: 'RESOURCE_EXHAUSTED' })
+      // The refused ones were refused before any network round trip.
+      expect(as.deviceAuthorizationRequests - before).toBe(MAX_OAUTH_SESSIONS)
+      for (const id of started) await capped.cancel(id, OWNER)
+      const again = await capped.initiate('testprov', 'again', OWNER)
+      expect(again.flow_type).toBe('device_code')
+    } finally {
+      await capped.close()
+    }
   })
 
   test('an unknown provider gives PROVIDER_NOT_CONFIGURED naming providers.json', async () => {

@@ -7,7 +7,7 @@ import { ResponseBodyError } from 'openid-client'
 import { classifyOAuthError } from '../src/oauth/classify-error.js'
 import type { LoginFlow } from '../src/oauth/login-flow.js'
 import { parseProvidersConfig } from '../src/oauth/provider-config.js'
-import { MAX_OAUTH_SESSIONS, OAUTH_SESSION_TTL_MS, OAuthSessionManager } from '../src/oauth/session-manager.js'
+import { FINISHED_SESSION_RETENTION_MS, MAX_OAUTH_SESSIONS, OAUTH_SESSION_TTL_MS, OAuthSessionManager } from '../src/oauth/session-manager.js'
 
 const TOKEN: OAuthToken = { access_token: 'at', refresh_token: 'rt', expiry: 2_000_000_000, token_type: 'Bearer' }
 
@@ -106,6 +106,45 @@ describe('OAuthSessionManager', () => {
     await expect(manager.initiate('p', 'default', 'owner')).rejects.toMatchObject({ code: 'RESOURCE_EXHAUSTED' })
     now.t += OAUTH_SESSION_TTL_MS + 120_000
     await expect(manager.initiate('p', 'default', 'owner')).resolves.toMatchObject({ flow_type: 'device_code' })
+  })
+
+  test('concurrent initiates reserve their slot before the flow starts: at most the cap reach startFlow', async () => {
+    let started = 0
+    const pending: Array<() => void> = []
+    const manager = new OAuthSessionManager({
+      startFlow: () => {
+        started += 1
+        return new Promise((resolve) => pending.push(() => resolve(controllableFlow())))
+      },
+      storeToken: (_p, _b, token) => Promise.resolve(token),
+      maxSessions: 4,
+      sweepTimer: false,
+    })
+    const all = Array.from({ length: 9 }, (_, i) => manager.initiate('p', `b${i}`, 'owner'))
+    expect(started).toBe(4)
+    for (const release of pending) release()
+    const results = await Promise.allSettled(all)
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(4)
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'RESOURCE_EXHAUSTED' })
+    manager.close()
+  })
+
+  test('cancelled and collected sessions keep no slot: a new login starts at once, and they are forgotten after the retention', async () => {
+    const { manager, flows, now } = setup()
+    const ids: string[] = []
+    for (let i = 0; i < MAX_OAUTH_SESSIONS; i += 1) ids.push((await manager.initiate('p', 'default', 'owner')).session_id)
+    flows[0]?.finish(TOKEN)
+    await tick()
+    expect(manager.poll(ids[0] ?? '', 'owner')).toMatchObject({ status: 'complete' })
+    for (const id of ids.slice(1)) manager.cancel(id, 'owner')
+    // A used session is still answered precisely while there is room...
+    expect(() => manager.poll(ids[1] ?? '', 'owner')).toThrow(expect.objectContaining({ code: 'SESSION_ALREADY_USED' }))
+    await expect(manager.initiate('p', 'default', 'owner')).resolves.toMatchObject({ flow_type: 'device_code' })
+    // ...and all of them are gone one retention after their use, long before their expiry.
+    now.t += FINISHED_SESSION_RETENTION_MS
+    manager.sweep()
+    expect(manager.size).toBe(1)
+    manager.close()
   })
 
   test('cancel aborts the background task and the id cannot be used again', async () => {

@@ -59,6 +59,45 @@ describe('in flight', () => {
     c.close()
   })
 
+  test('a cancelled request keeps its slot until its handler settles: the 17th is RESOURCE_EXHAUSTED, then served', async () => {
+    const f = await seeded()
+    const c = await f.client()
+    const tokens = f.stores.tokens
+    // Count the held store writes that really finished (the host work cancel cannot stop).
+    const update = tokens.updateToken.bind(tokens)
+    let settled = 0
+    let allSettled!: () => void
+    const heldDone = new Promise<void>((resolve) => (allSettled = resolve))
+    tokens.updateToken = async (...args) => {
+      try {
+        return await update(...args)
+      } finally {
+        if (++settled === 16) allSettled()
+      }
+    }
+    const release = gate(tokens)
+    const token = { access_token: 'at-held', expiry: 4_000_000_000, token_type: 'Bearer' }
+    for (let i = 0; i < 16; i++) c.send({ v: 3, id: `s${i}`, op: 'save_token', payload: { provider: 'p', bucket: `b${i}`, token } })
+    for (let i = 0; i < 16; i++) c.send({ v: 3, id: `x${i}`, op: 'cancel', payload: { targetId: `s${i}` } })
+    for (let i = 0; i < 16; i++) {
+      expect(await c.answerTo(`s${i}`)).toMatchObject({ ok: false, code: 'CANCELLED' })
+      expect(await c.answerTo(`x${i}`)).toMatchObject({ ok: true, data: { cancelled: true } })
+    }
+    // The 16 handlers still hold their store writes: no room for more host work.
+    c.send({ v: 3, id: 'over', op: 'save_token', payload: { provider: 'p', bucket: 'over', token } })
+    expect(await c.answerTo('over')).toMatchObject({ ok: false, code: 'RESOURCE_EXHAUSTED' })
+    expect((await c.request('cancel', { targetId: 's0' }))['data']).toEqual({ cancelled: false })
+    release()
+    await heldDone
+    c.send({ v: 3, id: 'after', op: 'save_token', payload: { provider: 'p', bucket: 'after', token } })
+    expect(await c.answerTo('after')).toMatchObject({ ok: true })
+    await c.request('list_providers')
+    const ids = c.frames.map((fr) => fr['id']).filter((id) => id !== undefined)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(ids.filter((id) => String(id).startsWith('s'))).toHaveLength(16)
+    c.close()
+  })
+
   test('cancel of an unknown or finished id answers cancelled: false', async () => {
     const f = await seeded()
     const c = await f.client()
@@ -117,6 +156,24 @@ describe('frames', () => {
     expect(c.frames.some((fr) => fr['id'] === 'p')).toBe(false)
     expect(f.audit.some((e) => e.reason === 'partial-frame-timeout')).toBe(true)
     await expectStillServing(f)
+  })
+
+  test('frames behind a fatal one in the same write never run: a save_token after a request without an id stores nothing', async () => {
+    const f = await seeded()
+    const c = await f.client()
+    const token = { access_token: 'at-after-fatal', expiry: 4_000_000_000, token_type: 'Bearer' }
+    c.sendRaw(
+      Buffer.concat([
+        encodeFrame({ v: 3, op: 'get_token', payload: { provider: 'anthropic' } }),
+        encodeFrame({ v: 3, id: 'late', op: 'save_token', payload: { provider: 'late', token } }),
+        encodeFrame({ v: 3, id: 'late2', op: 'remove_token', payload: { provider: 'anthropic' } }),
+      ]),
+    )
+    await c.waitClosed()
+    await expectStillServing(f)
+    expect(c.frames.some((fr) => fr['id'] === 'late' || fr['id'] === 'late2')).toBe(false)
+    expect(await f.stores.tokens.listProviders()).toEqual(['anthropic'])
+    expect(f.audit.filter((e) => e.op === 'save_token' || e.op === 'remove_token')).toEqual([])
   })
 
   test('a frame split across writes is answered', async () => {

@@ -8,7 +8,7 @@ import type { LoginFlow } from './login-flow.js'
 
 /** A login the user has not finished within this time is dropped (ms). */
 export const OAUTH_SESSION_TTL_MS = 10 * 60_000
-/** Finished sessions stay this long so a late poll gets a precise answer (ms). */
+/** Finished sessions stay this long (after expiry, or after cancel/collection) so a late poll gets a precise answer (ms). */
 export const FINISHED_SESSION_RETENTION_MS = 60_000
 /** Live plus recently finished sessions, across all owners. */
 export const MAX_OAUTH_SESSIONS = 32
@@ -29,6 +29,8 @@ interface Session {
   provider: string
   bucket: string
   expiresAt: number
+  /** Set when the session is used up (cancelled or its token collected): it is forgotten then. */
+  forgetAt?: number
   flow: LoginFlow
   state: SessionState
   /** Settles when the flow's token is stored (or the flow failed). */
@@ -61,6 +63,8 @@ export class OAuthSessionManager {
   private readonly log: (line: string) => void
   private readonly timer: NodeJS.Timeout | undefined
   private closed = false
+  /** Initiates waiting on the provider: they hold a slot so concurrent ones cannot all reach the network. */
+  private starting = 0
 
   constructor(private readonly options: OAuthSessionManagerOptions) {
     this.now = options.now ?? Date.now
@@ -80,12 +84,18 @@ export class OAuthSessionManager {
   async initiate(provider: string, bucket: string, owner: string, start: StartOptions = {}): Promise<OAuthInitiateResult> {
     if (this.closed) throw new ProxyError('FLOW_INITIATION_FAILED')
     this.sweep()
-    if (this.sessions.size >= this.maxSessions) throw new ProxyError('RESOURCE_EXHAUSTED')
-    const flow = await this.options.startFlow(provider, bucket, start)
-    // Re-check: other initiates may have filled the table while this one waited on the network.
-    if (this.closed || this.sessions.size >= this.maxSessions) {
+    if (this.sessions.size + this.starting >= this.maxSessions && !this.evictUsed()) throw new ProxyError('RESOURCE_EXHAUSTED')
+    // Reserve the slot before the first await: the cap bounds the requests sent to the provider too.
+    this.starting += 1
+    let flow: LoginFlow
+    try {
+      flow = await this.options.startFlow(provider, bucket, start)
+    } finally {
+      this.starting -= 1
+    }
+    if (this.closed) {
       flow.abort()
-      throw new ProxyError(this.closed ? 'FLOW_INITIATION_FAILED' : 'RESOURCE_EXHAUSTED')
+      throw new ProxyError('FLOW_INITIATION_FAILED')
     }
     const id = randomBytes(SESSION_ID_BYTES).toString('base64url')
     const session: Session = {
@@ -126,7 +136,7 @@ export class OAuthSessionManager {
       case 'failed':
         throw state.error
       case 'complete':
-        session.state = { kind: 'used' }
+        this.markUsed(session)
         return { status: 'complete', token: state.token }
       case 'pending': {
         const interval = session.flow.slowedDownInterval()
@@ -144,20 +154,24 @@ export class OAuthSessionManager {
     const state = session.state as SessionState
     if (state.kind === 'failed') throw state.error
     if (state.kind !== 'complete') throw new ProxyError('SESSION_ALREADY_USED')
-    session.state = { kind: 'used' }
+    this.markUsed(session)
     return state.token
   }
 
   cancel(sessionId: string, owner: string): void {
     const session = this.find(sessionId, owner)
     session.flow.abort()
-    session.state = { kind: 'used' }
+    this.markUsed(session)
   }
 
   /** Expire overdue logins (their tasks are aborted) and forget long-finished ones. */
   sweep(): void {
     const now = this.now()
     for (const [id, session] of this.sessions) {
+      if (session.forgetAt !== undefined && now >= session.forgetAt) {
+        this.sessions.delete(id)
+        continue
+      }
       if (now < session.expiresAt) continue
       if (session.state.kind === 'pending') {
         session.flow.abort()
@@ -172,6 +186,23 @@ export class OAuthSessionManager {
     if (this.timer !== undefined) clearInterval(this.timer)
     for (const session of this.sessions.values()) session.flow.abort()
     this.sessions.clear()
+  }
+
+  /** Single use: a used session keeps its slot only for the retention, not until its expiry. */
+  private markUsed(session: Session): void {
+    session.state = { kind: 'used' }
+    session.forgetAt ??= Math.min(this.now() + FINISHED_SESSION_RETENTION_MS, session.expiresAt + FINISHED_SESSION_RETENTION_MS)
+  }
+
+  /** At the cap, a used session gives its slot to a new login early (its late poll then gets SESSION_NOT_FOUND). */
+  private evictUsed(): boolean {
+    let oldest: Session | undefined
+    for (const session of this.sessions.values()) {
+      if (session.forgetAt !== undefined && (oldest?.forgetAt === undefined || session.forgetAt < oldest.forgetAt)) oldest = session
+    }
+    if (oldest === undefined) return false
+    this.sessions.delete(oldest.id)
+    return true
   }
 
   /** Another owner's session is indistinguishable from a missing one. */

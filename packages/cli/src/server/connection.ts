@@ -168,6 +168,8 @@ export class ProxyConnection {
   }
 
   destroy(): void {
+    // 'close' comes later; frames still queued behind the fatal one must not run meanwhile.
+    if (this.#state !== 'CLOSED') this.#state = 'CLOSING'
     this.socket.destroy()
   }
 
@@ -447,13 +449,17 @@ export class ProxyConnection {
     } catch (error) {
       answer = this.#errorAnswer(entry.op, error)
     }
+    // The slot is freed only here, when the host work is over (a cancelled request was answered already).
+    if (this.#inFlight.get(entry.id) === entry) this.#inFlight.delete(entry.id)
     this.#answer(entry.id, entry, answer)
+    this.#notifyIdle(false)
   }
 
   #cancel(id: string, targetId: string, startedAt: number): void {
     const target = this.#inFlight.get(targetId)
-    if (target !== undefined) this.#answer(targetId, target, this.#error('CANCELLED', safeMessage('CANCELLED')))
-    this.#send({ id, ok: true, data: { cancelled: target !== undefined } })
+    const cancelled = target !== undefined && !target.answered
+    if (cancelled) this.#answer(targetId, target, this.#error('CANCELLED', safeMessage('CANCELLED')))
+    this.#send({ id, ok: true, data: { cancelled } })
     this.#auditRequest('cancel', {}, 'ok', startedAt)
   }
 
@@ -495,14 +501,15 @@ export class ProxyConnection {
     this.#auditRequest(op, names, code, startedAt)
   }
 
-  /** The one answer of an in-flight request; later ones (after cancel) are dropped. */
+  /**
+   * The one answer of an in-flight request; later ones (after cancel) are dropped.
+   * The entry stays in the table until its handler settles (#run), so cancel frees no slot.
+   */
   #answer(id: string, entry: InFlight, answer: Answer): void {
     if (entry.answered) return
     entry.answered = true
-    if (this.#inFlight.get(id) === entry) this.#inFlight.delete(id)
     this.#send(answer.ok ? { id, ok: true, data: answer.data } : { id, ...answer })
     this.#auditRequest(entry.op, entry.names, answer.ok ? 'ok' : answer.code, entry.startedAt)
-    if (this.#inFlight.size === 0) this.#notifyIdle(false)
     // An answer may have been what pushed the peer over its buffer; a drain resumes reading.
     if (!this.#readingPaused && this.#overBuffered()) this.#pauseReading()
   }

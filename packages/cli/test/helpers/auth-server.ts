@@ -17,6 +17,7 @@
 //   as.refreshRequests            token endpoint requests with grant_type=refresh_token (success or error)
 //   as.refreshTokensSent          the refresh_token value of each of those requests, in order
 //   as.tokenRequests              all token endpoint requests (any grant type)
+//   as.deviceAuthorizationRequests  requests to the device authorization endpoint (device flow starts)
 //   await as.revokeGrant(refreshToken)          revokes the token's whole grant (RFC 7009 endpoint)
 //   as.failTokenEndpoint(n, status)             the next n token endpoint requests answer `status`
 //   await as.close()
@@ -38,6 +39,7 @@ export interface AuthServer {
   refreshRequests: number
   refreshTokensSent: string[]
   tokenRequests: number
+  deviceAuthorizationRequests: number
   providerConfig(extra?: Record<string, unknown>): Record<string, unknown>
   writeProvidersFile(configDir: string, name?: string, extra?: Record<string, unknown>): Promise<string>
   approveDevice(userCode: string): Promise<void>
@@ -121,6 +123,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
     refreshRequests: 0,
     refreshTokensSent: [] as string[],
     tokenRequests: 0,
+    deviceAuthorizationRequests: 0,
     failures: 0,
     failureStatus: 503,
   }
@@ -137,6 +140,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
 
   const handle = provider.callback()
   server.on('request', (req, res) => {
+    if (req.method === 'POST' && req.url === '/device/auth') state.deviceAuthorizationRequests += 1
     if (state.failures > 0 && req.method === 'POST' && req.url === '/token') {
       state.failures -= 1
       req.resume()
@@ -202,6 +206,9 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
     },
     get tokenRequests() {
       return state.tokenRequests
+    },
+    get deviceAuthorizationRequests() {
+      return state.deviceAuthorizationRequests
     },
     providerConfig(extra = {}) {
       return {
