@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
 import { CliError } from '../src/cli-io.js'
-import { buildBwrapArgs, bwrapLaunchPlan } from '../src/sandbox/bwrap.js'
+import { buildBwrapArgs, bwrapLaunchPlan, isWithin } from '../src/sandbox/bwrap.js'
 import { buildSandboxEnv } from '../src/sandbox/sandbox-env.js'
 import { buildKeyringSeccompFilter } from '../src/sandbox/seccomp.js'
 import type { SandboxRequest } from '../src/sandbox/types.js'
@@ -34,6 +34,7 @@ function request(overrides: Partial<SandboxRequest> = {}): SandboxRequest {
     hiddenPaths: [join(base, 'cp-home')],
     shimDir: join(base, 'shim'),
     runtimeDirs: [],
+    nodeFiles: [],
     ...overrides,
   }
 }
@@ -71,6 +72,36 @@ describe('buildBwrapArgs', () => {
     const coverAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === data)
     expect(bindAt).toBeGreaterThan(-1)
     expect(coverAt).toBeGreaterThan(bindAt)
+  })
+
+  test('binds a node binary under the home as that one file, never the home (n with N_PREFIX=$HOME)', () => {
+    const base = tempDir()
+    const home = join(base, 'home')
+    const hidden = join(home, '.local', 'share', 'credproxy')
+    mkdirSync(hidden, { recursive: true })
+    const node = join(home, 'bin', 'node')
+    const { args } = buildBwrapArgs(request({ cwd: join(base, 'project'), hostEnv: { HOME: home }, hiddenPaths: [hidden], nodeFiles: [node] }))
+    expect(pairs(args, '--ro-bind')).toContain(node)
+    // Every bind after the tmpfs over the home (the host root comes before it).
+    const after = args.slice(args.indexOf(home))
+    const bound = [...pairs(after, '--ro-bind'), ...pairs(after, '--bind')]
+    expect(bound).toContain(node)
+    for (const guarded of [home, hidden]) expect(bound.filter((b) => isWithin(guarded, b))).toEqual([])
+  })
+
+  test('refuses to re-bind a runtime dir that is or contains the home or a credproxy dir', () => {
+    const base = tempDir()
+    const home = join(base, 'home')
+    const hidden = join(base, 'cp-home')
+    mkdirSync(hidden, { recursive: true })
+    const r = request({ cwd: join(base, 'project'), hostEnv: { HOME: home }, hiddenPaths: [hidden] })
+    expect(() => buildBwrapArgs({ ...r, runtimeDirs: [home] })).toThrow(`install directory ${home} contains your home directory ${home}`)
+    // base is under /tmp, which the sandbox hides too, so it would be re-bound.
+    expect(() => buildBwrapArgs({ ...r, runtimeDirs: [base] })).toThrow(CliError)
+    expect(() => buildBwrapArgs({ ...r, hostEnv: {}, runtimeDirs: [base] })).toThrow(`contains credproxy's own directory ${hidden}`)
+    // A package dir inside the home is fine: bound alone, the rest of the home stays hidden.
+    const pkg = join(home, 'src', 'credproxy', 'packages', 'cli')
+    expect(pairs(buildBwrapArgs({ ...r, runtimeDirs: [pkg] }).args, '--ro-bind')).toContain(pkg)
   })
 
   test('refuses a working directory inside credproxy\'s own directory, and /', () => {

@@ -3,7 +3,9 @@
 import { PassThrough } from 'node:stream'
 import { describe, expect, test } from 'vitest'
 import { CliError } from '../src/cli-io.js'
-import { CONTAINER_SECRET_DIR, probeEngine } from '../src/sandbox/container.js'
+import { CONTAINER_SECRET_DIR, probeEngine, watchContainerPid } from '../src/sandbox/container.js'
+import { NO_SANDBOX_PID, spawnSandbox } from '../src/sandbox/launch.js'
+import type { PreparedLaunch } from '../src/sandbox/select.js'
 import { buildDockerArgs } from '../src/sandbox/docker.js'
 import { buildPodmanArgs } from '../src/sandbox/podman.js'
 import { NONE_WARNING, parseSandboxChoice, selectSandbox } from '../src/sandbox/select.js'
@@ -22,6 +24,7 @@ const request: SandboxRequest = {
   hiddenPaths: ['/home/me/.cp'],
   shimDir: '/tmp/credproxy-shim-x',
   runtimeDirs: ['/opt/credproxy'],
+  nodeFiles: [],
 }
 const options = { secretDir: '/tmp/credproxy-secret-x', name: 'credproxy-test', tty: false, identity: { uid: 1000, gid: 1000 } }
 
@@ -69,6 +72,15 @@ describe('docker and podman argv', () => {
   test('refuse a working directory inside credproxy\'s own directory', () => {
     expect(() => buildPodmanArgs({ ...request, cwd: '/home/me/.cp/data' }, options)).toThrow(CliError)
   })
+
+  test('mount the install\'s package dirs, never the host node nor a dir holding the home or a credproxy dir', () => {
+    const volumes = value(buildDockerArgs({ ...request, nodeFiles: ['/home/me/bin/node'] }, options), '-v')
+    expect(volumes).toContain('/opt/credproxy:/opt/credproxy:ro')
+    expect(volumes.join(' ')).not.toContain('/home/me/bin/node')
+    expect(() => buildDockerArgs({ ...request, runtimeDirs: ['/home/me'] }, options)).toThrow(/contains your home directory \/home\/me/)
+    expect(() => buildPodmanArgs({ ...request, runtimeDirs: ['/home'] }, options)).toThrow(CliError)
+    expect(() => buildPodmanArgs({ ...request, hostEnv: {}, runtimeDirs: ['/home/me'] }, options)).toThrow(/credproxy's own directory \/home\/me\/.cp/)
+  })
 })
 
 describe('engine detection and --sandbox', () => {
@@ -108,5 +120,77 @@ describe('engine detection and --sandbox', () => {
   test('auto with nothing available lists every backend and never falls back to none', () => {
     expect(() => selectSandbox('auto', {}, new PassThrough(), (name) => `${name} missing`)).toThrow(/no sandbox backend works[\s\S]*docker missing/)
     expect(() => parseSandboxChoice('lxc')).toThrow(/unknown sandbox 'lxc'/)
+  })
+})
+
+// No engine can run containers here, so the engine's `inspect` is replaced by a
+// counting fake; everything else (the spawned process, the peer-check callback) is real.
+describe('container pid for the peer check', () => {
+  function fakeInspect(answers: Array<number | null>): { lookup: () => Promise<number | null>; calls: () => number } {
+    let calls = 0
+    return {
+      lookup: () => Promise.resolve(answers[Math.min(calls++, answers.length - 1)] ?? null),
+      calls: () => calls,
+    }
+  }
+
+  test('polls until the container runs, then caches the pid', async () => {
+    const inspect = fakeInspect([null, null, 4242])
+    const watch = watchContainerPid(inspect.lookup, { tries: 10, intervalMs: 0 })
+    expect(watch.current()).toBeNull()
+    expect(await watch.found).toBe(4242)
+    expect(watch.current()).toBe(4242)
+    expect(inspect.calls()).toBe(3)
+  })
+
+  test('gives up after a bounded number of tries, and a failing lookup counts as not running', async () => {
+    const inspect = fakeInspect([null])
+    expect(await watchContainerPid(inspect.lookup, { tries: 4, intervalMs: 0 }).found).toBeNull()
+    expect(inspect.calls()).toBe(4)
+    expect(await watchContainerPid(() => Promise.reject(new Error('engine gone')), { tries: 2, intervalMs: 0 }).found).toBeNull()
+  })
+
+  function preparedContainer(): PreparedLaunch {
+    return {
+      // A real process stands in for `docker run`: it lives until terminated.
+      plan: { backend: 'docker', file: process.execPath, args: ['-e', 'setInterval(() => {}, 1000)'], env: {}, fds: [] },
+      detached: true,
+      engine: 'docker',
+      containerName: 'credproxy-test',
+      cleanup: () => Promise.resolve(),
+    }
+  }
+  const io = () => ({ stdin: new PassThrough(), stdout: new PassThrough(), stderr: new PassThrough(), env: {}, cwd: process.cwd() })
+
+  test('sandboxPids() only reads the cached pid: it never runs inspect on the accept path', async () => {
+    let answer: (pid: number | null) => void = () => undefined
+    let calls = 0
+    const lookup = (): Promise<number | null> => {
+      calls++
+      return new Promise((resolvePid) => (answer = resolvePid))
+    }
+    const sandbox = spawnSandbox(preparedContainer(), io(), { containerPidLookup: lookup, containerPidPoll: { tries: 1 } })
+    try {
+      expect(calls).toBe(1)
+      for (let i = 0; i < 50; i++) expect(sandbox.sandboxPids()).toEqual([NO_SANDBOX_PID])
+      expect(calls).toBe(1)
+      answer(31337)
+      expect(await sandbox.containerPid).toBe(31337)
+      for (let i = 0; i < 50; i++) expect(sandbox.sandboxPids()).toEqual([31337])
+      expect(calls).toBe(1)
+    } finally {
+      await sandbox.terminate()
+    }
+  })
+
+  test('polling stops when the sandbox exits before the container ever ran', async () => {
+    const inspect = fakeInspect([null])
+    const sandbox = spawnSandbox(preparedContainer(), io(), {
+      containerPidLookup: inspect.lookup,
+      containerPidPoll: { tries: Number.MAX_SAFE_INTEGER, intervalMs: 1 },
+    })
+    await sandbox.terminate()
+    expect(await sandbox.containerPid).toBeNull()
+    expect(sandbox.sandboxPids()).toEqual([NO_SANDBOX_PID])
   })
 })

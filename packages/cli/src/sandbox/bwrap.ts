@@ -24,7 +24,7 @@ export function isWithin(inner: string, outer: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))
 }
 
-function sandboxHome(hostEnv: NodeJS.ProcessEnv): { hostHome: string | null; home: string } {
+export function sandboxHome(hostEnv: NodeJS.ProcessEnv): { hostHome: string | null; home: string } {
   const home = hostEnv['HOME']
   if (home === undefined || !isAbsolute(home) || resolve(home) === '/') return { hostHome: null, home: FALLBACK_SANDBOX_HOME }
   return { hostHome: resolve(home), home: resolve(home) }
@@ -40,6 +40,24 @@ export function checkBind(path: string, hiddenPaths: readonly string[], what: st
       throw new CliError(
         `${what} ${path} is inside credproxy's own directory ${hidden}, which the sandbox must not see`,
         'Run from a project directory, or choose another --bind.',
+        EXIT.USAGE,
+      )
+    }
+  }
+}
+
+/**
+ * Refuse to re-bind an install path that holds the host home or a credproxy dir:
+ * the bind would undo the tmpfs over them (a node prefix of $HOME, a clone in /tmp).
+ */
+export function checkRuntimePath(path: string, hostHome: string | null, hiddenPaths: readonly string[]): void {
+  const guarded = hiddenPaths.map((dir) => ({ dir, what: "credproxy's own directory" }))
+  if (hostHome !== null) guarded.unshift({ dir: hostHome, what: 'your home directory' })
+  for (const { dir, what } of guarded) {
+    if (isWithin(resolve(dir), resolve(path))) {
+      throw new CliError(
+        `credproxy's install directory ${path} contains ${what} ${dir}; binding it into the sandbox would expose it`,
+        'Install credproxy (and its node_modules) in a directory that does not contain them, e.g. /opt/credproxy or a project checkout.',
         EXIT.USAGE,
       )
     }
@@ -65,16 +83,19 @@ export function buildBwrapArgs(request: SandboxRequest): { args: string[]; env: 
   for (const dir of scratch) args.push('--tmpfs', dir)
   args.push('--proc', '/proc', '--dev', '/dev')
   if (hostHome === null) args.push('--dir', FALLBACK_SANDBOX_HOME)
-  // Node and the credproxy install, if a tmpfs above just hid them (nvm under $HOME, an npx cache in /tmp).
+  // The node binary and the credproxy install, if a tmpfs above just hid them (nvm under $HOME, an npx
+  // cache in /tmp). Skipped under cwd, which is bound read-write below anyway.
   const covered = [...scratch, ...(hostHome === null ? [] : [hostHome]), ...request.hiddenPaths]
-  for (const dir of dedupeNested(request.runtimeDirs)) {
-    if (covered.some((c) => isWithin(dir, c)) && !isWithin(cwd, dir)) args.push('--ro-bind', dir, dir)
+  for (const path of dedupeNested([...request.nodeFiles, ...request.runtimeDirs])) {
+    if (!covered.some((c) => isWithin(path, c)) || isWithin(path, cwd)) continue
+    checkRuntimePath(path, hostHome, request.hiddenPaths)
+    args.push('--ro-bind', path, path)
   }
   args.push('--bind', cwd, cwd)
   for (const bind of request.binds) args.push('--bind', resolve(bind), resolve(bind))
   for (const hidden of dedupeNested(request.hiddenPaths)) {
     // A hidden dir only needs covering where something bound above made it visible again.
-    if (existsSync(hidden) && isVisible(hidden, [cwd, ...request.binds.map((b) => resolve(b)), ...request.runtimeDirs], covered)) {
+    if (existsSync(hidden) && isVisible(hidden, [cwd, ...request.binds.map((b) => resolve(b)), ...request.runtimeDirs, ...request.nodeFiles], covered)) {
       args.push('--tmpfs', hidden)
     }
   }

@@ -1,11 +1,11 @@
 // docker and podman share one argv builder: the flags that differ are the
 // user mapping (podman keeps the host uid with --userns=keep-id) and the engine
 // name. How the secret travels, and why: dev-docs/sandbox.md "Containers".
-import { spawnSync } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { checkBind } from './bwrap.js'
+import { checkBind, checkRuntimePath, sandboxHome } from './bwrap.js'
 import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD, type SandboxRequest } from './types.js'
 
@@ -52,7 +52,11 @@ export function buildContainerArgs(
   args.push('-v', `${request.shimDir}:${SANDBOX_BIN_DIR}:ro`)
   // Read-write only so the prelude can delete the secret once it holds it open.
   args.push('-v', `${options.secretDir}:${CONTAINER_SECRET_DIR}:rw`)
-  for (const dir of request.runtimeDirs) args.push('-v', `${dir}:${dir}:ro`)
+  // Only the install's package dirs: the image runs its own node, and a dir holding the home would expose it.
+  for (const dir of request.runtimeDirs) {
+    checkRuntimePath(dir, sandboxHome(request.hostEnv).hostHome, request.hiddenPaths)
+    args.push('-v', `${dir}:${dir}:ro`)
+  }
   args.push('-v', `${cwd}:${cwd}:rw`, '-w', cwd)
   for (const bind of request.binds) args.push('-v', `${resolve(bind)}:${resolve(bind)}:rw`)
   const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH })
@@ -90,13 +94,66 @@ export function probeEngine(engine: Engine, env: NodeJS.ProcessEnv = process.env
   return null
 }
 
-/** Host pid of the container's init, for the peer check; null until it runs. */
-export function containerPid(engine: Engine, name: string, env: NodeJS.ProcessEnv = process.env): number | null {
-  const result = spawnSync(engine, ['inspect', '--format', '{{.State.Pid}}', name], {
-    timeout: ENGINE_PROBE_TIMEOUT_MS,
-    encoding: 'utf8',
-    env,
+/** How many times the broker asks the engine for the container's pid before giving up. */
+export const CONTAINER_PID_TRIES = 100
+/** First pause between two asks; it doubles up to the cap below: about 3 minutes in all (an image pull). */
+export const CONTAINER_PID_INTERVAL_MS = 100
+const CONTAINER_PID_MAX_INTERVAL_MS = 2_000
+
+/** Host pid of a container's init, or null while it does not run (yet). */
+export type ContainerPidLookup = () => Promise<number | null>
+
+/** `inspect` run asynchronously: the broker's event loop keeps serving while the engine answers. */
+export function inspectContainerPid(engine: Engine, name: string, env: NodeJS.ProcessEnv = process.env): Promise<number | null> {
+  return new Promise((resolvePid) => {
+    execFile(engine, ['inspect', '--format', '{{.State.Pid}}', name], { timeout: ENGINE_PROBE_TIMEOUT_MS, encoding: 'utf8', env }, (error, stdout) => {
+      const pid = Number(stdout.trim())
+      resolvePid(error === null && Number.isInteger(pid) && pid > 0 ? pid : null)
+    })
   })
-  const pid = Number((result.stdout ?? '').trim())
-  return result.status === 0 && Number.isInteger(pid) && pid > 0 ? pid : null
+}
+
+export interface ContainerPidWatch {
+  /** The pid once found, else null. Only reads the cache: the peer check calls this on every accept. */
+  current(): number | null
+  /** Settles with the pid, or null once the tries ran out or stop() was called. */
+  found: Promise<number | null>
+  stop(): void
+}
+
+/** Polls lookup from now on, with backoff and a bounded number of tries, and caches the pid it finds. */
+export function watchContainerPid(
+  lookup: ContainerPidLookup,
+  options: { tries?: number; intervalMs?: number } = {},
+): ContainerPidWatch {
+  const tries = options.tries ?? CONTAINER_PID_TRIES
+  const interval = options.intervalMs ?? CONTAINER_PID_INTERVAL_MS
+  let pid: number | null = null
+  let stopped = false
+  let timer: NodeJS.Timeout | undefined
+  let wake: (() => void) | undefined
+  const pause = (attempt: number): Promise<void> =>
+    new Promise((resume) => {
+      wake = resume
+      timer = setTimeout(resume, Math.min(interval * 2 ** (attempt - 1), CONTAINER_PID_MAX_INTERVAL_MS))
+      timer.unref()
+    })
+  const found = (async (): Promise<number | null> => {
+    for (let attempt = 0; attempt < tries && !stopped; attempt++) {
+      if (attempt > 0) await pause(attempt)
+      if (stopped) break
+      const answer = await lookup().catch(() => null)
+      if (answer !== null && !stopped) {
+        pid = answer
+        return pid
+      }
+    }
+    return null
+  })()
+  const stop = (): void => {
+    stopped = true
+    clearTimeout(timer)
+    wake?.()
+  }
+  return { current: () => pid, found, stop }
 }

@@ -4,8 +4,8 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { constants } from 'node:os'
 import type { Writable } from 'node:stream'
-import type { CliIO } from '../cli-io.js'
-import { containerPid } from './container.js'
+import { writeLine, type CliIO } from '../cli-io.js'
+import { inspectContainerPid, watchContainerPid, type ContainerPidLookup } from './container.js'
 import { closeQuietly, openUnlinkedFile } from './inherited-fd.js'
 import { descendants, isAlive } from './process-tree.js'
 import type { PreparedLaunch } from './select.js'
@@ -29,6 +29,14 @@ export interface SandboxProcess {
   exited: Promise<SandboxExit>
   /** SIGTERM, then SIGKILL after TERMINATE_GRACE_MS; resolves once the sandbox is gone. */
   terminate(): Promise<SandboxExit>
+  /** Containers only: the container init's host pid once polling found it, null if it never ran. */
+  containerPid?: Promise<number | null>
+}
+
+export interface SpawnOptions {
+  /** Replaces `docker|podman inspect` (tests: no engine runs on the test machine). */
+  containerPidLookup?: ContainerPidLookup
+  containerPidPoll?: { tries?: number; intervalMs?: number }
 }
 
 function hasFd(stream: unknown, fd: number): boolean {
@@ -41,7 +49,7 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
   return 128 + (number ?? 1)
 }
 
-export function spawnSandbox(prepared: PreparedLaunch, io: CliIO): SandboxProcess {
+export function spawnSandbox(prepared: PreparedLaunch, io: CliIO, options: SpawnOptions = {}): SandboxProcess {
   const { plan } = prepared
   // The real process streams are inherited (TTY stays a TTY); test streams are piped.
   const inherited = plan.fds.map((data) => openUnlinkedFile(data))
@@ -69,17 +77,22 @@ export function spawnSandbox(prepared: PreparedLaunch, io: CliIO): SandboxProces
   pipeOut(child.stdout, io.stdout)
   pipeOut(child.stderr, io.stderr)
   const pid = child.pid ?? NO_SANDBOX_PID
-  let containerRoot: number | null = null
-  const sandboxPids = (): number[] => {
-    if (prepared.engine !== undefined && prepared.containerName !== undefined) {
-      containerRoot ??= containerPid(prepared.engine, prepared.containerName)
-      return [containerRoot ?? NO_SANDBOX_PID]
-    }
-    return [pid]
-  }
   let done = false
+  const { engine, containerName } = prepared
+  // Polled from spawn on and cached: the peer check runs on every accept and must not block the loop.
+  const container =
+    engine === undefined || containerName === undefined
+      ? null
+      : watchContainerPid(options.containerPidLookup ?? (() => inspectContainerPid(engine, containerName, plan.env)), options.containerPidPoll)
+  void container?.found.then((found) => {
+    if (found === null && !done) {
+      writeLine(io.stderr, `credproxy: the ${engine ?? ''} container ${containerName ?? ''} never reported a running pid: the broker refuses its connections`)
+    }
+  })
+  const sandboxPids = (): number[] => [container === null ? pid : (container.current() ?? NO_SANDBOX_PID)]
   void exited.then(() => {
     done = true
+    container?.stop()
   })
 
   const forward = (signal: NodeJS.Signals): void => {
@@ -108,7 +121,7 @@ export function spawnSandbox(prepared: PreparedLaunch, io: CliIO): SandboxProces
     return exited
   }
 
-  return { pid, sandboxPids, forward, exited, terminate }
+  return { pid, sandboxPids, forward, exited, terminate, ...(container === null ? {} : { containerPid: container.found }) }
 }
 
 function pipeOut(from: NodeJS.ReadableStream | null, to: Writable): void {

@@ -8,7 +8,7 @@ import { EXIT } from '../exit-codes.js'
 import { bwrapLaunchPlan, probeBwrap } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
 import { buildSandboxEnv } from './sandbox-env.js'
-import { createShim, runtimeDirs } from './shim.js'
+import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
 import { SANDBOX_CHOICES, type LaunchPlan, type SandboxChoice, type SandboxName, type SandboxRequest } from './types.js'
 
 export const NONE_WARNING =
@@ -78,7 +78,7 @@ export interface PreparedLaunch {
   cleanup(): Promise<void>
 }
 
-export type LaunchInput = Omit<SandboxRequest, 'shimDir' | 'runtimeDirs'>
+export type LaunchInput = Omit<SandboxRequest, 'shimDir' | 'runtimeDirs' | 'nodeFiles'>
 
 export async function prepareLaunch(
   backend: SandboxName,
@@ -87,8 +87,9 @@ export async function prepareLaunch(
   tty: boolean,
 ): Promise<PreparedLaunch> {
   const container = backend === 'docker' || backend === 'podman'
-  const shim = await createShim(container ? 'node' : process.execPath)
-  const request: SandboxRequest = { ...input, shimDir: shim.dir, runtimeDirs: runtimeDirs() }
+  // The real binary: bwrap binds that file, not a symlink to it in a hidden dir.
+  const shim = await createShim(container ? 'node' : nodeBinary())
+  const request: SandboxRequest = { ...input, shimDir: shim.dir, runtimeDirs: runtimeDirs(), nodeFiles: container ? [] : nodeFiles() }
   try {
     if (backend === 'bwrap') {
       return { plan: bwrapLaunchPlan(request, secret), detached: true, cleanup: shim.remove }

@@ -1,11 +1,12 @@
 // The `credproxy` command inside a sandbox: a two-line script in a private host
 // directory, bound read-only first on PATH, that runs this very installation.
-import { existsSync, realpathSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs'
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { isWithin } from './bwrap.js'
 
 /** packages/cli/bin/credproxy.js of this installation (src/ and dist/ sit at the same depth). */
 export function credproxyBinPath(): string {
@@ -34,18 +35,69 @@ export async function createShim(node: string = process.execPath): Promise<Shim>
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) }
 }
 
+/** The node binary this process runs, symlinks resolved: what the bwrap and none shims execute. */
+export function nodeBinary(execPath: string = process.execPath): string {
+  return realpathSync(execPath)
+}
+
 /**
- * Host directories the shim needs: the node installation, this package, every
+ * Host files node itself needs inside bwrap: its binary, plus any shared library
+ * it mapped from its own prefix (a shared libnode) with the symlinks naming it.
+ * Files, never the prefix: with n (N_PREFIX=$HOME) or ~/.local/bin/node the prefix
+ * is $HOME or holds credproxy's data dir. Official builds link libnode statically.
+ */
+export function nodeFiles(execPath: string = process.execPath, mapped: readonly string[] = mappedLibraries()): string[] {
+  const binary = nodeBinary(execPath)
+  const prefix = dirname(dirname(binary))
+  const files = [binary]
+  for (const lib of new Set(mapped)) {
+    if (!isWithin(lib, prefix) || !existsSync(lib)) continue
+    files.push(lib)
+    // The loader opens libnode.so.N, a symlink; the kernel reports the file by its target's name.
+    const stem = basename(lib).slice(0, basename(lib).indexOf('.so') + 3)
+    for (const entry of readdirSync(dirname(lib), { withFileTypes: true })) {
+      const link = join(dirname(lib), entry.name)
+      if (entry.isSymbolicLink() && entry.name.startsWith(stem) && resolvesTo(link, lib)) files.push(link)
+    }
+  }
+  return files
+}
+
+function resolvesTo(link: string, target: string): boolean {
+  try {
+    return realpathSync(link) === target
+  } catch {
+    return false // a dangling link
+  }
+}
+
+/** Shared libraries mapped into this process (Linux /proc/self/maps; none elsewhere). */
+function mappedLibraries(): string[] {
+  let maps: string
+  try {
+    maps = readFileSync('/proc/self/maps', 'utf8')
+  } catch {
+    return []
+  }
+  const libs = new Set<string>()
+  for (const line of maps.split('\n')) {
+    const path = line.slice(line.indexOf('/'))
+    if (line.includes('/') && /\.so(\.\d+)*$/.test(path)) libs.add(path)
+  }
+  return [...libs]
+}
+
+/**
+ * Host directories the shim needs besides node: this package, every
  * node_modules directory Node searches from it (an npm workspace resolves
  * `@credproxy/core` through a symlink in the root node_modules), and the real
  * directories of the workspace packages those symlinks point at. bwrap re-binds
  * them read-only when they sit under a hidden path (a clone in $HOME or /tmp,
- * nvm under $HOME, an npx cache).
+ * an npx cache); containers mount them all.
  */
 export function runtimeDirs(): string[] {
-  const nodePrefix = dirname(dirname(realpathSync(process.execPath)))
   const cliRoot = dirname(dirname(credproxyBinPath()))
-  const dirs = [nodePrefix, cliRoot]
+  const dirs = [cliRoot]
   for (let dir = cliRoot; ; dir = dirname(dir)) {
     const modules = join(dir, 'node_modules')
     if (existsSync(modules)) dirs.push(modules)

@@ -32,8 +32,10 @@ export interface SandboxRequest {
   hiddenPaths: readonly string[]
   /** Host directory holding the generated `credproxy` shim. */
   shimDir: string
-  /** Host directories the shim needs to run (node, the credproxy install), bound read-only when hidden. */
+  /** Host directories of the credproxy install (packages, node_modules): bwrap binds them read-only when hidden, containers always. */
   runtimeDirs: readonly string[]
+  /** The host node binary (and a shared libnode): bwrap binds these files read-only when hidden; containers use the image's node. */
+  nodeFiles: readonly string[]
   /** Container image (docker/podman only). */
   image?: string
 }
