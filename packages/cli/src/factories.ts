@@ -20,7 +20,14 @@ export interface HostFactoryOptions {
 function lazyHostStores(options: HostFactoryOptions): () => Promise<HostStores> {
   let opening: Promise<HostStores> | undefined
   return () => {
-    opening ??= openHostStores({ env: options.env ?? process.env, ...(options.log ? { log: options.log } : {}) })
+    if (opening === undefined) {
+      const attempt = openHostStores({ env: options.env ?? process.env, ...(options.log ? { log: options.log } : {}) })
+      // A failed opening (bad env, unwritable home) must not be cached: the next call tries again.
+      attempt.catch(() => {
+        if (opening === attempt) opening = undefined
+      })
+      opening = attempt
+    }
     return opening
   }
 }

@@ -2,9 +2,11 @@
 // must have the code's name and value, and every server limit in the code a row.
 import { readFileSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
+import * as refreshCoordinator from '../src/oauth/refresh-coordinator.js'
 import * as sessionManager from '../src/oauth/session-manager.js'
 import * as control from '../src/server/control.js'
 import * as limits from '../src/server/limits.js'
+import * as locks from '../src/storage/locks.js'
 
 const doc = readFileSync(new URL('../../../dev-docs/protocol.md', import.meta.url), 'utf8')
 
@@ -58,5 +60,30 @@ describe('dev-docs/protocol.md server limits', () => {
       rateLimitPerSecond: server.get('RATE_LIMIT_PER_SECOND'),
       rateLimitBurst: server.get('RATE_LIMIT_BURST'),
     })
+  })
+})
+
+describe('lock waits: one name per meaning, the same value in every doc', () => {
+  const docs = ['oauth.md', 'storage.md'].map((name) => [name, readFileSync(new URL(`../../../dev-docs/${name}`, import.meta.url), 'utf8')] as const)
+  const waits: Array<[string, number]> = [
+    ['REFRESH_LOCK_WAIT_MS', locks.REFRESH_LOCK_WAIT_MS],
+    ['WRITE_LOCK_WAIT_MS', locks.WRITE_LOCK_WAIT_MS],
+    ['COORDINATED_REFRESH_LOCK_WAIT_MS', refreshCoordinator.COORDINATED_REFRESH_LOCK_WAIT_MS],
+  ]
+
+  test('the coordinator does not redefine the store\'s REFRESH_LOCK_WAIT_MS', () => {
+    expect(Object.keys(refreshCoordinator)).not.toContain('REFRESH_LOCK_WAIT_MS')
+  })
+
+  test.each(waits)('%s is given with its value wherever a doc names it', (name, value) => {
+    let mentions = 0
+    for (const [file, text] of docs) {
+      // `NAME` followed (within the sentence) by its value in seconds, e.g. "`NAME` (30 s)" or "`NAME`, 60 s".
+      for (const match of text.matchAll(new RegExp(`\`${name}\`[^.;]*?(\\d+) s\\b`, 'g'))) {
+        mentions += 1
+        expect(Number(match[1]) * 1000, `${file}: ${match[0]}`).toBe(value)
+      }
+    }
+    expect(mentions).toBeGreaterThan(0)
   })
 })

@@ -5,6 +5,7 @@ import { createClientConfiguration } from '../src/oauth/oauth-client.js'
 import { RefreshCoordinator } from '../src/oauth/refresh-coordinator.js'
 import { refreshTokenGrant } from '../src/oauth/refresh-grant.js'
 import { openHostStores } from '../src/storage/index.js'
+import type { HostTokenStore } from '../src/storage/types.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { deviceLogin } from './helpers/oauth-login.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
@@ -134,6 +135,91 @@ describe('refresh against a real authorization server', () => {
     as.failTokenEndpoint(0)
     expect(error.code).toBe('REFRESH_FAILED')
     expect((await t.stores.tokens.getToken(P, 'down'))?.refresh_token).toBe(stored.refresh_token)
+  })
+
+  /**
+   * The real file store with one method replaced: updateToken fails while `failWrites` > 0.
+   * A test double on purpose: a lock timeout or disk error at exactly that write cannot be caused otherwise.
+   */
+  function failingWrites(): { tokens: HostTokenStore; failWrites: { count: number } } {
+    const failWrites = { count: 0 }
+    const real = t.stores.tokens
+    const tokens = new Proxy(real, {
+      get(target, prop) {
+        if (prop === 'updateToken') {
+          return (...args: Parameters<HostTokenStore['updateToken']>) => {
+            if (failWrites.count > 0) {
+              failWrites.count -= 1
+              return Promise.reject(new Error('timed out waiting for the write lock'))
+            }
+            return real.updateToken(...args)
+          }
+        }
+        const value: unknown = Reflect.get(target, prop)
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      },
+    })
+    return { tokens, failWrites }
+  }
+
+  test('a refreshed token whose save fails is served, its write retried, the old refresh token never sent again', async () => {
+    const login = await deviceLogin(broker, as, P, 'unsaved')
+    const old = await expire('unsaved')
+    const { tokens, failWrites } = failingWrites()
+    const logs: string[] = []
+    const other = await createOAuthBroker({ stores: { ...t.stores, tokens }, env: t.env, schedule: false, refresh: { cooldownMs: 0 }, log: (l) => logs.push(l) })
+    if (other === null) throw new Error('no providers.json')
+    const sentFrom = as.refreshTokensSent.length
+    try {
+      failWrites.count = 1
+      const fresh = await other.getFreshToken(P, 'unsaved')
+      expect(fresh?.access_token).not.toBe(old.access_token)
+      expect(as.refreshTokensSent.slice(sentFrom)).toEqual([login.refresh_token])
+      expect((await t.stores.tokens.getToken(P, 'unsaved'))?.access_token).toBe(old.access_token)
+      expect(logs.join('\n')).toContain('WARNING: saving the refreshed token failed')
+      expect(logs.join('\n')).not.toContain(fresh?.access_token ?? '-')
+
+      // The next call serves the new token without a request, and its retry writes it.
+      const again = await other.getFreshToken(P, 'unsaved')
+      expect(again?.access_token).toBe(fresh?.access_token)
+      expect(as.refreshTokensSent.length - sentFrom).toBe(1)
+      const stored = await t.stores.tokens.getToken(P, 'unsaved')
+      expect(stored?.access_token).toBe(fresh?.access_token)
+      expect(stored?.refresh_token).not.toBe(login.refresh_token)
+
+      // The grant is intact (a reused refresh token would have revoked it) and the spent token stays unsent.
+      await expect(other.refresh(P, 'unsaved')).resolves.toMatchObject({ token_type: 'Bearer' })
+      expect(as.refreshTokensSent.slice(sentFrom)).toEqual([login.refresh_token, stored?.refresh_token])
+    } finally {
+      await other.close()
+    }
+  })
+
+  test('while a refreshed token is unsaved, the next refresh sends its refresh token, not the stored spent one', async () => {
+    const login = await deviceLogin(broker, as, P, 'unsaved-twice')
+    await expire('unsaved-twice')
+    const { tokens, failWrites } = failingWrites()
+    const other = await createOAuthBroker({ stores: { ...t.stores, tokens }, env: t.env, schedule: false, refresh: { cooldownMs: 0 } })
+    if (other === null) throw new Error('no providers.json')
+    const sentFrom = as.refreshTokensSent.length
+    try {
+      // Every write fails: the first refresh's save, the retry before the forced refresh, and that refresh's save.
+      failWrites.count = 3
+      const first = await other.getFreshToken(P, 'unsaved-twice')
+      const second = await other.refresh(P, 'unsaved-twice')
+      expect(second.access_token).not.toBe(first?.access_token)
+      const sent = as.refreshTokensSent.slice(sentFrom)
+      expect(sent).toHaveLength(2)
+      expect(sent[0]).toBe(login.refresh_token)
+      expect(sent[1]).not.toBe(login.refresh_token)
+      expect((await t.stores.tokens.getToken(P, 'unsaved-twice'))?.refresh_token).toBe(login.refresh_token)
+      // Writes work again: the next call stores the newest token.
+      await expect(other.getFreshToken(P, 'unsaved-twice')).resolves.toMatchObject({ access_token: second.access_token })
+      expect((await t.stores.tokens.getToken(P, 'unsaved-twice'))?.access_token).toBe(second.access_token)
+      expect(as.refreshTokensSent.slice(sentFrom)).toHaveLength(2)
+    } finally {
+      await other.close()
+    }
   })
 
   test('a refresh response without refresh_token keeps the stored one', async () => {

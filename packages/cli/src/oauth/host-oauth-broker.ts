@@ -72,7 +72,13 @@ export class HostOAuthBroker implements OAuthBroker {
     })
     const schedulerOptions: ConstructorParameters<typeof ProactiveScheduler>[0] = {
       getToken: (provider, bucket) => stores.tokens.getToken(provider, bucket),
-      refresh: (provider, bucket, marginSeconds) => this.coordinator.refresh(provider, bucket, { marginSeconds }),
+      refresh: async (provider, bucket, marginSeconds) => {
+        // With an unsaved token this retries its write; that token is refreshed only when itself near expiry.
+        const unsaved = this.coordinator.unsavedToken(provider, bucket) !== undefined
+        const token = await this.coordinator.refresh(provider, bucket, unsaved ? {} : { marginSeconds })
+        if (this.coordinator.unsavedToken(provider, bucket) !== undefined) throw notSavedYet(provider, bucket)
+        return token
+      },
       now: this.now,
       log: this.log,
     }
@@ -107,13 +113,16 @@ export class HostOAuthBroker implements OAuthBroker {
   }
 
   async getFreshToken(provider: string, bucket: string): Promise<OAuthToken | null> {
-    const token = await this.stores.tokens.getToken(provider, bucket)
-    if (token === null) return null
-    if (token.refresh_token === undefined || !this.config.providers.has(provider)) return token
-    if (!this.coordinator.needsRefresh(token, {})) return token
+    const stored = await this.stores.tokens.getToken(provider, bucket)
+    if (stored === null) return null
+    if (stored.refresh_token === undefined || !this.config.providers.has(provider)) return stored
+    // A refreshed token whose save failed replaces the stored one; refresh() retries its write.
+    const unsaved = this.coordinator.unsavedToken(provider, bucket)
+    const token = unsaved ?? stored
+    if (unsaved === undefined && !this.coordinator.needsRefresh(token, {})) return token
     try {
       const fresh = await this.coordinator.refresh(provider, bucket)
-      this.scheduler.plan(provider, bucket, fresh)
+      this.planAfterRefresh(provider, bucket, fresh)
       return fresh
     } catch (error) {
       // A refresh that failed is no reason to withhold a token that still works.
@@ -125,8 +134,14 @@ export class HostOAuthBroker implements OAuthBroker {
   async refresh(provider: string, bucket: string): Promise<OAuthToken> {
     this.provider(provider)
     const fresh = await this.coordinator.refresh(provider, bucket, { force: true })
-    this.scheduler.plan(provider, bucket, fresh)
+    this.planAfterRefresh(provider, bucket, fresh)
     return fresh
+  }
+
+  /** Plan the next refresh; an unsaved token gets its write retried soon, with the scheduler's backoff. */
+  private planAfterRefresh(provider: string, bucket: string, token: OAuthToken): void {
+    this.scheduler.plan(provider, bucket, token)
+    if (this.coordinator.unsavedToken(provider, bucket) !== undefined) this.scheduler.retrySoon(provider, bucket, notSavedYet(provider, bucket))
   }
 
   close(): Promise<void> {
@@ -166,6 +181,10 @@ export class HostOAuthBroker implements OAuthBroker {
       ...(start.openBrowser === true ? { openBrowser: (url: string) => openBrowser(url, this.env) } : {}),
     })
   }
+}
+
+function notSavedYet(provider: string, bucket: string): ProxyError {
+  return new ProxyError('REFRESH_FAILED', `the refreshed token of ${provider}/${bucket} is not saved yet`)
 }
 
 /** null when no providers.json exists: the server then answers PROVIDER_NOT_CONFIGURED for logins. */

@@ -123,6 +123,14 @@ export class ProactiveScheduler {
     this.watches.delete(key(provider, bucket))
   }
 
+  /** Fire after the failure backoff instead of at the planned time (a refreshed token not saved yet). */
+  retrySoon(provider: string, bucket: string, reason: ProxyError): void {
+    const watch = this.watches.get(key(provider, bucket))
+    if (watch === undefined || this.stopped) return
+    this.timers.clearTimeout(watch.timer)
+    this.fail(watch, reason)
+  }
+
   stop(): void {
     this.stopped = true
     for (const watch of this.watches.values()) this.timers.clearTimeout(watch.timer)

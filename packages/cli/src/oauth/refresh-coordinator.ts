@@ -1,10 +1,11 @@
 // One refresh per provider+bucket at a time: a shared promise in this process, the
 // store's refresh lock across processes, and a re-read after the lock (another
 // process may have refreshed already). A rotated refresh token is never sent twice:
-// sending it again would make the server revoke the whole grant.
+// sending it again would make the server revoke the whole grant. So a refreshed token
+// the store fails to save is kept in memory, served, and its write retried.
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
+import { DEFAULT_BUCKET, mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
 import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { exposedError, reauthRequired } from './errors.js'
@@ -16,8 +17,11 @@ export const REFRESH_NEGATIVE_CACHE_MS = 15_000
 /** Attempts per refresh when the server answers 5xx or the network fails. */
 export const REFRESH_MAX_ATTEMPTS = 3
 export const REFRESH_BACKOFF_BASE_MS = 250
-/** Wait for another process's refresh; longer than one refresh with its retries (ms). */
-export const REFRESH_LOCK_WAIT_MS = 60_000
+/**
+ * How long a coordinated refresh waits for another process's refresh (ms): longer than
+ * the store's default REFRESH_LOCK_WAIT_MS, since it must outlast one refresh with all its retries.
+ */
+export const COORDINATED_REFRESH_LOCK_WAIT_MS = 60_000
 /** A token with less than this left is not "still valid" for fallbacks (seconds). */
 export const MIN_USABLE_VALIDITY_SECONDS = 10
 /** get_token refreshes a token with less than this left (seconds); the scheduler acts much earlier. */
@@ -53,6 +57,14 @@ interface FailureRecord {
   fingerprint: string
 }
 
+/** A refreshed token the store failed to save: served from memory until a write succeeds. */
+interface UnsavedToken {
+  token: OAuthToken
+  /** The refresh token the store still holds, spent to get `token`: never sent again. */
+  storedRefreshToken: string
+  failedWrites: number
+}
+
 function fingerprint(refreshToken: string | undefined): string {
   return refreshToken === undefined ? '' : createHash('sha256').update(refreshToken).digest('base64url')
 }
@@ -65,6 +77,7 @@ export class RefreshCoordinator {
   private readonly inFlight = new Map<string, Promise<OAuthToken>>()
   private readonly lastSuccess = new Map<string, number>()
   private readonly failures = new Map<string, FailureRecord>()
+  private readonly unsaved = new Map<string, UnsavedToken>()
   private readonly now: () => number
   private readonly sleep: (ms: number) => Promise<void>
   private readonly log: (line: string) => void
@@ -88,14 +101,23 @@ export class RefreshCoordinator {
     return started
   }
 
+  /** The refreshed token held in memory because saving it failed; refresh() retries the write. */
+  unsavedToken(provider: string, bucket: string): OAuthToken | undefined {
+    return this.unsaved.get(`${provider}\u0000${bucket}`)?.token
+  }
+
   /** A forced refresh (a client saw a 401) ignores the margin; cooldown and re-read still apply. */
   needsRefresh(token: OAuthToken, options: RefreshOptions): boolean {
     return options.force === true || secondsUntilExpiry(token, this.now()) <= (options.marginSeconds ?? REFRESH_MARGIN_SECONDS)
   }
 
   private async run(key: string, provider: string, bucket: string, force: RefreshOptions): Promise<OAuthToken> {
-    const before = await this.options.tokens.getToken(provider, bucket)
-    if (before === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+    let before = await this.options.tokens.getToken(provider, bucket)
+    if (before === null) {
+      this.unsaved.delete(key)
+      throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+    }
+    before = await this.retryUnsaved(key, provider, bucket, before)
     if (!this.needsRefresh(before, force)) return before
     const now = this.now()
 
@@ -116,7 +138,7 @@ export class RefreshCoordinator {
 
     try {
       const token = await this.options.tokens.withRefreshLock(provider, bucket, () => this.refreshLocked(key, provider, bucket, before, force), {
-        waitMs: this.options.lockWaitMs ?? REFRESH_LOCK_WAIT_MS,
+        waitMs: this.options.lockWaitMs ?? COORDINATED_REFRESH_LOCK_WAIT_MS,
       })
       this.failures.delete(key)
       return token
@@ -138,8 +160,11 @@ export class RefreshCoordinator {
     force: RefreshOptions,
   ): Promise<OAuthToken> {
     // Re-read under the lock: another process may have refreshed (and rotated) already.
-    const current = await this.options.tokens.getToken(provider, bucket)
-    if (current === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+    const stored = await this.options.tokens.getToken(provider, bucket)
+    if (stored === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+    // While the store still holds the refresh token we spent, the unsaved token is the current one.
+    const unsaved = this.unsaved.get(key)
+    const current = unsaved !== undefined && stored.refresh_token === unsaved.storedRefreshToken ? unsaved.token : stored
     const changed = current.access_token !== before.access_token
     if ((changed && isUsable(current, this.now())) || !this.needsRefresh(current, force)) {
       this.lastSuccess.set(key, this.now())
@@ -154,10 +179,56 @@ export class RefreshCoordinator {
       )
     }
     const fresh = await this.grantWithRetry(provider, bucket, refreshToken)
-    // Atomic read-modify-write: a response without refresh_token keeps the stored one.
-    const saved = await this.options.tokens.updateToken(provider, bucket, (stored) => mergeRefreshedToken(stored, fresh))
     this.lastSuccess.set(key, this.now())
+    let saved: OAuthToken | null
+    try {
+      // Atomic read-modify-write: a response without refresh_token keeps the current one.
+      saved = await this.options.tokens.updateToken(provider, bucket, (latest) => mergeRefreshedToken(current === stored ? latest : current, fresh))
+    } catch (error) {
+      // The server has rotated the refresh token already: dropping `fresh` now would force a new login.
+      const token = mergeRefreshedToken(current, fresh)
+      const failedWrites = (unsaved?.failedWrites ?? 0) + 1
+      this.unsaved.set(key, { token, storedRefreshToken: stored.refresh_token ?? '', failedWrites })
+      this.logUnsaved(provider, bucket, error, failedWrites)
+      return token
+    }
+    this.unsaved.delete(key)
     return saved ?? mergeRefreshedToken(current, fresh)
+  }
+
+  /** One write attempt for an unsaved token; returns the token to go on with. */
+  private async retryUnsaved(key: string, provider: string, bucket: string, stored: OAuthToken): Promise<OAuthToken> {
+    const unsaved = this.unsaved.get(key)
+    if (unsaved === undefined) return stored
+    if (stored.refresh_token !== unsaved.storedRefreshToken) {
+      // A newer credential (a new login) was written meanwhile: it wins.
+      this.unsaved.delete(key)
+      return stored
+    }
+    try {
+      const saved = await this.options.tokens.updateToken(provider, bucket, (latest) =>
+        latest !== null && latest.refresh_token === unsaved.storedRefreshToken ? unsaved.token : latest,
+      )
+      this.unsaved.delete(key)
+      if (saved === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+      if (saved.access_token === unsaved.token.access_token) {
+        this.log(`oauth ${provider}/${bucket}: the refreshed token is saved now (after ${unsaved.failedWrites} failed write${unsaved.failedWrites === 1 ? '' : 's'})`)
+      }
+      return saved
+    } catch (error) {
+      if (error instanceof ProxyError && error.code === 'NOT_FOUND') throw error
+      unsaved.failedWrites += 1
+      this.logUnsaved(provider, bucket, error, unsaved.failedWrites)
+      return unsaved.token
+    }
+  }
+
+  private logUnsaved(provider: string, bucket: string, error: unknown, failedWrites: number): void {
+    this.log(
+      `oauth ${provider}/${bucket}: WARNING: saving the refreshed token failed (${failedWrites}x: ${(error as Error).message}); ` +
+        'it is held in memory and the write is retried; if this broker stops before a write succeeds, ' +
+        `run \`credproxy auth login ${provider}${bucket === DEFAULT_BUCKET ? '' : ` --bucket ${bucket}`}\` on the host`,
+    )
   }
 
   private async grantWithRetry(provider: string, bucket: string, refreshToken: string): Promise<OAuthToken> {
