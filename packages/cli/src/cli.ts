@@ -49,7 +49,8 @@ const PROXY_EXIT: Partial<Record<ErrorCode, number>> = {
 /** The next step for codes whose fixed wire message cannot name one. */
 const PROXY_HINT: Partial<Record<string, string>> = {
   NOT_GRANTED: 'The host decides: restart with `credproxy run --grant PROVIDER` / `--grant-key NAME`, or run `credproxy grant --session ID ...` on the host.',
-  FORBIDDEN: 'The session lacks that capability: on the host, restart with `credproxy run --allow-save`, or run `credproxy grant --session ID --capability save`.',
+  // A missing capability is NOT_GRANTED; FORBIDDEN is a peer the broker refused (or key set/delete inside a sandbox, whose message names the command).
+  FORBIDDEN: 'The broker refused this process (wrong user, or not inside the sandbox it launched): run the command inside that sandbox, or start one with `credproxy run`.',
   CONNECTION_FAILED: 'Is the `credproxy run` or `credproxy serve` that set CREDPROXY_SOCKET still running? On the host, unset CREDPROXY_SOCKET to use the host store.',
   TIMEOUT: 'The broker did not answer in time; check `credproxy sessions` on the host.',
   SERVER_UNVERIFIED: 'The socket is not held by your credproxy session: start the command again with `credproxy run`.',

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { EXIT } from '../src/exit-codes.js'
 import { makeCliHome, removeCliHomes, runCli } from './helpers/cli-runner.js'
+import { startServer } from './helpers/server-fixture.js'
 
 let home: string
 let cwd: string
@@ -93,5 +94,41 @@ describe('expected errors: one line, the next step, no stack trace', () => {
     expect(result.stderr).toMatch(/^credproxy: the sandbox was refused key K: rerun with --grant-key K/m)
     expect(result.stderr).not.toMatch(/^\s+at /m)
     expect(result.stderr).not.toContain('errors-test-key-value-8b1e')
+  })
+})
+
+describe('hints that name a command inside a sandbox', () => {
+  // A process reads its session secret once: every broker in this file shares the one in `home/secret`.
+  const secret = Buffer.from('ab'.repeat(32), 'hex')
+
+  /** The environment of a process inside the sandbox of `fixture`. */
+  function inside(fixture: Awaited<ReturnType<typeof startServer>>): NodeJS.ProcessEnv {
+    return { ...env, CREDPROXY_SOCKET: fixture.socketPath, CREDPROXY_SECRET_FILE: join(home, 'secret') }
+  }
+
+  test('auth login of an ungranted provider: the host command carries --session <id>, as grant needs it', async () => {
+    const fixture = await startServer({ secret, grants: { providers: [], keys: [], capabilities: ['read', 'login'] } })
+    try {
+      const result = await runCli(['auth', 'login', 'testprov'], { env: inside(fixture), cwd })
+      expect(result.code).toBe(EXIT.DENIED)
+      expectOneErrorLine(result.stderr, 'provider testprov is not granted', 'on the host')
+      expect(result.stderr).toMatch(/`credproxy grant --session [A-Za-z0-9_-]+ --provider testprov`/)
+      expect(result.stderr).not.toContain('credproxy grant --provider')
+    } finally {
+      await fixture.cleanup()
+    }
+  })
+
+  test('FORBIDDEN (the broker refused the peer) does not blame a missing capability', async () => {
+    const fixture = await startServer({ secret, peerCheck: () => ({ ok: false, peer: null, reason: 'test refuses every peer' }) })
+    try {
+      const result = await runCli(['key', 'get', 'K'], { env: inside(fixture), cwd })
+      expect(result.code).toBe(EXIT.DENIED)
+      expectOneErrorLine(result.stderr, '(FORBIDDEN)', 'refused this process')
+      expect(result.stderr).not.toContain('--allow-save')
+      expect(result.stderr).not.toContain('capability')
+    } finally {
+      await fixture.cleanup()
+    }
   })
 })

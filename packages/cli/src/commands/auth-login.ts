@@ -107,14 +107,15 @@ async function loginThroughBroker(login: LoginArgs, io: CliIO): Promise<OAuthTok
   try {
     return await adapter.login(login.provider, login.bucket)
   } catch (error) {
-    throw explain(error, login, 'sandbox')
+    // The handshake told the client its session id: the host command below needs it.
+    throw explain(error, login, 'sandbox', getSharedClient(io.env).session)
   } finally {
     getSharedClient(io.env).close()
   }
 }
 
 /** Turn the codes a user can act on into a message plus the next command. */
-function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox'): unknown {
+function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox', session?: string): unknown {
   if (!(error instanceof ProxyError)) return error
   const again = `Run \`credproxy auth login ${login.provider}${login.bucket === DEFAULT_BUCKET ? '' : ` --bucket ${login.bucket}`}\` to try again.`
   switch (error.code) {
@@ -128,12 +129,19 @@ function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox'): un
         'On the host, add it to providers.json in the credproxy config directory (see dev-docs/oauth.md).',
         EXIT.NOT_FOUND,
       )
-    case 'NOT_GRANTED':
+    case 'NOT_GRANTED': {
+      // The broker's message names the missing grant, then the host command with this session's id: keep both.
+      const cut = error.message.indexOf('; ')
+      if (cut > 0 && error.message.includes('`credproxy grant ', cut)) {
+        const next = error.message.slice(cut + 2)
+        return new CliError(error.message.slice(0, cut), `${next.charAt(0).toUpperCase()}${next.slice(1)}.`, EXIT.DENIED)
+      }
       return new CliError(
         `this sandbox was not granted ${login.provider}`,
-        `On the host, run \`credproxy grant --provider ${login.provider}\` for this session, or restart it with --grant ${login.provider}.`,
+        `On the host, run \`credproxy grant --session ${session ?? 'ID'} --provider ${login.provider} --capability login\` (\`credproxy sessions\` lists the ids), or restart it with --grant ${login.provider}.`,
         EXIT.DENIED,
       )
+    }
     case 'FLOW_INITIATION_FAILED':
       return new CliError(
         `could not start the login to ${login.provider}: the authorization server did not answer as expected`,

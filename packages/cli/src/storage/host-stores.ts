@@ -7,6 +7,7 @@ import {
   OAuthTokenSchema,
   PROVIDER_NAME_PATTERN,
   ProxyError,
+  RESERVED_NAMES,
   type BucketStats,
   type LockOptions,
   type OAuthToken,
@@ -30,20 +31,22 @@ export const MAX_KEY_VALUE_BYTES = 64 * 1024
 /** A token larger than this would not fit a v1 frame anyway. */
 export const MAX_TOKEN_JSON_BYTES = 256 * 1024
 
+const RESERVED = RESERVED_NAMES.join(', ')
+
 function tokenRef(provider: string, bucket: string | undefined): RecordRef & { kind: 'token' } {
   const b = bucket ?? DEFAULT_BUCKET
   if (!PROVIDER_NAME_PATTERN.test(provider)) {
-    throw new ProxyError('INVALID_REQUEST', `invalid provider name (allowed: ${PROVIDER_NAME_PATTERN.source})`)
+    throw new ProxyError('INVALID_REQUEST', `invalid provider name (allowed: 1-64 of a-z A-Z 0-9 . _ @ -; ${RESERVED} are reserved)`)
   }
   if (!BUCKET_NAME_PATTERN.test(b)) {
-    throw new ProxyError('INVALID_REQUEST', `invalid bucket name (allowed: ${BUCKET_NAME_PATTERN.source})`)
+    throw new ProxyError('INVALID_REQUEST', `invalid bucket name (allowed: 1-64 of a-z A-Z 0-9 . _ @ -; ${RESERVED} are reserved)`)
   }
   return { kind: 'token', provider, bucket: b }
 }
 
 function keyRef(name: string): RecordRef & { kind: 'key' } {
   if (!KEY_NAME_PATTERN.test(name)) {
-    throw new ProxyError('INVALID_REQUEST', `invalid API key name (allowed: ${KEY_NAME_PATTERN.source})`)
+    throw new ProxyError('INVALID_REQUEST', `invalid API key name (allowed: 1-64 of a-z A-Z 0-9 . _ -; ${RESERVED} are reserved)`)
   }
   return { kind: 'key', name }
 }
@@ -132,7 +135,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
   /** null when no token is stored for provider/bucket. */
   async getBucketStats(provider: string, bucket?: string): Promise<BucketStats | null> {
     const ref = tokenRef(provider, bucket)
-    if (!(await this.listBuckets(provider)).includes(ref.bucket)) return null
+    // One record lookup, not a listing of the whole backend (or a keyring index read).
+    if ((await this.backend.read(ref)) === null) return null
     return this.usage.stats(ref.provider, ref.bucket)
   }
 

@@ -69,6 +69,8 @@ export class ProxySocketClient {
   #queue: Pending[] = []
   /** Sent on the current connection and not answered yet; null marks a request the caller gave up on (its slot stays taken until the server answers). */
   #inFlight = new Map<string, Pending | null>()
+  /** The non-null entries of #inFlight, counted so the idle check on every send and answer is O(1). */
+  #awaited = 0
   #idleTimer: NodeJS.Timeout | undefined
 
   constructor(options: ProxySocketClientOptions) {
@@ -151,6 +153,7 @@ export class ProxySocketClient {
     for (const pending of [...this.#queue, ...this.#inFlight.values()]) if (pending) this.#settle(pending, error)
     this.#queue = []
     this.#inFlight.clear()
+    this.#awaited = 0
     clearTimeout(this.#idleTimer)
     const connection = this.#connection
     this.#connection = undefined
@@ -191,6 +194,7 @@ export class ProxySocketClient {
     }
     pending.sentOn = connection
     this.#inFlight.set(pending.id, pending)
+    this.#awaited += 1
   }
 
   /** Timeout or abort: forget the request locally and ask the server to stop (v2+). */
@@ -201,6 +205,7 @@ export class ProxySocketClient {
       this.#queue = this.#queue.filter((p) => p !== pending)
     } else if (connection === this.#connection && this.#inFlight.get(pending.id) === pending) {
       this.#inFlight.set(pending.id, null)
+      this.#awaited -= 1
       if (connection.version >= OP_MIN_VERSION.cancel && connection.state === 'READY') {
         try {
           connection.send({ v: connection.version, id: String(this.#nextId++), op: 'cancel', payload: { targetId: pending.id } })
@@ -230,6 +235,7 @@ export class ProxySocketClient {
     const pending = this.#inFlight.get(id)
     this.#inFlight.delete(id)
     if (pending) {
+      this.#awaited -= 1
       if (!response.ok) {
         this.#settle(pending, errorFromAnswer(response))
       } else {
@@ -248,6 +254,7 @@ export class ProxySocketClient {
     this.#connection = undefined
     const dropped = [...this.#inFlight.values()]
     this.#inFlight = new Map()
+    this.#awaited = 0
     for (const pending of dropped) if (pending) this.#settle(pending, new ProxyError(error.code, `${error.message} before answering ${pending.op}`))
     // Queued requests never reached the server: they go out on a new connection.
     this.#pump()
@@ -312,7 +319,7 @@ export class ProxySocketClient {
   /** Keep the process alive and the socket open only while something is pending. */
   #updateIdle(): void {
     const connection = this.#connection
-    const busy = this.#queue.length > 0 || [...this.#inFlight.values()].some((p) => p !== null)
+    const busy = this.#queue.length > 0 || this.#awaited > 0
     if (connection === undefined || connection.state !== 'READY') {
       clearTimeout(this.#idleTimer)
       this.#idleTimer = undefined
@@ -328,6 +335,7 @@ export class ProxySocketClient {
         if (this.#connection !== connection) return
         this.#connection = undefined
         this.#inFlight = new Map()
+        this.#awaited = 0
         connection.close()
       }, this.#idleTimeoutMs)
       this.#idleTimer.unref()
