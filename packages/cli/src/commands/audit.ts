@@ -40,10 +40,11 @@ export function formatPeer(peer: { pid?: unknown; uid?: unknown; sandboxPid?: un
 export function formatAuditLine(line: AuditLine): string {
   const time = line.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
   const peer = formatPeer(line.peer)
-  const what = line.op ?? line.event
+  // Requests show their op; other events their name, plus the op when one applies (handshake_failed:get_token).
+  const what = line.event === 'request' ? (line.op ?? '-') : line.op === undefined ? line.event : `${line.event}:${line.op}`
   const outcome = line.outcome ?? (line.dropped !== undefined ? `dropped ${line.dropped}` : '-')
   const reason = line.reason !== undefined && !line.reason.startsWith('capability:') ? ` (${line.reason})` : ''
-  return [time, line.session ?? '-', peer, line.event === 'request' ? what : `${line.event}:${what}`, target(line), `${outcome}${reason}`].join('  ')
+  return [time, line.session ?? '-', peer, what, target(line), `${outcome}${reason}`].join('  ')
 }
 
 export const command: Command = {

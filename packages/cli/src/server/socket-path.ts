@@ -20,7 +20,8 @@ export const STALE_PROBE_TIMEOUT_MS = 500
 export const SESSION_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/
 
 export function generateSessionId(): string {
-  return randomBytes(12).toString('base64url')
+  // Hex, not base64url: an id starting with "-" would read as a flag in `credproxy grant --session ID`.
+  return randomBytes(12).toString('hex')
 }
 
 export interface BoundSocket {
