@@ -5,6 +5,7 @@ import { describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { ResponseBodyError } from 'openid-client'
 import { classifyOAuthError } from '../src/oauth/classify-error.js'
+import type { CliError } from '../src/cli-io.js'
 import type { LoginFlow } from '../src/oauth/login-flow.js'
 import { parseProvidersConfig } from '../src/oauth/provider-config.js'
 import { FINISHED_SESSION_RETENTION_MS, MAX_OAUTH_SESSIONS, OAUTH_SESSION_TTL_MS, OAuthSessionManager } from '../src/oauth/session-manager.js'
@@ -200,6 +201,24 @@ describe('providers.json', () => {
       parseProvidersConfig(JSON.stringify({ providers: { x: { issuer: 'https://a.example', client_id: 'c', flows: ['magic'] } } }), '/p.json'),
     ).toThrow(/invalid field providers\.x\.flows\.0/)
     expect(() => parseProvidersConfig('{', '/p.json')).toThrow(/\/p\.json is not valid JSON/)
+  })
+
+  test('a JSON syntax error names the position, never the text around it (it may be the client secret)', () => {
+    const secret = 'CLIENT-SECRET-5f2e9a'
+    // An unquoted secret and a missing comma after a quoted one: the two shapes of V8's message.
+    const unquoted = `{"providers":{"x":{"client_id":"c",\n"client_secret":${secret}}}}`
+    const missingComma = `{"providers":{"x":{"client_secret":"${secret}" "client_id":"c"}}}`
+    for (const text of [unquoted, missingComma]) {
+      let message = ''
+      try {
+        parseProvidersConfig(text, '/p.json')
+      } catch (error) {
+        message = `${(error as Error).message} ${(error as CliError).hint ?? ''}`
+      }
+      expect(message).toMatch(/\/p\.json is not valid JSON/)
+      expect(message).not.toContain(secret.slice(0, 8))
+    }
+    expect(() => parseProvidersConfig(missingComma, '/p.json')).toThrow(/line 1, column 59/)
   })
 
   test('explicit endpoints are accepted when they cover the allowed flows', () => {

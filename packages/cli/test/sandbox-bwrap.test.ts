@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
 import { CliError } from '../src/cli-io.js'
-import { buildBwrapArgs, bwrapLaunchPlan, isWithin } from '../src/sandbox/bwrap.js'
+import { buildBwrapArgs, bwrapLaunchPlan, isWithin, probeBwrap } from '../src/sandbox/bwrap.js'
 import { buildSandboxEnv } from '../src/sandbox/sandbox-env.js'
 import { buildKeyringSeccompFilter } from '../src/sandbox/seccomp.js'
 import type { SandboxRequest } from '../src/sandbox/types.js'
@@ -152,6 +152,19 @@ describe('buildSandboxEnv', () => {
       CREDPROXY_SOCKET: '/run/credproxy/broker.sock',
       CREDPROXY_SECRET_FD: '3',
     })
+  })
+})
+
+describe('keyring seccomp filter coverage', () => {
+  test('a 32-bit node gets both ABIs of its 64-bit kernel, not no filter at all', () => {
+    expect(buildKeyringSeccompFilter('ia32')).toEqual(buildKeyringSeccompFilter('x64'))
+    expect(buildKeyringSeccompFilter('arm')).toEqual(buildKeyringSeccompFilter('arm64'))
+    expect(buildKeyringSeccompFilter('arm')).not.toBeNull()
+  })
+
+  test.runIf(process.platform === 'linux')('bwrap is not offered on an architecture without a filter (no silent fail-open)', () => {
+    expect(buildKeyringSeccompFilter('riscv64')).toBeNull()
+    expect(probeBwrap({ PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, 'riscv64')).toMatch(/no keyring seccomp filter for riscv64/)
   })
 })
 

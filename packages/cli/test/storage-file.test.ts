@@ -96,6 +96,19 @@ describe('encrypted file backend on disk', () => {
     await expect(stores.tokens.getToken('q')).rejects.toThrow(/failed to decrypt/)
   })
 
+  test('scrypt parameters scrypt refuses are reported with the path, like any corrupt file', async () => {
+    await stores.tokens.saveToken('p', token())
+    const envelope = JSON.parse(await readFile(tokenFile('p'), 'utf8')) as { kdf: Record<string, unknown> }
+    // Within the schema bounds, but not a power of two / past the scrypt memory cap.
+    for (const kdf of [{ N: 3 }, { N: 2 ** 20, r: 32 }]) {
+      const crafted = JSON.stringify({ ...envelope, kdf: { ...envelope.kdf, ...kdf } })
+      await writeFile(tokenFile('p'), crafted)
+      await expect(stores.tokens.getToken('p')).rejects.toThrow(`${tokenFile('p')} has unusable scrypt parameters`)
+      await expect(stores.tokens.updateToken('p', 'default', () => token())).rejects.toThrow(tokenFile('p'))
+      expect(await readFile(tokenFile('p'), 'utf8')).toBe(crafted)
+    }
+  })
+
   test("a file swapped for another credential's file fails to decrypt", async () => {
     await stores.tokens.saveToken('victim', token({ access_token: 'victim' }))
     await stores.tokens.saveToken('attacker', token({ access_token: 'attacker' }))

@@ -91,7 +91,10 @@ export function parseProvidersConfig(text: string, file: string): ProvidersConfi
   try {
     json = JSON.parse(text)
   } catch (error) {
-    throw new CliError(`${file} is not valid JSON: ${(error as Error).message}`, `Fix the file; see dev-docs/oauth.md for the format.`)
+    // V8's message quotes the text around the error, which may be client_secret: keep only the position.
+    const at = /at position (\d+)/.exec((error as Error).message)?.[1]
+    const where = at === undefined ? '' : ` (${lineAndColumn(text, Number(at))})`
+    throw new CliError(`${file} is not valid JSON${where}`, `Fix the file; see dev-docs/oauth.md for the format.`)
   }
   const parsed = ProvidersFileSchema.safeParse(json)
   if (!parsed.success) {
@@ -105,6 +108,11 @@ export function parseProvidersConfig(text: string, file: string): ProvidersConfi
   const providers = new Map<string, ProviderConfig>()
   for (const [name, config] of Object.entries(parsed.data.providers)) providers.set(name, { ...config, name })
   return { file, providers }
+}
+
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset).split('\n')
+  return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`
 }
 
 /** The error for `credproxy auth login X` when X is not in providers.json. */

@@ -129,8 +129,10 @@ export function bwrapLaunchPlan(request: SandboxRequest, secret: string): Launch
 }
 
 /** null when bwrap runs here, else a sentence saying why not and what to install. */
-export function probeBwrap(env: NodeJS.ProcessEnv = process.env): string | null {
+export function probeBwrap(env: NodeJS.ProcessEnv = process.env, arch: NodeJS.Architecture = process.arch): string | null {
   if (process.platform !== 'linux') return `bubblewrap needs Linux (this is ${process.platform})`
+  // Without the filter the sandbox could read the host session keyring: refuse rather than run without it.
+  if (buildKeyringSeccompFilter(arch) === null) return `credproxy has no keyring seccomp filter for ${arch}; use --sandbox docker or podman`
   const result = spawnSync('bwrap', ['--unshare-all', '--ro-bind', '/', '/', '--', 'true'], {
     timeout: BWRAP_PROBE_TIMEOUT_MS,
     stdio: 'ignore',

@@ -31,16 +31,17 @@ const AUDIT_ARCH_AARCH64 = 0xc000_00b7
 const AUDIT_ARCH_ARM = 0x4000_0028
 
 // Each native arch also lists its 32-bit compat arch: a process may switch ABIs to dodge a filter.
-const RULES: Partial<Record<NodeJS.Architecture, readonly ArchRule[]>> = {
-  x64: [
-    { audit: AUDIT_ARCH_X86_64, syscalls: [248, 249, 250], denyAtOrAbove: X32_SYSCALL_BIT },
-    { audit: AUDIT_ARCH_I386, syscalls: [286, 287, 288] },
-  ],
-  arm64: [
-    { audit: AUDIT_ARCH_AARCH64, syscalls: [217, 218, 219] },
-    { audit: AUDIT_ARCH_ARM, syscalls: [309, 310, 311] },
-  ],
-}
+const X86_RULES: readonly ArchRule[] = [
+  { audit: AUDIT_ARCH_X86_64, syscalls: [248, 249, 250], denyAtOrAbove: X32_SYSCALL_BIT },
+  { audit: AUDIT_ARCH_I386, syscalls: [286, 287, 288] },
+]
+const ARM_RULES: readonly ArchRule[] = [
+  { audit: AUDIT_ARCH_AARCH64, syscalls: [217, 218, 219] },
+  { audit: AUDIT_ARCH_ARM, syscalls: [309, 310, 311] },
+]
+// A 32-bit node often runs on a 64-bit kernel (32-bit Raspberry Pi OS), where the sandbox can
+// exec 64-bit binaries: it needs both sections too. The arch check makes the extra one harmless.
+const RULES: Partial<Record<NodeJS.Architecture, readonly ArchRule[]>> = { x64: X86_RULES, ia32: X86_RULES, arm64: ARM_RULES, arm: ARM_RULES }
 
 type Insn = [code: number, jt: number, jf: number, k: number]
 

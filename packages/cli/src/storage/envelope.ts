@@ -108,7 +108,13 @@ export class CredentialCipher {
     const tag = Buffer.from(envelope.tag, 'base64')
     if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw new EnvelopeError('has a bad iv or tag length')
     const { N, r, p, salt } = envelope.kdf
-    const key = await deriveKey(this.secret, Buffer.from(salt, 'base64'), { N, r, p })
+    let key: Buffer
+    try {
+      key = await deriveKey(this.secret, Buffer.from(salt, 'base64'), { N, r, p })
+    } catch {
+      // In range but refused by scrypt (N not a power of 2, over maxmem): still a bad file, named as one.
+      throw new EnvelopeError(`has unusable scrypt parameters (N=${N}, r=${r}, p=${p})`)
+    }
     const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: GCM_TAG_BYTES })
     decipher.setAAD(Buffer.from(aad, 'utf8'))
     decipher.setAuthTag(tag)
