@@ -195,6 +195,57 @@ describe('refresh against a real authorization server', () => {
     }
   })
 
+  test('a refreshed token still unsaved when the broker stops gets one last write on close(), or a clear ERROR naming the login', async () => {
+    for (const [bucket, failures] of [['unsaved-close', 1], ['unsaved-close-fail', 2]] as const) {
+      await deviceLogin(broker, as, P, bucket)
+      const old = await expire(bucket)
+      const { tokens, failWrites } = failingWrites()
+      const logs: string[] = []
+      const other = await createOAuthBroker({ stores: { ...t.stores, tokens }, env: t.env, schedule: false, refresh: { cooldownMs: 0 }, log: (l) => logs.push(l) })
+      if (other === null) throw new Error('no providers.json')
+      // The refresh's save fails; with 2 failures the write on close() fails too.
+      failWrites.count = failures
+      const fresh = await other.getFreshToken(P, bucket)
+      expect((await t.stores.tokens.getToken(P, bucket))?.access_token).toBe(old.access_token)
+      await other.close()
+      const stored = await t.stores.tokens.getToken(P, bucket)
+      if (failures === 1) {
+        expect(stored?.access_token).toBe(fresh?.access_token)
+        expect(logs.join('\n')).toContain('the refreshed token is saved now, on shutdown')
+      } else {
+        expect(stored?.access_token).toBe(old.access_token)
+        expect(logs.join('\n')).toContain(`ERROR: the refreshed token could not be saved before the broker stopped`)
+        expect(logs.join('\n')).toContain(`run \`credproxy auth login ${P} --bucket ${bucket}\` on the host`)
+      }
+      expect(logs.join('\n')).not.toContain(fresh?.access_token ?? '-')
+    }
+  })
+
+  test('the last write on close() is bounded: a write that never finishes is given up with an ERROR', async () => {
+    await t.stores.tokens.saveToken(P, { access_token: 'h1', refresh_token: 'r1', expiry: 1, token_type: 'Bearer' }, 'hang')
+    const hang = { on: true }
+    const tokens = new Proxy(t.stores.tokens, {
+      get(target, prop) {
+        // First save fails (the token stays unsaved), the last write never settles.
+        if (prop === 'updateToken') return () => (hang.on ? new Promise<never>(() => undefined) : Promise.reject(new Error('disk full')))
+        const value: unknown = Reflect.get(target, prop)
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      },
+    })
+    const logs: string[] = []
+    const coordinator = new RefreshCoordinator({
+      tokens,
+      grant: () => Promise.resolve({ access_token: 'h2', refresh_token: 'r2', expiry: Math.floor(Date.now() / 1000) + 3600, token_type: 'Bearer' }),
+      log: (l) => logs.push(l),
+    })
+    hang.on = false
+    await coordinator.refresh(P, 'hang')
+    expect(coordinator.unsavedToken(P, 'hang')?.access_token).toBe('h2')
+    hang.on = true
+    await coordinator.flushUnsaved(20)
+    expect(logs.join('\n')).toContain('ERROR: the refreshed token could not be saved before the broker stopped (timed out after 20 ms)')
+  })
+
   test('while a refreshed token is unsaved, the next refresh sends its refresh token, not the stored spent one', async () => {
     const login = await deviceLogin(broker, as, P, 'unsaved-twice')
     await expire('unsaved-twice')

@@ -34,8 +34,11 @@ export async function startDeviceFlow(
     throw new ProxyError('FLOW_INITIATION_FAILED', undefined, { cause: error })
   }
 
+  // An interval of 0 (or less) from the server would poll in a tight loop: treat it as absent.
   let intervalMs =
-    typeof response.interval === 'number' ? response.interval * 1000 : (provider.poll_interval_ms ?? DEFAULT_DEVICE_POLL_INTERVAL_MS)
+    typeof response.interval === 'number' && response.interval > 0
+      ? response.interval * 1000
+      : (provider.poll_interval_ms ?? DEFAULT_DEVICE_POLL_INTERVAL_MS)
   let slowedDown = false
   const controller = new AbortController()
   const deviceCode = response.device_code

@@ -144,10 +144,11 @@ export class HostOAuthBroker implements OAuthBroker {
     if (this.coordinator.unsavedToken(provider, bucket) !== undefined) this.scheduler.retrySoon(provider, bucket, notSavedYet(provider, bucket))
   }
 
-  close(): Promise<void> {
+  /** Stops timers and logins, then tries one last (bounded) write of any token kept only in memory. */
+  async close(): Promise<void> {
     this.scheduler.stop()
     this.sessions.close()
-    return Promise.resolve()
+    await this.coordinator.flushUnsaved()
   }
 
   provider(name: string): ProviderConfig {

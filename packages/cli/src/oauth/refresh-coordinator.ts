@@ -26,6 +26,8 @@ export const COORDINATED_REFRESH_LOCK_WAIT_MS = 60_000
 export const MIN_USABLE_VALIDITY_SECONDS = 10
 /** get_token refreshes a token with less than this left (seconds); the scheduler acts much earlier. */
 export const REFRESH_MARGIN_SECONDS = 30
+/** How long close() waits for the last write of unsaved tokens (ms): a stop must not hang on a held lock. */
+export const CLOSE_FLUSH_TIMEOUT_MS = 5_000
 
 export interface RefreshOptions {
   /** Refresh even when the token is not near expiry (a client saw a 401). */
@@ -69,6 +71,10 @@ function fingerprint(refreshToken: string | undefined): string {
   return refreshToken === undefined ? '' : createHash('sha256').update(refreshToken).digest('base64url')
 }
 
+function loginCommand(provider: string, bucket: string): string {
+  return `credproxy auth login ${provider}${bucket === DEFAULT_BUCKET ? '' : ` --bucket ${bucket}`}`
+}
+
 export function isUsable(token: OAuthToken, nowMs: number): boolean {
   return secondsUntilExpiry(token, nowMs) > MIN_USABLE_VALIDITY_SECONDS
 }
@@ -104,6 +110,55 @@ export class RefreshCoordinator {
   /** The refreshed token held in memory because saving it failed; refresh() retries the write. */
   unsavedToken(provider: string, bucket: string): OAuthToken | undefined {
     return this.unsaved.get(`${provider}\u0000${bucket}`)?.token
+  }
+
+  /**
+   * On close: one last write of every unsaved token, bounded by timeoutMs, since that token
+   * (and the rotated refresh token in it) dies with this process. Never throws; logs the outcome.
+   */
+  async flushUnsaved(timeoutMs = CLOSE_FLUSH_TIMEOUT_MS): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    // A refresh still running may yet leave an unsaved token behind: let it settle first.
+    await this.within([...this.inFlight.values()].map((p) => p.catch(() => undefined)), timeoutMs)
+    await Promise.all(
+      [...this.unsaved.entries()].map(async ([key, unsaved]) => {
+        const [provider = '', bucket = DEFAULT_BUCKET] = key.split('\u0000')
+        try {
+          const saved = await this.within(
+            [
+              this.options.tokens.updateToken(provider, bucket, (latest) =>
+                latest !== null && latest.refresh_token === unsaved.storedRefreshToken ? unsaved.token : latest,
+              ),
+            ],
+            Math.max(0, deadline - Date.now()),
+          )
+          if (saved === undefined) throw new Error(`timed out after ${timeoutMs} ms`)
+          this.unsaved.delete(key)
+          // A newer credential (a new login, a logout) won: nothing of ours is lost.
+          if (saved?.access_token !== unsaved.token.access_token) return
+          this.log(`oauth ${provider}/${bucket}: the refreshed token is saved now, on shutdown (after ${unsaved.failedWrites} failed write${unsaved.failedWrites === 1 ? '' : 's'})`)
+        } catch (error) {
+          this.log(
+            `oauth ${provider}/${bucket}: ERROR: the refreshed token could not be saved before the broker stopped (${(error as Error).message}); ` +
+              `it is lost and the stored refresh token is already spent: run \`${loginCommand(provider, bucket)}\` on the host`,
+          )
+        }
+      }),
+    )
+  }
+
+  /** The first result, or undefined when ms pass first (the promise keeps running). */
+  private async within<T>(promises: Promise<T>[], ms: number): Promise<T | undefined> {
+    if (promises.length === 0) return undefined
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms)
+    })
+    try {
+      return await Promise.race([Promise.all(promises).then((all) => all[0]), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** A forced refresh (a client saw a 401) ignores the margin; cooldown and re-read still apply. */
@@ -227,7 +282,7 @@ export class RefreshCoordinator {
     this.log(
       `oauth ${provider}/${bucket}: WARNING: saving the refreshed token failed (${failedWrites}x: ${(error as Error).message}); ` +
         'it is held in memory and the write is retried; if this broker stops before a write succeeds, ' +
-        `run \`credproxy auth login ${provider}${bucket === DEFAULT_BUCKET ? '' : ` --bucket ${bucket}`}\` on the host`,
+        `run \`${loginCommand(provider, bucket)}\` on the host`,
     )
   }
 
