@@ -91,7 +91,7 @@ describe('expected errors: one line, the next step, no stack trace', () => {
     const inside = lines.findIndex((line) => /^credproxy: .*\(NOT_GRANTED\)$/.test(line))
     expect(inside).toBeGreaterThanOrEqual(0)
     expect(lines.slice(inside, inside + 2).join('\n')).toContain('--grant-key')
-    expect(result.stderr).toMatch(/^credproxy: the sandbox was refused key K: rerun with --grant-key K/m)
+    expect(result.stderr).toMatch(/^credproxy: the sandbox was refused key K: rerun with --grant-key K, or grant it now: credproxy grant --session [0-9a-f]+ --key K$/m)
     expect(result.stderr).not.toMatch(/^\s+at /m)
     expect(result.stderr).not.toContain('errors-test-key-value-8b1e')
   })
@@ -114,6 +114,17 @@ describe('hints that name a command inside a sandbox', () => {
       expectOneErrorLine(result.stderr, 'provider testprov is not granted', 'on the host')
       expect(result.stderr).toMatch(/`credproxy grant --session [A-Za-z0-9_-]+ --provider testprov`/)
       expect(result.stderr).not.toContain('credproxy grant --provider')
+    } finally {
+      await fixture.cleanup()
+    }
+  })
+
+  test('a missing key inside the sandbox says to store it on the host, not to run `key set` where it is refused', async () => {
+    const fixture = await startServer({ secret, grants: { providers: [], keys: ['NOPE'], capabilities: ['read', 'login'] } })
+    try {
+      const result = await runCli(['key', 'get', 'NOPE'], { env: inside(fixture), cwd })
+      expect(result.code).toBe(EXIT.NOT_FOUND)
+      expectOneErrorLine(result.stderr, 'no API key named NOPE', 'on the host (outside the sandbox) with: credproxy key set NOPE')
     } finally {
       await fixture.cleanup()
     }

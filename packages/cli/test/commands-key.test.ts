@@ -55,6 +55,13 @@ describe('credproxy key', () => {
     expect((await cli(['key', 'list', '--json'])).stdout).toBe('{"keys":[]}\n')
   })
 
+  test('a secret typed in place of the NAME is not echoed back', async () => {
+    const set = await cli(['key', 'set', 'sk-live/abc+def=='], 'value')
+    expect(set.code).toBe(EXIT.USAGE)
+    expect(set.stderr).toContain('is not a valid key name')
+    expect(set.stderr).not.toContain('sk-live/abc+def==')
+  })
+
   test('an empty piped value stores nothing', async () => {
     const set = await cli(['key', 'set', 'K'], '  \n')
     expect(set.code).toBe(EXIT.USAGE)
@@ -67,6 +74,15 @@ describe('credproxy key', () => {
       code: EXIT.NOT_FOUND,
       stdout: '',
       stderr: 'credproxy: no API key named NOPE\n  Store one with: credproxy key set NOPE\n',
+    })
+  })
+
+  test('delete of a missing key exits 3 and points to `key list`, not to storing it', async () => {
+    const del = await cli(['key', 'delete', 'NOPE'])
+    expect(del).toEqual({
+      code: EXIT.NOT_FOUND,
+      stdout: '',
+      stderr: 'credproxy: no API key named NOPE\n  Nothing was deleted; list the stored keys with: credproxy key list\n',
     })
   })
 

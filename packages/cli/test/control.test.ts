@@ -12,6 +12,7 @@ import { AuditLog, auditLogPath, readAuditEntries } from '../src/server/audit-lo
 import { MAX_CONTROL_FRAME_BYTES, startControlChannel, type ControlChannel } from '../src/server/control.js'
 import { SessionGrants } from '../src/server/grants.js'
 import { listSessions, registerSession, sessionsDir } from '../src/server/session-registry.js'
+import { openHostStores } from '../src/storage/index.js'
 import { captureIO, startSecureSession } from './helpers/security-helpers.js'
 import { RawClient } from './helpers/server-raw-client.js'
 
@@ -54,7 +55,7 @@ async function start(): Promise<ControlChannel> {
 }
 
 const cli = async (...argv: string[]) => {
-  const io = captureIO({ CREDPROXY_HOME: home })
+  const io = captureIO({ CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' })
   const code = await main(argv, io)
   return { code, out: io.stdoutText(), err: io.stderrText() }
 }
@@ -243,6 +244,16 @@ describe('credproxy sessions / grant / revoke', () => {
       expect.objectContaining({ op: 'grant', reason: 'capability:save' }),
       expect.objectContaining({ op: 'revoke', key: 'OPENAI_API_KEY' }),
     ])
+  })
+
+  test('grant of a key not stored on the host still grants it, with a note naming `credproxy key set`', async () => {
+    await start()
+    const stores = await openHostStores({ env: { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }, paths })
+    await stores.keys.saveKey('STORED_KEY', 'v')
+    const granted = await cli('grant', '--session', SESSION, '--key', 'STORED_KEY', '--key', 'MISSING_KEY')
+    expect(granted.code).toBe(0)
+    expect(grants.checkKey('MISSING_KEY').ok).toBe(true)
+    expect(granted.err).toBe('credproxy: note: no API key named MISSING_KEY is stored on the host yet; the sandbox gets it once you run: credproxy key set MISSING_KEY\n')
   })
 
   test('a revoke the session cannot apply is refused with the reason', async () => {

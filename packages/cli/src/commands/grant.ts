@@ -8,6 +8,7 @@ import { sendControlRequest } from '../server/control-client.js'
 import { CAPABILITIES, GrantSetSchema, parseProviderGrant, type Capability, type GrantChange, type GrantSet, WILDCARD } from '../server/grants.js'
 import { findSession } from '../server/session-registry.js'
 import { parseOptions } from './parse-options.js'
+import { openCommandStores } from './stores.js'
 
 type GrantVerb = 'grant' | 'revoke'
 
@@ -115,7 +116,23 @@ export async function changeGrants(verb: GrantVerb, args: string[], io: CliIO): 
     writeLine(io.stdout, `${verb === 'grant' ? 'Granted' : 'Revoked'}; session ${session.id} now has:`)
     writeLine(io.stdout, formatGrants(grants.data as GrantSet).replace(/^/gm, '  '))
   }
+  if (verb === 'grant') await noteMissingKeys(parsed.change.keys ?? [], io)
   return EXIT.OK
+}
+
+/** A granted key that is not stored would only fail later, inside the sandbox: say so now. Best effort. */
+async function noteMissingKeys(keys: string[], io: CliIO): Promise<void> {
+  const named = keys.filter((key) => key !== WILDCARD)
+  if (named.length === 0) return
+  let stored: string[]
+  try {
+    stored = await (await openCommandStores(io)).keys.listKeys()
+  } catch {
+    return
+  }
+  for (const key of named.filter((k) => !stored.includes(k))) {
+    writeLine(io.stderr, `credproxy: note: no API key named ${key} is stored on the host yet; the sandbox gets it once you run: credproxy key set ${key}`)
+  }
 }
 
 export const command: Command = {

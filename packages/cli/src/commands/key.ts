@@ -32,13 +32,22 @@ const SUBCOMMANDS = ['set', 'get', 'list', 'delete'] as const
 function validName(name: string | undefined, sub: string): string {
   if (name === undefined) throw new UsageError(`key ${sub} needs a NAME`, `Example: credproxy key ${sub} OPENAI_API_KEY`)
   if (!isKeyName(name)) {
-    throw new UsageError(`'${name}' is not a valid key name`, 'Use 1-64 characters from a-z A-Z 0-9 . _ -')
+    // `key set` never echoes its argument: someone may have typed the secret there.
+    const shown = sub === 'set' ? 'the NAME given' : `'${name}'`
+    throw new UsageError(`${shown} is not a valid key name`, 'Use 1-64 characters from a-z A-Z 0-9 . _ - (not __proto__, constructor, prototype)')
   }
   return name
 }
 
-function notFound(name: string): CliError {
-  return new CliError(`no API key named ${name}`, `Store one with: credproxy key set ${name}`, EXIT.NOT_FOUND)
+/** The next step depends on where we are: inside a sandbox (backend broker) keys are set on the host only. */
+function notFound(name: string, sub: 'get' | 'delete', backend: string): CliError {
+  const hint =
+    sub === 'delete'
+      ? 'Nothing was deleted; list the stored keys with: credproxy key list'
+      : backend === 'broker'
+        ? `Store it on the host (outside the sandbox) with: credproxy key set ${name}`
+        : `Store one with: credproxy key set ${name}`
+  return new CliError(`no API key named ${name}`, hint, EXIT.NOT_FOUND)
 }
 
 async function readValue(io: CliIO, name: string): Promise<string> {
@@ -93,7 +102,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
   const stores = await openCommandStores(io)
   if (sub === 'get') {
     const value = await stores.keys.getKey(name)
-    if (value === null) throw notFound(name)
+    if (value === null) throw notFound(name, 'get', stores.backend)
     writeLine(io.stdout, value)
     return EXIT.OK
   }
@@ -101,10 +110,10 @@ async function run(args: string[], io: CliIO): Promise<number> {
   try {
     deleted = await stores.keys.deleteKey(name)
   } catch (error) {
-    if (error instanceof ProxyError && error.code === 'NOT_FOUND') throw notFound(name)
+    if (error instanceof ProxyError && error.code === 'NOT_FOUND') throw notFound(name, 'delete', stores.backend)
     throw error
   }
-  if (!deleted) throw notFound(name)
+  if (!deleted) throw notFound(name, 'delete', stores.backend)
   writeLine(io.stderr, `Deleted API key ${name}.`)
   return EXIT.OK
 }

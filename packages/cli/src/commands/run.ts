@@ -107,16 +107,16 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
   }
 }
 
-/** The flag that would have allowed a refused request, for a one-line hint. */
-export function grantHint(entry: AuditEntry): string | null {
+/** What a refused request needed: the flag to rerun with and the `credproxy grant` options that add it now. */
+export function grantHint(entry: AuditEntry): { what: string; flag: string; grant: string } | null {
   if (entry.event !== 'request' || entry.outcome !== 'NOT_GRANTED') return null
   if (entry.op === 'get_api_key' || entry.op === 'has_api_key') {
-    return entry.key === undefined ? null : `key ${entry.key}: rerun with --grant-key ${entry.key}`
+    return entry.key === undefined ? null : { what: `key ${entry.key}`, flag: `--grant-key ${entry.key}`, grant: `--key ${entry.key}` }
   }
-  if (entry.op === 'save_token' || entry.op === 'remove_token') return `${entry.op}: rerun with --allow-save`
+  if (entry.op === 'save_token' || entry.op === 'remove_token') return { what: entry.op, flag: '--allow-save', grant: '--capability save' }
   if (entry.provider !== undefined) {
     const target = entry.bucket === undefined || entry.bucket === 'default' ? entry.provider : `${entry.provider}:${entry.bucket}`
-    return `provider ${target}: rerun with --grant ${target}`
+    return { what: `provider ${target}`, flag: `--grant ${target}`, grant: `--provider ${target}` }
   }
   return null
 }
@@ -128,9 +128,13 @@ function hintingAudit(log: AuditSink, io: CliIO, sessionId: () => string): Audit
     write(entry) {
       log.write(entry)
       const hint = grantHint(entry)
-      if (hint === null || shown.has(hint)) return
-      shown.add(hint)
-      writeLine(io.stderr, `credproxy: the sandbox was refused ${hint} (or: credproxy grant --session ${sessionId()} ...)`)
+      if (hint === null || shown.has(hint.what)) return
+      shown.add(hint.what)
+      // The whole command, ready to paste into another terminal while the session runs.
+      writeLine(
+        io.stderr,
+        `credproxy: the sandbox was refused ${hint.what}: rerun with ${hint.flag}, or grant it now: credproxy grant --session ${sessionId()} ${hint.grant}`,
+      )
     },
   }
 }
