@@ -317,6 +317,8 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
       (session: StartedSession) => {
         secrets.sessionSecret = session.secret.toString('hex')
       },
+      // One opening of the store (keyring probe, key derivation) serves both halves.
+      stores,
     )
     say(`  ran: credproxy run --sandbox bwrap --grant ${DEMO_PROVIDER} --grant-key ${keyName} -- credproxy demo --probe ...`)
     const parsed = ProbeReportSchema.safeParse(safeJson(Buffer.concat(chunks).toString('utf8')))
@@ -332,6 +334,7 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
       stores.tokens.removeToken(DEMO_PROVIDER, DEFAULT_BUCKET),
     ])
     removedAll = removed.every((r) => r.status === 'fulfilled')
+    await stores.tokens.close?.()
     await rm(workdir, { recursive: true, force: true })
   }
   checks.push({ ok: removedAll, label: 'removed the throwaway credentials from the store' })

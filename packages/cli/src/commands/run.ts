@@ -14,7 +14,7 @@ import { pruneStaleSessions } from '../server/stale-sessions.js'
 import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../server/grants.js'
 import type { AuditEntry, AuditSink } from '../server/hooks.js'
 import { createPeerCheck } from '../server/peer-credentials.js'
-import { openHostStores } from '../storage/index.js'
+import { openHostStores, type HostStores } from '../storage/index.js'
 import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
@@ -150,6 +150,8 @@ export async function runCommand(
   io: CliIO,
   /** Called once the broker listens (the demo uses it to know which secret to look for). */
   onStarted?: (session: StartedSession) => void,
+  /** Host stores the caller already opened (and closes); otherwise run opens and closes its own. */
+  openedStores?: HostStores,
 ): Promise<number> {
   const choice = parseSandboxChoice(options.sandbox)
   const paths = resolvePaths(io.env)
@@ -166,9 +168,9 @@ export async function runCommand(
   let sandbox: SandboxProcess | undefined
   const handlers = new Map<NodeJS.Signals, () => void>()
   try {
-    const stores = await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) })
+    const stores = openedStores ?? (await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) }))
     // Registered first, so it runs last: after the server stopped, its usage counts are written.
-    cleanups.push(async () => stores.tokens.close?.())
+    if (openedStores === undefined) cleanups.push(async () => stores.tokens.close?.())
     // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.
     const oauth = await createOAuthBroker({ stores, paths, env: io.env, log: brokerLog })
     if (oauth !== null) cleanups.push(() => oauth.close())
