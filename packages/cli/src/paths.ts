@@ -1,6 +1,6 @@
 // Where credproxy keeps things. $CREDPROXY_HOME puts everything under one
 // directory (tests, portable setups); otherwise the XDG base directories.
-import { homedir, tmpdir } from 'node:os'
+import { homedir } from 'node:os'
 import { join } from 'node:path'
 
 export interface CredproxyPaths {
@@ -30,12 +30,13 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CredproxyPat
     return value !== undefined && value.startsWith('/') ? value : join(userHome, fallback)
   }
   const runtime = env['XDG_RUNTIME_DIR']
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 0
+  const stateDir = join(xdg('XDG_STATE_HOME', '.local/state'), 'credproxy')
   return {
     dataDir: join(xdg('XDG_DATA_HOME', '.local/share'), 'credproxy'),
-    stateDir: join(xdg('XDG_STATE_HOME', '.local/state'), 'credproxy'),
+    stateDir,
     configDir: join(xdg('XDG_CONFIG_HOME', '.config'), 'credproxy'),
-    runtimeDir:
-      runtime !== undefined && runtime.startsWith('/') ? join(runtime, 'credproxy') : join(tmpdir(), `credproxy-${uid}`),
+    // Without XDG_RUNTIME_DIR: under the user's own state dir, never a name in the shared
+    // /tmp that another user could create first and so block every run and serve.
+    runtimeDir: runtime !== undefined && runtime.startsWith('/') ? join(runtime, 'credproxy') : join(stateDir, 'run'),
   }
 }

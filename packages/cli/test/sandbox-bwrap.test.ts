@@ -1,9 +1,9 @@
 // The bwrap argv builder, the sandbox env allowlist and the keyring seccomp filter,
 // the last one checked in a real bubblewrap sandbox.
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
 import { CliError } from '../src/cli-io.js'
 import { buildBwrapArgs, bwrapLaunchPlan, isWithin, probeBwrap } from '../src/sandbox/bwrap.js'
@@ -23,6 +23,7 @@ afterEach(() => {
 
 function request(overrides: Partial<SandboxRequest> = {}): SandboxRequest {
   const base = tempDir()
+  mkdirSync(join(base, 'cp-home'))
   return {
     command: ['true'],
     cwd: join(base, 'project'),
@@ -62,16 +63,64 @@ describe('buildBwrapArgs', () => {
     expect(args.slice(args.indexOf('--') + 1)).toEqual(['true'])
   })
 
-  test('a credproxy dir re-exposed by binding the home is covered again after the bind', () => {
+  test('refuses a working directory or --bind that is or contains the home or a credproxy dir', () => {
     const base = tempDir()
     const home = join(base, 'home')
     const data = join(home, '.local', 'share', 'credproxy')
     mkdirSync(data, { recursive: true })
-    const { args } = buildBwrapArgs(request({ cwd: home, hostEnv: { HOME: home }, hiddenPaths: [data] }))
-    const bindAt = args.findIndex((a, i) => a === '--bind' && args[i + 1] === home)
-    const coverAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === data)
-    expect(bindAt).toBeGreaterThan(-1)
-    expect(coverAt).toBeGreaterThan(bindAt)
+    const r = request({ hostEnv: { HOME: home }, hiddenPaths: [data] })
+    expect(() => buildBwrapArgs({ ...r, cwd: home })).toThrow(/contains credproxy's own directory/)
+    expect(() => buildBwrapArgs({ ...r, hiddenPaths: [], cwd: home })).toThrow(`is or contains your home directory ${home}`)
+    expect(() => buildBwrapArgs({ ...r, hiddenPaths: [], cwd: base })).toThrow(/your home directory/)
+    expect(() => buildBwrapArgs({ ...r, binds: [join(home, '.local')] })).toThrow(CliError)
+    // A project below the home is fine.
+    mkdirSync(join(home, 'src'))
+    expect(pairs(buildBwrapArgs({ ...r, cwd: join(home, 'src') }).args, '--bind')).toContain(join(home, 'src'))
+  })
+
+  test('compares real paths: a symlink to a credproxy dir is that dir, for --bind and cwd', () => {
+    const r = request()
+    const hidden = r.hiddenPaths[0] as string
+    const link = join(dirname(hidden), 'link')
+    symlinkSync(hidden, link)
+    expect(() => buildBwrapArgs({ ...r, binds: [link] })).toThrow(/inside credproxy's own directory/)
+    expect(() => buildBwrapArgs({ ...r, cwd: link })).toThrow(/inside credproxy's own directory/)
+    // A link whose target contains the credproxy dir.
+    const up = join(tempDir(), 'up')
+    symlinkSync(dirname(hidden), up)
+    expect(() => buildBwrapArgs({ ...r, binds: [up] })).toThrow(/contains credproxy's own directory/)
+  })
+
+  test('hides a credproxy dir that lies outside every tmpfs (CREDPROXY_HOME=/srv/...), after every bind', () => {
+    const r = request()
+    // Outside /tmp, /run and the home: nothing but its own tmpfs hides it.
+    const outside = mkdtempSync(join('/var/lib', 'cp-bwrap-hidden-'))
+    dirs.push(outside)
+    const { args } = buildBwrapArgs({ ...r, hiddenPaths: [outside] })
+    const coverAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === outside)
+    expect(coverAt).toBeGreaterThan(args.lastIndexOf('--bind'))
+    expect(() => buildBwrapArgs({ ...r, hiddenPaths: [join(outside, 'missing')] })).toThrow(/does not exist, so it cannot be hidden/)
+  })
+
+  test('the install under cwd is re-bound read-only after the cwd bind; host-executed files in cwd are read-only', () => {
+    const r = request()
+    mkdirSync(r.cwd)
+    const install = join(r.cwd, 'node_modules')
+    mkdirSync(install)
+    writeFileSync(join(r.cwd, '.npmrc'), 'registry=x\n')
+    mkdirSync(join(r.cwd, '.git', 'hooks'), { recursive: true })
+    const { args, created } = buildBwrapArgs({ ...r, runtimeDirs: [install] })
+    const cwdAt = args.findIndex((a, i) => a === '--bind' && args[i + 1] === r.cwd)
+    const installAt = args.findIndex((a, i) => a === '--ro-bind' && args[i + 1] === install)
+    expect(installAt).toBeGreaterThan(cwdAt)
+    expect(pairs(args, '--ro-bind')).toEqual(expect.arrayContaining([join(r.cwd, '.npmrc'), join(r.cwd, '.git', 'hooks')]))
+    // Missing ones get an empty read-only stand-in, and are listed for removal after the run.
+    expect(args.join(' ')).toContain(`--ro-bind ${join(r.shimDir, '.empty')} ${join(r.cwd, '.envrc')}`)
+    expect(args.join(' ')).toContain(`--tmpfs ${join(r.cwd, '.vscode')} --remount-ro ${join(r.cwd, '.vscode')}`)
+    expect(created).toEqual(expect.arrayContaining([join(r.cwd, '.envrc'), join(r.cwd, '.vscode'), join(r.cwd, '.git', 'config')]))
+    expect(created).not.toContain(join(r.cwd, '.npmrc'))
+    symlinkSync('/etc/hostname', join(r.cwd, '.bashrc'))
+    expect(() => buildBwrapArgs(r)).toThrow(/\.bashrc is a symbolic link/)
   })
 
   test('binds a node binary under the home as that one file, never the home (n with N_PREFIX=$HOME)', () => {

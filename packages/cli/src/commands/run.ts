@@ -162,7 +162,7 @@ export async function runCommand(
   // They must exist before launch: bwrap hides them with a tmpfs only where they exist.
   for (const dir of [paths.dataDir, paths.stateDir, paths.configDir, paths.runtimeDir]) await ensurePrivateDir(dir)
   // A credproxy killed with SIGKILL could not clean up; its successor does.
-  await pruneStaleSessions(paths, (path) => brokerLog(`removed stale ${path}`))
+  await pruneStaleSessions(paths, (path) => brokerLog(`removed stale ${path}`), io.env)
 
   const cleanups: Array<() => Promise<unknown>> = []
   let sandbox: SandboxProcess | undefined
@@ -198,7 +198,7 @@ export async function runCommand(
     const control: ControlChannel = await startControlChannel(
       { sessionId, grants: server.grants, socketPath: started.socketPath, peers: () => server.peers() },
       paths,
-      { command: options.command, audit, log: brokerLog },
+      { command: options.command, audit, log: brokerLog, sandboxPids: () => sandbox?.sandboxPids() ?? [] },
     )
     cleanups.push(() => control.stop())
 

@@ -146,7 +146,7 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
       const cleanups: Array<() => Promise<unknown>> = []
       try {
         // A credproxy killed with SIGKILL could not clean up; its successor does.
-        await pruneStaleSessions(paths, (path) => log(`removed stale ${path}`))
+        await pruneStaleSessions(paths, (path) => log(`removed stale ${path}`), io.env)
         const stores = await (deps.openStores ?? ((i, p, l) => openHostStores({ env: i.env, paths: p, log: l })))(io, paths, (line) =>
           writeLine(io.stderr, line),
         )

@@ -66,7 +66,7 @@ export const command: Command = {
   help,
   async run(args, io) {
     const json = parseOptions('sessions', args, { json: { type: 'boolean' } }).json === true
-    const views = await Promise.all((await pruneStaleSessions(resolvePaths(io.env))).map(describe))
+    const views = await Promise.all((await pruneStaleSessions(resolvePaths(io.env), undefined, io.env)).map(describe))
     if (json) {
       writeLine(io.stdout, JSON.stringify(views, null, 2))
       return EXIT.OK

@@ -3,8 +3,8 @@
 // tmpfs, and only the session socket directory (read-only) and the working
 // directory (read-write) bound in. Mount table: dev-docs/sandbox.md.
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { isAbsolute, relative, resolve } from 'node:path'
+import { existsSync, lstatSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs'
+import { isAbsolute, join, relative, resolve } from 'node:path'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { buildKeyringSeccompFilter } from './seccomp.js'
@@ -24,37 +24,60 @@ export function isWithin(inner: string, outer: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))
 }
 
+/** The path with every symlink resolved; the lexical absolute path when it does not exist (yet). */
+export function realPath(path: string): string {
+  try {
+    return realpathSync(resolve(path))
+  } catch {
+    return resolve(path)
+  }
+}
+
 export function sandboxHome(hostEnv: NodeJS.ProcessEnv): { hostHome: string | null; home: string } {
   const home = hostEnv['HOME']
   if (home === undefined || !isAbsolute(home) || resolve(home) === '/') return { hostHome: null, home: FALLBACK_SANDBOX_HOME }
-  return { hostHome: resolve(home), home: resolve(home) }
+  return { hostHome: realPath(home), home: resolve(home) }
 }
 
-/** Refuse binds that would expose credproxy's own files or make the whole host writable. */
-export function checkBind(path: string, hiddenPaths: readonly string[], what: string): void {
-  if (resolve(path) === '/') {
+/**
+ * Refuse binds that would expose credproxy's own files, the home, or the whole host.
+ * Compared by real path: `--bind ~/link` to a credproxy dir is that dir.
+ */
+export function checkBind(path: string, hiddenPaths: readonly string[], what: string, hostHome: string | null = null): void {
+  const real = realPath(path)
+  if (real === '/') {
     throw new CliError(`${what} is /, which would make the whole host writable inside the sandbox`, 'Run from a project directory.', EXIT.USAGE)
   }
-  for (const hidden of hiddenPaths) {
-    if (isWithin(resolve(path), resolve(hidden))) {
+  for (const hidden of hiddenPaths.map(realPath)) {
+    if (isWithin(real, hidden) || isWithin(hidden, real)) {
+      const where = isWithin(real, hidden) ? 'is inside' : 'contains'
       throw new CliError(
-        `${what} ${path} is inside credproxy's own directory ${hidden}, which the sandbox must not see`,
-        'Run from a project directory, or choose another --bind.',
+        `${what} ${path} ${where} credproxy's own directory ${hidden}, which the sandbox must not see`,
+        'Run from a project directory that neither holds nor lies in a credproxy directory, or choose another --bind.',
         EXIT.USAGE,
       )
     }
   }
+  if (hostHome !== null && isWithin(hostHome, real)) {
+    throw new CliError(
+      `${what} ${path} is or contains your home directory ${hostHome}; the sandbox would get your whole home read-write`,
+      'Run from a project directory below your home (e.g. ~/src/project), or bind only that directory.',
+      EXIT.USAGE,
+    )
+  }
 }
 
 /**
- * Refuse to re-bind an install path that holds the host home or a credproxy dir:
- * the bind would undo the tmpfs over them (a node prefix of $HOME, a clone in /tmp).
+ * Refuse to re-bind an install path that holds the host home or a credproxy dir
+ * (the bind would undo the tmpfs over them: a node prefix of $HOME, a clone in /tmp),
+ * or that lies inside a credproxy dir (the tmpfs over it would hide the install).
  */
 export function checkRuntimePath(path: string, hostHome: string | null, hiddenPaths: readonly string[]): void {
-  const guarded = hiddenPaths.map((dir) => ({ dir, what: "credproxy's own directory" }))
+  const real = realPath(path)
+  const guarded = hiddenPaths.map((dir) => ({ dir: realPath(dir), what: "credproxy's own directory" }))
   if (hostHome !== null) guarded.unshift({ dir: hostHome, what: 'your home directory' })
   for (const { dir, what } of guarded) {
-    if (isWithin(resolve(dir), resolve(path))) {
+    if (isWithin(dir, real)) {
       throw new CliError(
         `credproxy's install directory ${path} contains ${what} ${dir}; binding it into the sandbox would expose it`,
         'Install credproxy (and its node_modules) in a directory that does not contain them, e.g. /opt/credproxy or a project checkout.',
@@ -62,17 +85,140 @@ export function checkRuntimePath(path: string, hostHome: string | null, hiddenPa
       )
     }
   }
+  for (const { dir } of guarded.slice(hostHome === null ? 0 : 1)) {
+    if (isWithin(real, dir)) {
+      throw new CliError(
+        `credproxy's install directory ${path} lies inside credproxy's own directory ${dir}, which the sandbox must not see`,
+        'Install credproxy outside its data, state, config and runtime directories.',
+        EXIT.USAGE,
+      )
+    }
+  }
 }
 
 /**
- * The bwrap argv. Order matters: bwrap applies mounts in sequence, so the hidden
- * credproxy dirs are mounted over last, after any bind that might contain them.
+ * Files in the working directory that host programs run or obey on their own when
+ * the user next works there (npm/yarn/pnpm config and hooks, direnv, git, shells,
+ * editors, agent settings). Read-only inside, and a missing one cannot be created.
+ * Why each one: dev-docs/sandbox.md "Host-executed files in the working directory".
  */
-export function buildBwrapArgs(request: SandboxRequest): { args: string[]; env: Record<string, string>; seccomp: Buffer | null } {
+export const HOST_EXECUTED_FILES = [
+  '.npmrc',
+  '.yarnrc',
+  '.yarnrc.yml',
+  '.pnpmfile.cjs',
+  '.envrc',
+  '.gitconfig',
+  '.gitmodules',
+  '.bashrc',
+  '.bash_profile',
+  '.bash_login',
+  '.profile',
+  '.zshrc',
+  '.zshenv',
+  '.zprofile',
+  '.zlogin',
+  '.ripgreprc',
+  '.mcp.json',
+] as const
+export const HOST_EXECUTED_DIRS = ['.vscode', '.idea', '.claude', '.devcontainer', '.husky'] as const
+/** In a `.git` directory: what makes host git run code. */
+const GIT_HOST_EXECUTED = { dirs: ['hooks'], files: ['config'] } as const
+/** The empty read-only file in the shim directory that a missing host-executed file is replaced with. */
+export const EMPTY_FILE_NAME = '.empty'
+
+type Kind = 'missing' | 'symlink' | 'dir' | 'other'
+
+function kindOf(path: string): Kind {
+  try {
+    const info = lstatSync(path)
+    if (info.isSymbolicLink()) return 'symlink'
+    return info.isDirectory() ? 'dir' : 'other'
+  } catch {
+    return 'missing'
+  }
+}
+
+/**
+ * Mounts that make the host-executed files of cwd read-only. A missing one gets an
+ * empty read-only file or directory, whose mount point bwrap creates on the host;
+ * `created` lists those, for removal after the run (removeEmptyMountpoints).
+ */
+export function protectHostExecuted(cwd: string, emptyFile: string): { args: string[]; created: string[] } {
+  const args: string[] = []
+  const created: string[] = []
+  const protect = (path: string, dir: boolean): void => {
+    const kind = kindOf(path)
+    if (kind === 'symlink') {
+      // A link is not a mount point: the sandbox could replace it and the host would follow the new one.
+      throw new CliError(
+        `${path} is a symbolic link, which credproxy cannot make read-only inside the sandbox`,
+        'Replace the link with a copy of its target, or run from another directory.',
+        EXIT.USAGE,
+      )
+    }
+    if (kind !== 'missing') args.push('--ro-bind', path, path)
+    else {
+      created.push(path)
+      if (dir) args.push('--tmpfs', path, '--remount-ro', path)
+      else args.push('--ro-bind', emptyFile, path)
+    }
+  }
+  for (const name of HOST_EXECUTED_FILES) protect(join(cwd, name), false)
+  for (const name of HOST_EXECUTED_DIRS) protect(join(cwd, name), true)
+  const git = join(cwd, '.git')
+  if (kindOf(git) === 'dir') {
+    // Bound onto itself so it is a mount point: `mv .git x && mkdir .git` then fails (EBUSY).
+    args.push('--bind', git, git)
+    for (const name of GIT_HOST_EXECUTED.dirs) protect(join(git, name), true)
+    for (const name of GIT_HOST_EXECUTED.files) protect(join(git, name), false)
+  } else {
+    // A worktree's `.git` file names its git dir; no `.git` at all: `git init` inside would plant hooks.
+    protect(git, kindOf(git) === 'missing')
+  }
+  return { args, created }
+}
+
+/** Remove the mount points bwrap left for missing host-executed files, where still empty. */
+export function removeEmptyMountpoints(paths: readonly string[]): void {
+  for (const path of [...paths].reverse()) {
+    try {
+      const info = lstatSync(path)
+      if (info.isDirectory()) rmdirSync(path)
+      else if (info.isFile() && info.size === 0) unlinkSync(path)
+    } catch {
+      // Gone already, or the host put something there meanwhile: theirs to keep.
+    }
+  }
+}
+
+export interface BwrapArgs {
+  args: string[]
+  env: Record<string, string>
+  seccomp: Buffer | null
+  /** Host paths bwrap creates as mount points (missing host-executed files), to remove after the run. */
+  created: string[]
+}
+
+/**
+ * The bwrap argv. Order matters: bwrap applies mounts in sequence, so what must stay
+ * read-only or hidden is mounted after every bind that might contain it.
+ */
+export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
   const { hostHome, home } = sandboxHome(request.hostEnv)
-  const cwd = resolve(request.cwd)
-  checkBind(cwd, request.hiddenPaths, 'the working directory')
-  for (const bind of request.binds) checkBind(bind, request.hiddenPaths, '--bind')
+  const cwd = realPath(request.cwd)
+  checkBind(request.cwd, request.hiddenPaths, 'the working directory', hostHome)
+  for (const bind of request.binds) checkBind(bind, request.hiddenPaths, '--bind', hostHome)
+  const binds = request.binds.map(realPath)
+  const hidden: string[] = []
+  for (const path of request.hiddenPaths) {
+    const real = realPath(path)
+    if (!existsSync(real)) {
+      // A missing dir made on the host during the run would appear inside through the read-only root.
+      throw new CliError(`credproxy's directory ${path} does not exist, so it cannot be hidden from the sandbox`, 'Create it (credproxy run does) and rerun.', EXIT.USAGE)
+    }
+    hidden.push(real)
+  }
 
   const args = ['--unshare-all']
   if (request.allowNetwork) args.push('--share-net')
@@ -82,30 +228,35 @@ export function buildBwrapArgs(request: SandboxRequest): { args: string[]; env: 
   if (hostHome !== null) args.push('--tmpfs', hostHome)
   for (const dir of scratch) args.push('--tmpfs', dir)
   args.push('--proc', '/proc', '--dev', '/dev')
+  // Key descriptions of the host session keyring; covering them also stops a nested procfs mount.
+  const emptyFile = join(request.shimDir, EMPTY_FILE_NAME)
+  for (const file of PROC_KEY_FILES) args.push('--ro-bind', emptyFile, file)
   if (hostHome === null) args.push('--dir', FALLBACK_SANDBOX_HOME)
-  // The node binary and the credproxy install, if a tmpfs above just hid them (nvm under $HOME, an npx
-  // cache in /tmp). Skipped under cwd, which is bound read-write below anyway.
-  const covered = [...scratch, ...(hostHome === null ? [] : [hostHome]), ...request.hiddenPaths]
-  for (const path of dedupeNested([...request.nodeFiles, ...request.runtimeDirs])) {
-    if (!covered.some((c) => isWithin(path, c)) || isWithin(path, cwd)) continue
-    checkRuntimePath(path, hostHome, request.hiddenPaths)
+  args.push('--bind', cwd, cwd)
+  for (const bind of binds) args.push('--bind', bind, bind)
+  // Before the install re-binds: when cwd is inside the install, those make it all read-only anyway.
+  const protectedFiles = protectHostExecuted(cwd, emptyFile)
+  args.push(...protectedFiles.args)
+  // The node binary and the credproxy install: re-bound read-only where a tmpfs above hid them
+  // (nvm under $HOME, an npx cache in /tmp) or a read-write bind above exposed them (a local install under cwd).
+  const covered = [...scratch, ...(hostHome === null ? [] : [hostHome])]
+  const writable = [cwd, ...binds]
+  for (const path of dedupeNested([...request.nodeFiles, ...request.runtimeDirs].map(realPath))) {
+    if (!covered.some((c) => isWithin(path, c)) && !writable.some((w) => isWithin(path, w))) continue
+    checkRuntimePath(path, hostHome, hidden)
     args.push('--ro-bind', path, path)
   }
-  args.push('--bind', cwd, cwd)
-  for (const bind of request.binds) args.push('--bind', resolve(bind), resolve(bind))
-  for (const hidden of dedupeNested(request.hiddenPaths)) {
-    // A hidden dir only needs covering where something bound above made it visible again.
-    if (existsSync(hidden) && isVisible(hidden, [cwd, ...request.binds.map((b) => resolve(b)), ...request.runtimeDirs, ...request.nodeFiles], covered)) {
-      args.push('--tmpfs', hidden)
-    }
-  }
+  // Every credproxy dir that no tmpfs above already hides, wherever it lives (/srv, /opt, a home not named by HOME).
+  const bound = [...writable, ...request.runtimeDirs.map(realPath), ...request.nodeFiles.map(realPath)]
+  for (const dir of dedupeNested(hidden)) if (isVisible(dir, bound, covered)) args.push('--tmpfs', dir)
   args.push('--ro-bind', request.socketDir, SANDBOX_SOCKET_DIR)
   args.push('--ro-bind', request.shimDir, SANDBOX_BIN_DIR)
   args.push('--chdir', cwd)
   const seccomp = buildKeyringSeccompFilter()
   if (seccomp !== null) args.push('--seccomp', String(SECCOMP_FD))
   args.push('--', ...request.command)
-  return { args, env: buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName }), seccomp }
+  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName })
+  return { args, env, seccomp, created: protectedFiles.created }
 }
 
 /** Visible inside unless under a tmpfs and not re-exposed by a bind. */
@@ -113,6 +264,9 @@ function isVisible(path: string, bound: readonly string[], covered: readonly str
   if (bound.some((b) => isWithin(path, b) || isWithin(b, path))) return true
   return !covered.some((c) => isWithin(path, c))
 }
+
+/** /proc files listing kernel keys the sandbox's processes can see. */
+const PROC_KEY_FILES = ['/proc/keys', '/proc/key-users'] as const
 
 function dedupeNested(paths: readonly string[]): string[] {
   const sorted = [...new Set(paths.map((p) => resolve(p)))].sort((a, b) => a.length - b.length)
@@ -122,10 +276,10 @@ function dedupeNested(paths: readonly string[]): string[] {
 }
 
 export function bwrapLaunchPlan(request: SandboxRequest, secret: string): LaunchPlan {
-  const { args, env, seccomp } = buildBwrapArgs(request)
+  const { args, env, seccomp, created } = buildBwrapArgs(request)
   const fds: Uint8Array[] = [Buffer.from(secret, 'utf8')]
   if (seccomp !== null) fds.push(seccomp)
-  return { backend: 'bwrap', file: 'bwrap', args, env, fds }
+  return { backend: 'bwrap', file: 'bwrap', args, env, fds, mountpoints: created }
 }
 
 /** null when bwrap runs here, else a sentence saying why not and what to install. */

@@ -4,8 +4,8 @@
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { checkBind, checkRuntimePath, sandboxHome } from './bwrap.js'
+import { join } from 'node:path'
+import { checkBind, checkRuntimePath, realPath, sandboxHome } from './bwrap.js'
 import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD, type SandboxRequest } from './types.js'
 
@@ -38,9 +38,10 @@ export function buildContainerArgs(
   request: SandboxRequest,
   options: { secretDir: string; name: string; tty: boolean; identity: ContainerIdentity },
 ): string[] {
-  const cwd = resolve(request.cwd)
-  checkBind(cwd, request.hiddenPaths, 'the working directory')
-  for (const bind of request.binds) checkBind(bind, request.hiddenPaths, '--bind')
+  const cwd = realPath(request.cwd)
+  const { hostHome } = sandboxHome(request.hostEnv)
+  checkBind(request.cwd, request.hiddenPaths, 'the working directory', hostHome)
+  for (const bind of request.binds) checkBind(bind, request.hiddenPaths, '--bind', hostHome)
   const args = ['run', '--rm', '-i', '--init', '--name', options.name]
   if (options.tty) args.push('-t')
   args.push('--cap-drop=ALL', '--security-opt', 'no-new-privileges')
@@ -54,11 +55,11 @@ export function buildContainerArgs(
   args.push('-v', `${options.secretDir}:${CONTAINER_SECRET_DIR}:rw`)
   // Only the install's package dirs: the image runs its own node, and a dir holding the home would expose it.
   for (const dir of request.runtimeDirs) {
-    checkRuntimePath(dir, sandboxHome(request.hostEnv).hostHome, request.hiddenPaths)
+    checkRuntimePath(dir, hostHome, request.hiddenPaths)
     args.push('-v', `${dir}:${dir}:ro`)
   }
   args.push('-v', `${cwd}:${cwd}:rw`, '-w', cwd)
-  for (const bind of request.binds) args.push('-v', `${resolve(bind)}:${resolve(bind)}:rw`)
+  for (const bind of request.binds) args.push('-v', `${realPath(bind)}:${realPath(bind)}:rw`)
   const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH })
   // The allowlisted env holds no secret (sandbox-env.ts), so NAME=VALUE on the argv is fine.
   for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) args.push('-e', `${name}=${value}`)

@@ -4,9 +4,10 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { constants } from 'node:os'
 import type { Writable } from 'node:stream'
-import { writeLine, type CliIO } from '../cli-io.js'
+import { CliError, writeLine, type CliIO } from '../cli-io.js'
+import { EXIT } from '../exit-codes.js'
 import { inspectContainerPid, watchContainerPid, type ContainerPidLookup } from './container.js'
-import { closeQuietly, openUnlinkedFile } from './inherited-fd.js'
+import { closeInheritedFdsOnExec, closeQuietly, openSealedData } from './inherited-fd.js'
 import { descendants, isAlive } from './process-tree.js'
 import type { PreparedLaunch } from './select.js'
 
@@ -52,7 +53,14 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
 export function spawnSandbox(prepared: PreparedLaunch, io: CliIO, options: SpawnOptions = {}): SandboxProcess {
   const { plan } = prepared
   // The real process streams are inherited (TTY stays a TTY); test streams are piped.
-  const inherited = plan.fds.map((data) => openUnlinkedFile(data))
+  if (!closeInheritedFdsOnExec()) {
+    throw new CliError(
+      'credproxy cannot mark its inherited file descriptors close-on-exec, so they would leak into the sandbox',
+      'Run credproxy from a shell without extra open descriptors, on Linux or macOS with koffi installed.',
+      EXIT.UNAVAILABLE,
+    )
+  }
+  const inherited = plan.fds.map((data) => openSealedData(data))
   const stdio: StdioOptions = [
     hasFd(io.stdin, 0) ? 'inherit' : 'pipe',
     hasFd(io.stdout, 1) ? 'inherit' : 'pipe',

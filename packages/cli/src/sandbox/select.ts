@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import type { Writable } from 'node:stream'
 import { CliError, writeLine } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { bwrapLaunchPlan, probeBwrap } from './bwrap.js'
+import { bwrapLaunchPlan, probeBwrap, removeEmptyMountpoints } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
 import { buildSandboxEnv } from './sandbox-env.js'
 import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
@@ -92,7 +92,12 @@ export async function prepareLaunch(
   const request: SandboxRequest = { ...input, shimDir: shim.dir, runtimeDirs: runtimeDirs(), nodeFiles: container ? [] : nodeFiles() }
   try {
     if (backend === 'bwrap') {
-      return { plan: bwrapLaunchPlan(request, secret), detached: true, cleanup: shim.remove }
+      const plan = bwrapLaunchPlan(request, secret)
+      const cleanup = async (): Promise<void> => {
+        removeEmptyMountpoints(plan.mountpoints ?? [])
+        await shim.remove()
+      }
+      return { plan, detached: true, cleanup }
     }
     if (backend === 'none') {
       // No isolation: the host env minus credproxy's own settings, plus the real socket path.

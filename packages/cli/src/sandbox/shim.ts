@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { isWithin } from './bwrap.js'
+import { EMPTY_FILE_NAME, isWithin } from './bwrap.js'
 
 /** packages/cli/bin/credproxy.js of this installation (src/ and dist/ sit at the same depth). */
 export function credproxyBinPath(): string {
@@ -31,6 +31,8 @@ export async function createShim(node: string = process.execPath): Promise<Shim>
   const script = `#!/bin/sh\nexec ${shellQuote(node)} ${shellQuote(credproxyBinPath())} "$@"\n`
   const file = join(dir, 'credproxy')
   await writeFile(file, script, { mode: 0o755 })
+  // What bwrap binds read-only over a missing host-executed file in cwd (bwrap.ts protectHostExecuted).
+  await writeFile(join(dir, EMPTY_FILE_NAME), '', { mode: 0o444 })
   await chmod(dir, 0o755)
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) }
 }

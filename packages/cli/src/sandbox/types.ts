@@ -47,4 +47,6 @@ export interface LaunchPlan {
   args: string[]
   env: Record<string, string>
   fds: Uint8Array[]
+  /** Host paths the launcher creates as mount points (bwrap: missing host-executed files); removed after the run while empty. */
+  mountpoints?: string[]
 }

@@ -10,8 +10,8 @@ import { z } from 'zod'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
 import { GrantChangeSchema, type GrantChange, type SessionGrants } from './grants.js'
-import type { AuditSink } from './hooks.js'
-import { peerCredentialsSupported, readPeerCredentials, type SecurityLog } from './peer-credentials.js'
+import type { AuditSink, PeerInfo } from './hooks.js'
+import { attributeToSandbox, inOwnPidNamespace, peerCredentialsSupported, readPeerCredentials, type SecurityLog } from './peer-credentials.js'
 import { registerSession, unregisterSession } from './session-registry.js'
 
 /** Control messages are small; anything larger is a mistake or an attack. */
@@ -49,6 +49,8 @@ export interface ControlChannelOptions {
   command?: readonly string[]
   audit?: AuditSink
   log?: SecurityLog
+  /** This session's sandbox pids: a peer descending from one is refused (it is inside). */
+  sandboxPids?: () => readonly number[]
 }
 
 export interface ControlChannel {
@@ -129,6 +131,19 @@ function serveConnection(socket: Socket, target: ControlTarget, options: Control
 }
 
 /**
+ * Why a control peer is refused, or null. Besides another uid: any process inside a
+ * sandbox, this session's (by ancestry) or any other (its own pid namespace): grants
+ * are changed from the host only, even if a sandbox reached the socket.
+ */
+function controlRefusal(peer: PeerInfo | null, ownUid: number | null, sandboxPids: readonly number[]): string | null {
+  if (peer === null) return 'peer-unreadable'
+  if (ownUid !== null && peer.uid !== ownUid) return 'uid-mismatch'
+  if (process.platform === 'linux' && !inOwnPidNamespace(peer.pid)) return 'inside-sandbox'
+  if (sandboxPids.length > 0 && attributeToSandbox(peer.pid, sandboxPids) !== null) return 'inside-sandbox'
+  return null
+}
+
+/**
  * Listen on `<runtimeDir>/control-<sessionId>.sock` (0600) and register the
  * session in `<stateDir>/sessions/<sessionId>.json` (0600). Only peers of this
  * process's uid are served; others are closed at once and audited.
@@ -152,15 +167,9 @@ export async function startControlChannel(
   const server: Server = createServer((socket) => {
     if (checkPeers) {
       const peer = readPeerCredentials(socket)
-      if (peer === null || (ownUid !== null && peer.uid !== ownUid)) {
-        options.audit?.write({
-          session: target.sessionId,
-          event: 'connection_refused',
-          peer,
-          op: 'control',
-          outcome: 'FORBIDDEN',
-          reason: peer === null ? 'peer-unreadable' : 'uid-mismatch',
-        })
+      const reason = controlRefusal(peer, ownUid, options.sandboxPids?.() ?? [])
+      if (reason !== null) {
+        options.audit?.write({ session: target.sessionId, event: 'connection_refused', peer, op: 'control', outcome: 'FORBIDDEN', reason })
         socket.destroy()
         return
       }

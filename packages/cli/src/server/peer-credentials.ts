@@ -113,6 +113,17 @@ function pidNamespace(pid: number | 'self', procRoot: string): string | null {
 }
 
 /**
+ * true when pid runs in this process's own pid namespace. A process in a sandbox
+ * (bwrap, a container) never does; a pid of 0 (the kernel could not map the peer
+ * into our namespace) or an unreadable namespace counts as foreign.
+ */
+export function inOwnPidNamespace(pid: number, procRoot = '/proc'): boolean {
+  if (pid <= 0) return false
+  const peerNs = pidNamespace(pid, procRoot)
+  return peerNs !== null && peerNs === pidNamespace('self', procRoot)
+}
+
+/**
  * The launched sandbox pid this peer belongs to: the pid itself, an ancestor of the
  * peer, or a process sharing the peer's pid namespace (when that namespace is not
  * the server's own, which would admit every host process). null when none matches.

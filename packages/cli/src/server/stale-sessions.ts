@@ -24,10 +24,24 @@ async function isDeadSocket(path: string): Promise<boolean> {
 }
 
 /**
+ * true inside a credproxy sandbox: its launcher always sets these two. There the
+ * host's pids are not ours to see (every one would look dead), so nothing is pruned.
+ */
+export function insideCredproxySandbox(env: NodeJS.ProcessEnv): boolean {
+  return env['CREDPROXY_SOCKET'] !== undefined && env['CREDPROXY_SECRET_FD'] !== undefined
+}
+
+/**
  * Remove stale session directories, control sockets and registry entries, and
  * return the live sessions. `removed` gets each path taken away (for a log line).
+ * Inside a sandbox it removes nothing and lists nothing.
  */
-export async function pruneStaleSessions(paths: CredproxyPaths, removed?: (path: string) => void): Promise<SessionRecord[]> {
+export async function pruneStaleSessions(
+  paths: CredproxyPaths,
+  removed?: (path: string) => void,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<SessionRecord[]> {
+  if (insideCredproxySandbox(env)) return []
   // Drops registry entries whose credproxy pid is dead, with their control sockets.
   const live = await listSessions(paths)
   const liveIds = new Set(live.map((record) => record.id))
