@@ -173,6 +173,35 @@ describe('session registry and control socket', () => {
   )
 })
 
+describe.runIf(process.platform === 'linux')('control channel and sandboxed peers', () => {
+  test('a same-uid peer inside a bwrap sandbox that reaches the control socket is refused and audited', async () => {
+    const ch = await start()
+    const frame = encodeFrame({ id: 'x', op: 'grant', payload: { keys: ['*'], capabilities: ['save'] } }).toString('hex')
+    // The runtime dir bound in on purpose: what a sandbox could do if a mount ever exposed it.
+    const bwrap = ['--unshare-all', '--die-with-parent', '--ro-bind', '/', '/', '--bind', home, home, '--proc', '/proc', '--dev', '/dev']
+    const child = spawn('bwrap', [...bwrap, '--', process.execPath, PEER_CLIENT, ch.socketPath, frame])
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    await new Promise((resolve) => child.on('exit', resolve))
+    expect(output).toContain('connected')
+    expect(output).not.toContain('data ')
+    expect(grants.snapshot().keys).toEqual([])
+    await audit?.flush()
+    const lines = []
+    for await (const line of readAuditEntries(auditLogPath(paths))) lines.push(line)
+    expect(lines).toContainEqual(expect.objectContaining({ event: 'connection_refused', op: 'control', outcome: 'FORBIDDEN', reason: 'inside-sandbox' }))
+    // The same request from the host is served.
+    const host = spawn(process.execPath, [PEER_CLIENT, ch.socketPath, encodeFrame({ id: 'y', op: 'info' }).toString('hex')])
+    let hostOutput = ''
+    host.stdout.on('data', (chunk: Buffer) => {
+      hostOutput += chunk.toString()
+      if (hostOutput.includes('data ')) host.kill()
+    })
+    await new Promise((resolve) => host.on('exit', resolve))
+    expect(hostOutput).toContain('data ')
+  })
+})
+
 describe('credproxy sessions / grant / revoke', () => {
   test('sessions --json lists running sessions with grants and peers', async () => {
     await start()
