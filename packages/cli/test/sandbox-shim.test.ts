@@ -55,11 +55,13 @@ describe('credproxy inside a sandbox that hides the checkout', () => {
   test('runs when HOME is the checkout itself (the sandbox puts a tmpfs over HOME)', () => {
     const scratch = mkdtempSync(join(tmpdir(), 'cp-shim-'))
     try {
+      // A cwd beside CREDPROXY_HOME, not above it (that is refused).
+      mkdirSync(join(scratch, 'project'))
       const result = spawnSync(
         process.execPath,
         [join(repoRoot, 'packages/cli/bin/credproxy.js'), 'run', '--sandbox', 'bwrap', '--', 'credproxy', '--version'],
         {
-          cwd: scratch,
+          cwd: join(scratch, 'project'),
           env: { PATH: process.env['PATH'], HOME: repoRoot, CREDPROXY_HOME: join(scratch, 'home'), CREDPROXY_KEYRING: 'off' },
           encoding: 'utf8',
           timeout: 30_000,
