@@ -1,5 +1,8 @@
 // docker/podman argv builders and engine detection. No engine can run containers
 // on the test machine, so these check the argv and the "no engine" message only.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { describe, expect, test } from 'vitest'
 import { CliError } from '../src/cli-io.js'
@@ -52,6 +55,28 @@ describe('docker and podman argv', () => {
     expect(volumes).toContain('/work/project:/work/project:rw')
     expect(volumes).toContain(`/tmp/credproxy-secret-x:${CONTAINER_SECRET_DIR}:rw`)
     expect(value(args, '-w')).toEqual(['/work/project'])
+  })
+
+  test('host-executed files in the workdir are read-only, missing ones get empty read-only stand-ins', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'cp-ctr-'))
+    try {
+      writeFileSync(join(cwd, '.npmrc'), 'registry=x\n')
+      mkdirSync(join(cwd, '.git', 'hooks'), { recursive: true })
+      const args = buildDockerArgs({ ...request, cwd }, options)
+      const volumes = value(args, '-v')
+      expect(volumes).toEqual(
+        expect.arrayContaining([
+          `${cwd}/.npmrc:${cwd}/.npmrc:ro`,
+          `${cwd}/.git:${cwd}/.git:rw`,
+          `${cwd}/.git/hooks:${cwd}/.git/hooks:ro`,
+          `/tmp/credproxy-shim-x/.empty:${cwd}/.envrc:ro`,
+          `/tmp/credproxy-shim-x/.empty:${cwd}/.git/config:ro`,
+        ]),
+      )
+      expect(value(args, '--tmpfs')).toContain(`${cwd}/.vscode:ro`)
+    } finally {
+      rmSync(cwd, { recursive: true, force: true })
+    }
   })
 
   test('what `inspect` shows (argv, env) holds no secret and no host credential variable', () => {

@@ -139,13 +139,19 @@ function kindOf(path: string): Kind {
   }
 }
 
+/** How a host-executed path is guarded: its own read-only bind, bound onto itself (a mount point cannot be renamed), or an empty read-only stand-in. */
+export interface HostExecutedGuard {
+  path: string
+  how: 'ro' | 'pin' | 'empty-file' | 'empty-dir'
+}
+
 /**
- * Mounts that make the host-executed files of cwd read-only. A missing one gets an
- * empty read-only file or directory, whose mount point bwrap creates on the host;
+ * What makes the host-executed files of cwd read-only inside. A missing one gets an
+ * empty read-only stand-in, whose mount point the launcher creates on the host;
  * `created` lists those, for removal after the run (removeEmptyMountpoints).
  */
-export function protectHostExecuted(cwd: string, emptyFile: string): { args: string[]; created: string[] } {
-  const args: string[] = []
+export function hostExecutedGuards(cwd: string): { guards: HostExecutedGuard[]; created: string[] } {
+  const guards: HostExecutedGuard[] = []
   const created: string[] = []
   const protect = (path: string, dir: boolean): void => {
     const kind = kindOf(path)
@@ -157,11 +163,10 @@ export function protectHostExecuted(cwd: string, emptyFile: string): { args: str
         EXIT.USAGE,
       )
     }
-    if (kind !== 'missing') args.push('--ro-bind', path, path)
+    if (kind !== 'missing') guards.push({ path, how: 'ro' })
     else {
       created.push(path)
-      if (dir) args.push('--tmpfs', path, '--remount-ro', path)
-      else args.push('--ro-bind', emptyFile, path)
+      guards.push({ path, how: dir ? 'empty-dir' : 'empty-file' })
     }
   }
   for (const name of HOST_EXECUTED_FILES) protect(join(cwd, name), false)
@@ -169,13 +174,25 @@ export function protectHostExecuted(cwd: string, emptyFile: string): { args: str
   const git = join(cwd, '.git')
   if (kindOf(git) === 'dir') {
     // Bound onto itself so it is a mount point: `mv .git x && mkdir .git` then fails (EBUSY).
-    args.push('--bind', git, git)
+    guards.push({ path: git, how: 'pin' })
     for (const name of GIT_HOST_EXECUTED.dirs) protect(join(git, name), true)
     for (const name of GIT_HOST_EXECUTED.files) protect(join(git, name), false)
   } else {
     // A worktree's `.git` file names its git dir; no `.git` at all: `git init` inside would plant hooks.
     protect(git, kindOf(git) === 'missing')
   }
+  return { guards, created }
+}
+
+/** The bwrap mounts for hostExecutedGuards. */
+export function protectHostExecuted(cwd: string, emptyFile: string): { args: string[]; created: string[] } {
+  const { guards, created } = hostExecutedGuards(cwd)
+  const args = guards.flatMap(({ path, how }): string[] => {
+    if (how === 'ro') return ['--ro-bind', path, path]
+    if (how === 'pin') return ['--bind', path, path]
+    if (how === 'empty-file') return ['--ro-bind', emptyFile, path]
+    return ['--tmpfs', path, '--remount-ro', path]
+  })
   return { args, created }
 }
 

@@ -5,7 +5,7 @@ import { execFile, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkBind, checkRuntimePath, realPath, sandboxHome } from './bwrap.js'
+import { checkBind, checkRuntimePath, EMPTY_FILE_NAME, hostExecutedGuards, realPath, sandboxHome } from './bwrap.js'
 import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD, type SandboxRequest } from './types.js'
 
@@ -60,6 +60,13 @@ export function buildContainerArgs(
   }
   args.push('-v', `${cwd}:${cwd}:rw`, '-w', cwd)
   for (const bind of request.binds) args.push('-v', `${realPath(bind)}:${realPath(bind)}:rw`)
+  // The engine orders mounts by target depth, so these land over the cwd mount above.
+  for (const { path, how } of hostExecutedGuards(cwd).guards) {
+    if (how === 'ro') args.push('-v', `${path}:${path}:ro`)
+    else if (how === 'pin') args.push('-v', `${path}:${path}:rw`)
+    else if (how === 'empty-file') args.push('-v', `${join(request.shimDir, EMPTY_FILE_NAME)}:${path}:ro`)
+    else args.push('--tmpfs', `${path}:ro`)
+  }
   const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH })
   // The allowlisted env holds no secret (sandbox-env.ts), so NAME=VALUE on the argv is fine.
   for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) args.push('-e', `${name}=${value}`)

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import type { Writable } from 'node:stream'
 import { CliError, writeLine } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { bwrapLaunchPlan, probeBwrap, removeEmptyMountpoints } from './bwrap.js'
+import { bwrapLaunchPlan, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
 import { buildSandboxEnv } from './sandbox-env.js'
 import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
@@ -122,13 +122,16 @@ export async function prepareLaunch(
     const uid = typeof process.getuid === 'function' ? process.getuid() : 0
     const gid = typeof process.getgid === 'function' ? process.getgid() : 0
     const args = buildContainerArgs(backend, request, { secretDir: secretDir.dir, name, tty, identity: { uid, gid } })
+    // The stand-ins' mount points the engine creates in cwd for missing host-executed files.
+    const mountpoints = hostExecutedGuards(realPath(input.cwd)).created
     return {
-      plan: { backend, file: backend, args, env: engineEnv(input.hostEnv), fds: [] },
+      plan: { backend, file: backend, args, env: engineEnv(input.hostEnv), fds: [], mountpoints },
       detached: true,
       containerName: name,
       engine: backend,
       cleanup: async () => {
         spawnSync(backend, ['rm', '-f', name], { stdio: 'ignore', timeout: ENGINE_PROBE_TIMEOUT_MS })
+        removeEmptyMountpoints(mountpoints)
         await secretDir.remove()
         await shim.remove()
       },
