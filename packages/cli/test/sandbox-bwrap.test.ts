@@ -99,6 +99,8 @@ describe('buildBwrapArgs', () => {
     const { args } = buildBwrapArgs({ ...r, hiddenPaths: [outside] })
     const coverAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === outside)
     expect(coverAt).toBeGreaterThan(args.lastIndexOf('--bind'))
+    // HOME unset: ~/.local/share/credproxy of the passwd home lies under no tmpfs either.
+    expect(pairs(buildBwrapArgs({ ...r, hostEnv: {}, hiddenPaths: [outside] }).args, '--tmpfs')).toContain(outside)
     expect(() => buildBwrapArgs({ ...r, hiddenPaths: [join(outside, 'missing')] })).toThrow(/does not exist, so it cannot be hidden/)
   })
 

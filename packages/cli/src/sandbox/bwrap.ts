@@ -247,7 +247,8 @@ export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
   args.push('--proc', '/proc', '--dev', '/dev')
   // Key descriptions of the host session keyring; covering them also stops a nested procfs mount.
   const emptyFile = join(request.shimDir, EMPTY_FILE_NAME)
-  for (const file of PROC_KEY_FILES) args.push('--ro-bind', emptyFile, file)
+  // Absent on a kernel without CONFIG_KEYS: nothing to cover there, and bwrap could not create them.
+  for (const file of PROC_KEY_FILES) if (existsSync(file)) args.push('--ro-bind', emptyFile, file)
   if (hostHome === null) args.push('--dir', FALLBACK_SANDBOX_HOME)
   args.push('--bind', cwd, cwd)
   for (const bind of binds) args.push('--bind', bind, bind)
