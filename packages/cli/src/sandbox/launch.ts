@@ -56,7 +56,7 @@ export function spawnSandbox(prepared: PreparedLaunch, io: CliIO, options: Spawn
   if (!closeInheritedFdsOnExec()) {
     throw new CliError(
       'credproxy cannot mark its inherited file descriptors close-on-exec, so they would leak into the sandbox',
-      'Run credproxy from a shell without extra open descriptors, on Linux or macOS with koffi installed.',
+      'Reinstall credproxy so its koffi dependency loads (npm install), on Linux or macOS.',
       EXIT.UNAVAILABLE,
     )
   }
