@@ -3,7 +3,7 @@
 // files under cwd, descriptors the launcher left open, the secret's descriptor, the
 // host session keyring, and pruning run from inside. Needs `npm run build`.
 import { spawnSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -35,10 +35,20 @@ function scratch(parent: string, prefix: string): string {
 
 const hash = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex')
 
+/** A writable system directory outside /tmp, /var/tmp, /run and every home (root test machines: /opt). */
+const OUTSIDE_PARENT = ['/opt', '/srv', '/var/lib'].find((dir) => {
+  try {
+    accessSync(dir, constants.W_OK)
+    return true
+  } catch {
+    return false
+  }
+})
+
 describe.runIf(process.platform === 'linux')('the bwrap sandbox boundary, tried from inside', () => {
-  test('credproxy dirs outside /tmp, /run and the home (CREDPROXY_HOME=/opt/...) are hidden: no file, no control socket', async () => {
+  test.runIf(OUTSIDE_PARENT !== undefined)('credproxy dirs outside /tmp, /run and the home (CREDPROXY_HOME=/opt/...) are hidden: no file, no control socket', async () => {
     // Not under any directory the sandbox hides anyway: only credproxy's own tmpfs can hide it.
-    const home = scratch('/opt', 'cp-e2e-')
+    const home = scratch(OUTSIDE_PARENT as string, 'cp-e2e-')
     const cwd = scratch(tmpdir(), 'cp-e2e-cwd-')
     const env = { ...cliEnv(home) }
     const stores = await openHostStores({ env, log: () => undefined })
