@@ -144,8 +144,8 @@ describe.runIf(process.platform === 'linux')('the bwrap sandbox boundary, tried 
   test('descriptors the launcher left open never reach the sandbox: only 0, 1, 2 and the secret on 3', async () => {
     const { env, cwd, home } = await makeCliHome('cp-e2e-', async (stores) => stores.keys.saveKey('OTHER', OTHER_VALUE))
     // fd 100 on the (hidden) credproxy home, fd 101 a stray pipe, as a shell or parent might leave them.
-    const inside = `ls /proc/$$/fd | sort -n | tr '\\n' ' '; echo; ls /proc/self/fd/100/ 2>/dev/null && echo SAW_FD_100; exit 0`
-    const result = spawnSync('bash', ['-c', `exec 100<"$0"; exec 101</dev/zero; exec "$@"`, home, process.execPath, BIN, 'run', '--sandbox', 'bwrap', '--', 'sh', '-c', inside], {
+    // `ls` runs as the command itself: no shell pipeline whose pipe fds would show up.
+    const result = spawnSync('bash', ['-c', `exec 100<"$0"; exec 101</dev/zero; exec "$@"`, home, process.execPath, BIN, 'run', '--sandbox', 'bwrap', '--', 'ls', '-l', '/proc/self/fd/'], {
       cwd,
       env,
       encoding: 'utf8',
@@ -153,8 +153,11 @@ describe.runIf(process.platform === 'linux')('the bwrap sandbox boundary, tried 
     })
     expect(result.stderr).toBe('')
     expect(result.status).toBe(0)
-    expect(result.stdout.split('\n')[0]?.trim()).toBe('0 1 2 3')
-    expect(result.stdout).not.toContain('SAW_FD_100')
+    // "N -> target" per descriptor, less the directory ls itself opened to list them.
+    const fds = [...result.stdout.matchAll(/ (\d+) -> (.*)$/gm)].map((m) => [m[1] ?? '', m[2] ?? '']).filter(([, target]) => !/^\/proc\/\d+\/fd$/.test(target ?? ''))
+    expect(fds.map(([fd]) => Number(fd)).sort((a, b) => a - b)).toEqual([0, 1, 2, 3])
+    expect(fds.find(([fd]) => fd === '3')?.[1]).toMatch(/memfd:credproxy-data/)
+    expect(result.stdout).not.toContain(home)
   })
 
   test('the secret on fd 3 cannot be rewritten through /proc/self/fd/3: later clients still authenticate', async () => {
