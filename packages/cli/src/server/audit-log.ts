@@ -35,6 +35,7 @@ const ISO_TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/
 const EVENTS: ReadonlySet<string> = new Set<AuditEntry['event']>([
   'request',
   'connection_refused',
+  'connection_evicted',
   'handshake_failed',
   'handshake_ok',
   'grant_changed',

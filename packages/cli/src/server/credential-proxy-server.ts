@@ -67,6 +67,9 @@ export class CredentialProxyServer {
   readonly #grants: SessionGrants
   readonly #limits: ServerLimits
   readonly #connections = new Set<ProxyConnection>()
+  /** Two budgets (limits.ts): still in the handshake, oldest first; and authenticated. */
+  readonly #pending = new Set<ProxyConnection>()
+  readonly #established = new Set<ProxyConnection>()
   readonly #refused = new Set<Socket>()
   #server: Server | undefined
   #bound: BoundSocket | undefined
@@ -175,11 +178,13 @@ export class CredentialProxyServer {
       }
       peer = decision.peer
     }
-    if (this.#connections.size >= this.#limits.maxConnectionsPerSession) {
-      this.#audit({ event: 'connection_refused', peer, outcome: 'RESOURCE_EXHAUSTED', reason: 'too-many-connections' })
-      const message = `This session already has ${this.#limits.maxConnectionsPerSession} connections open.`
-      this.#refuse(socket, 'RESOURCE_EXHAUSTED', message)
-      return
+    // Held unauthenticated sockets must not lock a real client out: the oldest one makes room.
+    if (this.#pending.size >= this.#limits.maxPendingHandshakesPerSession) {
+      const oldest = this.#pending.values().next().value
+      if (oldest !== undefined) {
+        this.#pending.delete(oldest)
+        oldest.evict()
+      }
     }
     const connection = new ProxyConnection(socket, peer, {
       sessionId: this.#sessionId,
@@ -192,15 +197,41 @@ export class CredentialProxyServer {
       oauth: this.#options.oauth,
       audit: (entry) => this.#audit(entry),
       log: (line) => this.#log(line),
+      admit: (c) => this.#admit(c),
       ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
     })
     this.#connections.add(connection)
-    socket.once('close', () => this.#connections.delete(connection))
+    this.#pending.add(connection)
+    socket.once('close', () => {
+      this.#connections.delete(connection)
+      this.#pending.delete(connection)
+      this.#established.delete(connection)
+    })
     socket.resume()
   }
 
+  /**
+   * A connection that proved the secret gets an authenticated slot; at the cap the
+   * least recently active idle one gives up its slot (only the sandbox's own clients
+   * hold these, and the client library reconnects on its next request).
+   */
+  #admit(connection: ProxyConnection): boolean {
+    this.#pending.delete(connection)
+    if (this.#established.size >= this.#limits.maxConnectionsPerSession) {
+      let victim: ProxyConnection | undefined
+      for (const c of this.#established) {
+        if (c.idle && (victim === undefined || c.lastActiveAt < victim.lastActiveAt)) victim = c
+      }
+      if (victim === undefined) return false
+      this.#established.delete(victim)
+      victim.evict()
+    }
+    this.#established.add(connection)
+    return true
+  }
+
   /** Tell the peer why (a handshake-shaped answer, as that is what it waits for), without reading a byte. */
-  #refuse(socket: Socket, code: 'FORBIDDEN' | 'RESOURCE_EXHAUSTED', message: string): void {
+  #refuse(socket: Socket, code: 'FORBIDDEN', message: string): void {
     this.#refused.add(socket)
     socket.once('close', () => this.#refused.delete(socket))
     socket.end(encodeFrame({ op: 'handshake', ok: false, code, error: message }))

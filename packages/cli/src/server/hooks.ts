@@ -25,7 +25,7 @@ export interface AuditEntry {
   /** ISO time; filled in by the writer when absent. */
   time?: string
   session: string
-  event: 'request' | 'connection_refused' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
+  event: 'request' | 'connection_refused' | 'connection_evicted' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
   peer?: PeerInfo | null
   op?: string
   provider?: string
