@@ -83,6 +83,7 @@ export function formatAuditLine(entry: AuditEntry, now: Date = new Date()): stri
         : undefined,
     reason: checked(entry.reason, REASON_PATTERN),
     protocolVersion: checkedInt(entry.protocolVersion),
+    count: checkedInt(entry.count),
   }
   return JSON.stringify(line)
 }
@@ -301,6 +302,7 @@ export const AuditLineSchema = z.looseObject({
   reason: z.string().optional(),
   protocolVersion: z.number().optional(),
   dropped: z.number().optional(),
+  count: z.number().optional(),
 })
 export type AuditLine = z.infer<typeof AuditLineSchema>
 

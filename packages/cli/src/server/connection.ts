@@ -155,7 +155,8 @@ export class ProxyConnection {
     this.#state = 'CLOSING'
     clearTimeout(this.#handshakeTimer)
     this.#clearPartialTimer()
-    this.socket.end(() => this.socket.destroy())
+    // Half-close only: a peer still writing (its handshake_finish) must not get EPIPE before it reads why.
+    this.socket.end()
     this.#closeTimer = setTimeout(() => this.destroy(), this.host.limits.failedHandshakeCloseMs)
   }
 

@@ -8,6 +8,7 @@ import { resolvePaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
 import { ProxyConnection, type ConnectionSummary } from './connection.js'
 import { SessionGrants, type GrantSet } from './grants.js'
+import { AuditBudget, type AuditBudgetOptions } from './audit-budget.js'
 import type { AuditEntry, AuditSink, PeerCheck, PeerInfo } from './hooks.js'
 import { resolveLimits, type ServerLimits } from './limits.js'
 import type { Clock } from './rate-limit.js'
@@ -43,6 +44,8 @@ export interface CredentialProxyServerOptions {
   legacyToken?: string
   peerCheck?: PeerCheck
   audit?: AuditSink
+  /** Tuning of the session's audit budget (tests); the defaults are in audit-budget.ts. */
+  auditBudget?: AuditBudgetOptions
   limits?: Partial<ServerLimits>
   /** Host log lines (never sent to a peer, never a secret). */
   log?: (line: string) => void
@@ -71,6 +74,8 @@ export class CredentialProxyServer {
   readonly #pending = new Set<ProxyConnection>()
   readonly #established = new Set<ProxyConnection>()
   readonly #refused = new Set<Socket>()
+  /** The audit sink behind this session's budget (a flood is summarized, not written line by line). */
+  readonly #auditSink: AuditBudget | undefined
   #server: Server | undefined
   #bound: BoundSocket | undefined
   #stopping: Promise<void> | undefined
@@ -91,6 +96,7 @@ export class CredentialProxyServer {
     }
     this.#grants = new SessionGrants(this.#sessionId, options.grants ?? { providers: [], keys: [], capabilities: [] })
     this.#limits = resolveLimits(options.limits)
+    this.#auditSink = options.audit === undefined ? undefined : new AuditBudget(options.audit, options.auditBudget)
   }
 
   get sessionId(): string {
@@ -134,8 +140,14 @@ export class CredentialProxyServer {
     return this.#stopping
   }
 
+  /** Write the audit summaries of the current budget interval now (tests, `credproxy audit` freshness). */
+  flushAudit(): void {
+    this.#auditSink?.flush()
+  }
+
+  /** The connections holding a slot (an evicted one, still closing, holds none). */
   peers(): PeerSummary[] {
-    return [...this.#connections].map((c) => c.summary())
+    return [...this.#pending, ...this.#established].map((c) => c.summary())
   }
 
   async #stop(): Promise<void> {
@@ -152,6 +164,7 @@ export class CredentialProxyServer {
     for (const c of connections) c.destroy()
     await closed
     if (this.#bound !== undefined) await unbind(this.#bound)
+    this.#auditSink?.flush()
     this.#log(`session ${this.#sessionId} stopped`)
   }
 
@@ -239,7 +252,7 @@ export class CredentialProxyServer {
   }
 
   #audit(entry: Omit<AuditEntry, 'session'>): void {
-    const sink = this.#options.audit
+    const sink = this.#auditSink
     if (sink === undefined) return
     // Every caller builds a fresh entry, so it is completed in place rather than copied.
     const full = entry as AuditEntry

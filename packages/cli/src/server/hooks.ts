@@ -37,6 +37,8 @@ export interface AuditEntry {
   /** Short fixed reason for refusals (e.g. 'uid-mismatch', 'bad-proof'); never peer-supplied text. */
   reason?: string
   protocolVersion?: number
+  /** A summary line: this many events like it were counted instead of written (audit-budget.ts). */
+  count?: number
 }
 
 export interface AuditSink {
