@@ -44,7 +44,9 @@ export function formatAuditLine(line: AuditLine): string {
   const what = line.event === 'request' ? (line.op ?? '-') : line.op === undefined ? line.event : `${line.event}:${line.op}`
   const outcome = line.outcome ?? (line.dropped !== undefined ? `dropped ${line.dropped}` : '-')
   const reason = line.reason !== undefined && !line.reason.startsWith('capability:') ? ` (${line.reason})` : ''
-  return [time, line.session ?? '-', peer, what, target(line), `${outcome}${reason}`].join('  ')
+  // A summary line of the session's audit budget stands for `count` events like it.
+  const count = line.count === undefined ? '' : ` x${line.count}`
+  return [time, line.session ?? '-', peer, what, target(line), `${outcome}${reason}${count}`].join('  ')
 }
 
 export const command: Command = {
