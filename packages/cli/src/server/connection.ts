@@ -141,7 +141,7 @@ export class ProxyConnection {
     return this.#settled() && this.#inFlight.size === 0
   }
 
-  /** performance.now() of its last request (or of its accept). */
+  /** performance.now() of its last request (or of its handshake, or accept). */
   get lastActiveAt(): number {
     return this.#lastActiveAt
   }
@@ -401,6 +401,8 @@ export class ProxyConnection {
     }
     clearTimeout(this.#handshakeTimer)
     this.#handshakeTimer = undefined
+    // Counts as activity: a client between its handshake and its first request is not the idle one to evict.
+    this.#lastActiveAt = performance.now()
     this.#version = version
     this.#state = 'READY'
     this.#decoder.setMaxFrameBytes(maxFrameBytesFor(version))
