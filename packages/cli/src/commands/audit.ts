@@ -11,7 +11,8 @@ const help = `Usage: credproxy audit [--follow] [--json] [--session ID]
 
 Show the audit log: one line per credential operation, refused connection,
 failed handshake and grant change, with time, session, peer, operation, target
-and outcome. Never a secret value.
+and outcome. Never a secret value. Past a session's per-minute budget, events
+of one kind are counted: a line ending in xN stands for N of them.
 
 Options:
   --follow        keep printing new lines as they are written (Ctrl-C to stop)
