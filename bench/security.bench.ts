@@ -1,6 +1,9 @@
 // Cost of the security boundary: a v3 (mutual HMAC proof) handshake beside a v2
 // bearer-token one, and get_token with and without the peer check and the audit
 // file. Real Unix sockets, real file stores (keyring off), in one process.
+// Connection slots: legitimate v3 handshakes served per second, and their success
+// rate, while another process holds N connections and reopens each one closed.
+import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -50,6 +53,103 @@ function handshake(socketPath: string, secret: Buffer, version: 2 | 3): Promise<
   })
 }
 
+/** How long legitimate handshakes are counted for each held-connection figure (ms). */
+const SLOT_MEASURE_MS = 3_000
+const HELD_COUNTS = [0, 64, 1_000]
+
+// The attacker, in its own process: holds N connections (pending: never a handshake byte;
+// authenticated: handshake done, then idle) and reopens each one as soon as it is closed.
+const HOLDER = `
+import { connect } from 'node:net'
+import { createHmac, randomBytes } from 'node:crypto'
+const [socketPath, countText, kind, secretHex] = process.argv.slice(1)
+const frame = (m) => { const b = Buffer.from(JSON.stringify(m)); const h = Buffer.alloc(4); h.writeUInt32BE(b.length); return Buffer.concat([h, b]) }
+let open = 0, announced = false
+function hold() {
+  const socket = connect(socketPath)
+  socket.on('error', () => undefined)
+  socket.on('connect', () => {
+    open++
+    if (!announced && open >= Number(countText)) { announced = true; process.stdout.write('held\\n') }
+    if (kind !== 'authenticated') return
+    const nonce = randomBytes(32).toString('hex')
+    let buffered = Buffer.alloc(0)
+    socket.on('data', (chunk) => {
+      buffered = Buffer.concat([buffered, chunk])
+      if (buffered.length < 4 || buffered.length < 4 + buffered.readUInt32BE(0)) return
+      const hello = JSON.parse(buffered.subarray(4, 4 + buffered.readUInt32BE(0)).toString())
+      buffered = buffered.subarray(4 + buffered.readUInt32BE(0))
+      if (hello.op !== 'handshake' || !hello.ok) return
+      const proof = createHmac('sha256', Buffer.from(secretHex, 'hex')).update('credproxy/v3/client|' + hello.data.serverNonce + '|' + nonce).digest('hex')
+      socket.write(frame({ v: 3, op: 'handshake_finish', payload: { clientProof: proof } }))
+    })
+    socket.write(frame({ v: 3, op: 'handshake', payload: { minVersion: 3, maxVersion: 3, clientNonce: nonce } }))
+  })
+  socket.on('close', () => { open--; setImmediate(hold) })
+}
+for (let i = 0; i < Number(countText); i++) hold()
+`
+
+/** One connect + v3 handshake + close; true when the server admitted it. */
+async function tryHandshake(socketPath: string, secret: Buffer): Promise<boolean> {
+  try {
+    await handshake(socketPath, secret, 3)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function slotFigures(socketPath: string, secret: Buffer, held: number, kind: 'pending' | 'authenticated'): Promise<string[]> {
+  const holder =
+    held === 0 ? undefined : spawn(process.execPath, ['--input-type=module', '-e', HOLDER, socketPath, String(held), kind, secret.toString('hex')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    if (holder !== undefined) {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout?.once('data', () => resolve())
+        holder.once('exit', (code) => reject(new Error(`holder exited with ${String(code)}`)))
+      })
+    }
+    let ok = 0
+    let failed = 0
+    const started = performance.now()
+    while (performance.now() - started < SLOT_MEASURE_MS) {
+      if (await tryHandshake(socketPath, secret)) ok++
+      else failed++
+    }
+    const seconds = (performance.now() - started) / 1000
+    const rate = ok + failed === 0 ? 0 : (100 * ok) / (ok + failed)
+    return [`${held} ${kind}`, (ok / seconds).toFixed(0), `${rate.toFixed(1)}%`, String(ok + failed)]
+  } finally {
+    holder?.kill()
+  }
+}
+
+async function connectionSlots(paths: ReturnType<typeof resolvePaths>, stores: Awaited<ReturnType<typeof openHostStores>>): Promise<void> {
+  const audit = await AuditLog.open(auditLogPath(paths))
+  const server = new CredentialProxyServer({ stores, runtimeDir: paths.runtimeDir, peerCheck: createPeerCheck(), audit })
+  const { socketPath, secret } = await server.start()
+  const rows: string[][] = []
+  try {
+    for (const held of HELD_COUNTS) rows.push(await slotFigures(socketPath, secret, held, 'pending'))
+    rows.push(await slotFigures(socketPath, secret, 64, 'authenticated'))
+  } finally {
+    await server.stop()
+    await audit.close()
+  }
+  console.log(`\nconnection slots: legitimate v3 handshakes (connect + handshake + close, one at a time, ${SLOT_MEASURE_MS} ms each)`)
+  console.log('while another process holds N connections and reopens each one closed (default limits, peer check + audit)')
+  printTable(['held connections', 'served/s', 'success', 'attempts'], rows)
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ')
+  console.log(line(header))
+  console.log(line(widths.map((w) => '-'.repeat(w))))
+  for (const row of rows) console.log(line(row))
+}
+
 export async function run(): Promise<void> {
   const home = await mkdtemp(join(tmpdir(), 'credproxy-bench-sec-'))
   const env = { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
@@ -87,14 +187,10 @@ export async function run(): Promise<void> {
       client.close()
       await server.stop()
     }
+    printTable(['operation', 'server', 'n', 'p50', 'p99'], rows)
+    await connectionSlots(paths, stores)
   } finally {
     await audit.close()
     await rm(home, { recursive: true, force: true })
   }
-  const header = ['operation', 'server', 'n', 'p50', 'p99']
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ')
-  console.log(line(header))
-  console.log(line(widths.map((w) => '-'.repeat(w))))
-  for (const row of rows) console.log(line(row))
 }

@@ -30,4 +30,9 @@ describe('credproxy audit, pretty lines', () => {
     expect(line).toContain('  handshake_ok  ')
     expect(line).not.toContain('handshake_ok:handshake_ok')
   })
+
+  test('a summary line of the audit budget shows how many events it stands for', () => {
+    const line = formatAuditLine(AuditLineSchema.parse({ ...base, event: 'request', op: 'get_token', outcome: 'RATE_LIMITED', count: 31_968 }))
+    expect(line.endsWith('RATE_LIMITED x31968')).toBe(true)
+  })
 })

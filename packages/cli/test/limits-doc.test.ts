@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import * as refreshCoordinator from '../src/oauth/refresh-coordinator.js'
 import * as sessionManager from '../src/oauth/session-manager.js'
+import * as auditBudget from '../src/server/audit-budget.js'
 import * as control from '../src/server/control.js'
 import * as limits from '../src/server/limits.js'
 import * as locks from '../src/storage/locks.js'
@@ -31,7 +32,7 @@ const NOT_LIMITS = new Set(['SESSION_ID_BYTES'])
 describe('dev-docs/protocol.md server limits', () => {
   const server = rows('### Server (`@credproxy/cli`)')
   const all = rows('## 9. Limits')
-  const code = new Map([...constants(limits), ...constants(sessionManager), ...constants(control)])
+  const code = new Map([...constants(limits), ...constants(sessionManager), ...constants(control), ...constants(auditBudget)])
 
   test('every row of the server table names a constant of the code, with its value', () => {
     expect(server.size).toBeGreaterThanOrEqual(13)
@@ -52,6 +53,7 @@ describe('dev-docs/protocol.md server limits', () => {
     expect(limits.DEFAULT_SERVER_LIMITS).toEqual({
       maxInFlightPerConnection: server.get('MAX_IN_FLIGHT_PER_CONNECTION'),
       maxConnectionsPerSession: server.get('MAX_CONNECTIONS_PER_SESSION'),
+      maxPendingHandshakesPerSession: server.get('MAX_PENDING_HANDSHAKES_PER_SESSION'),
       handshakeTimeoutMs: all.get('HANDSHAKE_TIMEOUT_MS'),
       failedHandshakeCloseMs: all.get('FAILED_HANDSHAKE_CLOSE_MS'),
       partialFrameTimeoutMs: all.get('PARTIAL_FRAME_TIMEOUT_MS'),

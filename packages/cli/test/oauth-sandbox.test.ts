@@ -12,7 +12,8 @@ import { CredentialProxyServer, type StartedServer } from '../src/server/credent
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { deviceLogin } from './helpers/oauth-login.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
-import { runChild, startRecordingRelay, waitForLine, type Relay } from './helpers/oauth-sandbox.js'
+import { runChild, startRecordingRelay, waitForLine, type ChildRun, type Relay } from './helpers/oauth-sandbox.js'
+import { tokenSubject } from '../src/oauth/account.js'
 
 const P = 'testprov'
 
@@ -95,6 +96,58 @@ describe('OAuth from inside a sandbox (child processes over the real socket)', (
     const { error } = child.lines.find((l) => 'error' in l) as { error: { code: string; message: string } }
     expect(error.code).toBe('REAUTH_REQUIRED')
     expect(error.message).toContain('credproxy auth login testprov')
+  })
+
+  describe('a login from the sandbox never replaces another account\'s stored token without --allow-save', () => {
+    const B = 'victim'
+    const subject = async (): Promise<string | undefined> => tokenSubject((await t.stores.tokens.getToken(P, B)) as OAuthToken)
+
+    /** A device login from the sandbox child, approved at the authorization server as `account`. */
+    async function sandboxLogin(account: string): Promise<ChildRun> {
+      const child = runChild(relay.socketPath, started.secret, ['login', P, B])
+      const { verification } = (await waitForLine(child, 'verification')) as { verification: { userCode: string } }
+      await as.approveDevice(verification.userCode, account)
+      await child.exited
+      return child
+    }
+
+    beforeAll(async () => {
+      await deviceLogin(broker, as, P, B) // the host user's own login, as test-user
+    })
+
+    test('approved by another account: refused naming --allow-save, the host token and its refresh token untouched', async () => {
+      const before = await t.stores.tokens.getToken(P, B)
+      expect(tokenSubject(before as OAuthToken)).toBe('test-user')
+      const child = await sandboxLogin('attacker')
+      const { error } = child.lines.find((l) => 'error' in l) as { error: { code: string; message: string } }
+      expect(error.code).toBe('NOT_GRANTED')
+      expect(error.message).toContain('another account')
+      expect(error.message).toContain('--allow-save')
+      const after = await t.stores.tokens.getToken(P, B)
+      expect(after?.refresh_token).toBe(before?.refresh_token)
+      expect(after?.access_token).toBe(before?.access_token)
+    })
+
+    test('approved by the same account: the stored token is renewed', async () => {
+      const before = await t.stores.tokens.getToken(P, B)
+      const child = await sandboxLogin('test-user')
+      const { token } = child.lines.find((l) => 'token' in l) as { token: OAuthToken }
+      const after = await t.stores.tokens.getToken(P, B)
+      expect(after?.access_token).toBe(token.access_token)
+      expect(after?.access_token).not.toBe(before?.access_token)
+      expect(await subject()).toBe('test-user')
+    })
+
+    test('with the save capability (--allow-save), another account may replace it', async () => {
+      server.grants.grant({ capabilities: ['save'] })
+      try {
+        const child = await sandboxLogin('second-account')
+        expect(child.lines.some((l) => 'token' in l)).toBe(true)
+        expect(await subject()).toBe('second-account')
+      } finally {
+        server.grants.revoke({ capabilities: ['save'] })
+      }
+    })
   })
 
   // Last: it swaps in a broker whose first flow is pkce (the host picks the flow, not the client).

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, test, vi } from 'vitest'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
 import type { MemoryKeyStorage, MemoryTokenStore } from './helpers/server-memory-stores.js'
 import { RawClient } from './helpers/server-raw-client.js'
+import { MAX_HANDSHAKE_FRAME_BYTES } from '../src/server/limits.js'
 
 type Stores = { tokens: MemoryTokenStore; keys: MemoryKeyStorage; backend: 'file' }
 let fx: ServerFixture<Stores> | undefined
@@ -136,6 +137,27 @@ describe('in flight', () => {
 })
 
 describe('frames', () => {
+  test('before the handshake, a frame header declaring more than MAX_HANDSHAKE_FRAME_BYTES is refused at once', async () => {
+    const f = await seeded()
+    const c = await RawClient.connect(f.socketPath)
+    const header = Buffer.alloc(FRAME_HEADER_BYTES)
+    header.writeUInt32BE(MAX_HANDSHAKE_FRAME_BYTES + 1)
+    // Only the header is sent: the broker must not wait for (or reserve room for) the body.
+    c.sendRaw(header)
+    await c.waitClosed()
+    expect(f.audit).toContainEqual(expect.objectContaining({ event: 'handshake_failed', reason: 'frame-too-large' }))
+    await expectStillServing(f)
+  })
+
+  test('after the handshake, frames up to the version limit are accepted again', async () => {
+    const f = await seeded()
+    const c = await f.client()
+    const answer = await c.request('list_providers', { pad: 'x'.repeat(2 * MAX_HANDSHAKE_FRAME_BYTES) })
+    expect(typeof answer['ok']).toBe('boolean')
+    expect(c.closed).toBe(false)
+    c.close()
+  })
+
   test('an oversized frame is closed as soon as its header arrives', async () => {
     const f = await seeded()
     const c = await f.client()
@@ -273,18 +295,48 @@ describe('connection-level limits', () => {
     slow.close()
   })
 
-  test('connections over the session cap are refused with RESOURCE_EXHAUSTED and audited', async () => {
+  test('held unauthenticated connections never lock a client out: the oldest pending one makes room', async () => {
+    const f = await seeded({ limits: { maxPendingHandshakesPerSession: 2 } })
+    const held = [await RawClient.connect(f.socketPath), await RawClient.connect(f.socketPath)]
+    await vi.waitFor(() => expect(f.server.peers()).toHaveLength(2), { timeout: 5_000, interval: 10 })
+    // A real client completes its handshake although both pending slots are held.
+    await expectStillServing(f)
+    expect(await held[0]?.next()).toMatchObject({ op: 'handshake', ok: false, code: 'RESOURCE_EXHAUSTED' })
+    await held[0]?.waitClosed()
+    expect(f.audit).toContainEqual(expect.objectContaining({ event: 'connection_evicted', outcome: 'RESOURCE_EXHAUSTED', reason: 'pending-handshake' }))
+    for (const c of held) c.close()
+  })
+
+  test('at the authenticated cap, a new client takes the slot of the least recently active idle one', async () => {
     const f = await seeded({ limits: { maxConnectionsPerSession: 2 } })
     const a = await f.client()
     const b = await f.client()
-    const c = await RawClient.connect(f.socketPath)
-    expect(await c.next()).toMatchObject({ ok: false, code: 'RESOURCE_EXHAUSTED' })
-    await c.waitClosed()
-    expect(f.audit.some((e) => e.event === 'connection_refused' && e.reason === 'too-many-connections')).toBe(true)
-    a.close()
-    await a.waitClosed()
-    await vi.waitFor(() => expect(f.server.peers()).toHaveLength(1), { timeout: 5_000, interval: 10 })
+    await a.request('list_providers')
+    await b.request('list_providers')
+    // a is the least recently active: it gives up its slot, b keeps its own.
     await expectStillServing(f)
+    await a.waitClosed()
+    expect((await b.request('list_providers'))['ok']).toBe(true)
+    expect(f.audit).toContainEqual(expect.objectContaining({ event: 'connection_evicted', reason: 'idle-connection' }))
+    b.close()
+  })
+
+  test('at the authenticated cap with every connection busy, the handshake is refused with RESOURCE_EXHAUSTED', async () => {
+    const f = await seeded({ limits: { maxConnectionsPerSession: 2 } })
+    const a = await f.client()
+    const b = await f.client()
+    const release = gate(f.stores.tokens)
+    a.send({ v: 3, id: 'held', op: 'get_token', payload: { provider: 'anthropic' } })
+    b.send({ v: 3, id: 'held', op: 'get_token', payload: { provider: 'anthropic' } })
+    await vi.waitFor(() => expect(f.server.peers().every((p) => p.inFlight === 1)).toBe(true), { timeout: 5_000, interval: 10 })
+    const c = await RawClient.connect(f.socketPath)
+    expect(await c.handshakeV3(f.secret)).toMatchObject({ ok: false, code: 'RESOURCE_EXHAUSTED' })
+    await c.waitClosed()
+    expect(f.audit).toContainEqual(expect.objectContaining({ event: 'handshake_failed', reason: 'too-many-connections' }))
+    release()
+    expect(await a.answerTo('held')).toMatchObject({ ok: true })
+    expect(await b.answerTo('held')).toMatchObject({ ok: true })
+    a.close()
     b.close()
   })
 

@@ -11,7 +11,8 @@ const help = `Usage: credproxy audit [--follow] [--json] [--session ID]
 
 Show the audit log: one line per credential operation, refused connection,
 failed handshake and grant change, with time, session, peer, operation, target
-and outcome. Never a secret value.
+and outcome. Never a secret value. Past a session's per-minute budget, events
+of one kind are counted: a line ending in xN stands for N of them.
 
 Options:
   --follow        keep printing new lines as they are written (Ctrl-C to stop)
@@ -44,7 +45,9 @@ export function formatAuditLine(line: AuditLine): string {
   const what = line.event === 'request' ? (line.op ?? '-') : line.op === undefined ? line.event : `${line.event}:${line.op}`
   const outcome = line.outcome ?? (line.dropped !== undefined ? `dropped ${line.dropped}` : '-')
   const reason = line.reason !== undefined && !line.reason.startsWith('capability:') ? ` (${line.reason})` : ''
-  return [time, line.session ?? '-', peer, what, target(line), `${outcome}${reason}`].join('  ')
+  // A summary line of the session's audit budget stands for `count` events like it.
+  const count = line.count === undefined ? '' : ` x${line.count}`
+  return [time, line.session ?? '-', peer, what, target(line), `${outcome}${reason}${count}`].join('  ')
 }
 
 export const command: Command = {

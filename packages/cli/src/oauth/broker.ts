@@ -20,9 +20,18 @@ export type OAuthPollResult =
   /** `token` is the full host token; the server sanitizes it before it crosses the socket. */
   | { status: 'complete'; token: OAuthToken }
 
+export interface InitiateOptions {
+  /**
+   * Asked when the login's token is about to be stored over an existing one of another
+   * account (or one whose account is unknown): false refuses with NOT_GRANTED.
+   * Omitted (host logins): the new token always replaces the stored one.
+   */
+  mayReplace?: () => boolean
+}
+
 export interface OAuthBroker {
   /** Start a login in the background and return at once with what the user must see. */
-  initiate(provider: string, bucket: string, owner: string): Promise<OAuthInitiateResult>
+  initiate(provider: string, bucket: string, owner: string, options?: InitiateOptions): Promise<OAuthInitiateResult>
   /** Never blocks. Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, ACCESS_DENIED, POLL_FAILED. */
   poll(sessionId: string, owner: string): Promise<OAuthPollResult>
   /** Paste-the-code / redirect completion. */

@@ -7,6 +7,7 @@ import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from './broker.js'
 import { startDeviceFlow } from './device-flow.js'
+import { sameAccount } from './account.js'
 import { exposedError } from './errors.js'
 import type { LoginFlow } from './login-flow.js'
 import { ClientConfigurationCache } from './oauth-client.js'
@@ -53,8 +54,16 @@ export class HostOAuthBroker implements OAuthBroker {
     this.env = options.env ?? process.env
     this.sessions = new OAuthSessionManager({
       startFlow: (provider, _bucket, start) => this.startFlow(provider, start),
-      storeToken: async (provider, bucket, token) => {
-        await stores.tokens.saveToken(provider, token, bucket)
+      storeToken: async (provider, bucket, token, { mayReplace }) => {
+        if (mayReplace === undefined) {
+          await stores.tokens.saveToken(provider, token, bucket)
+        } else {
+          // Decided under the credential's write lock, against what is stored at that moment.
+          await stores.tokens.updateToken(provider, bucket, (current) => {
+            if (current !== null && !sameAccount(current, token) && !mayReplace()) throw wouldReplace(provider, bucket)
+            return token
+          })
+        }
         this.scheduler.plan(provider, bucket, token, secondsUntilExpiry(token, this.now()))
         return token
       },
@@ -182,6 +191,16 @@ export class HostOAuthBroker implements OAuthBroker {
       ...(start.openBrowser === true ? { openBrowser: (url: string) => openBrowser(url, this.env) } : {}),
     })
   }
+}
+
+/** A login from the sandbox must not swap the host's stored account for another one. */
+function wouldReplace(provider: string, bucket: string): ProxyError {
+  return exposedError(
+    'NOT_GRANTED',
+    `the login finished, but ${provider}/${bucket} already holds a token of another account (or one whose account is unknown) on the host, ` +
+      'and this session may not replace it: log in again with the same account, start the session with --allow-save, ' +
+      `or run \`credproxy auth login ${provider}${bucket === 'default' ? '' : ` --bucket ${bucket}`}\` on the host`,
+  )
 }
 
 function notSavedYet(provider: string, bucket: string): ProxyError {

@@ -3,7 +3,7 @@
 // the broker session (owner) that started them, and expire.
 import { randomBytes } from 'node:crypto'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
-import type { OAuthInitiateResult, OAuthPollResult } from './broker.js'
+import type { InitiateOptions, OAuthInitiateResult, OAuthPollResult } from './broker.js'
 import type { LoginFlow } from './login-flow.js'
 
 /** A login the user has not finished within this time is dropped (ms). */
@@ -40,8 +40,8 @@ interface Session {
 export interface OAuthSessionManagerOptions {
   /** Start the provider's flow (the first HTTP round trip happens here). */
   startFlow: (provider: string, bucket: string, options: StartOptions) => Promise<LoginFlow>
-  /** Store the token on the host; returns what was stored. */
-  storeToken: (provider: string, bucket: string, token: OAuthToken) => Promise<OAuthToken>
+  /** Store the token on the host; returns what was stored. A ProxyError it throws is the login's answer. */
+  storeToken: (provider: string, bucket: string, token: OAuthToken, options: InitiateOptions) => Promise<OAuthToken>
   now?: () => number
   ttlMs?: number
   maxSessions?: number
@@ -50,7 +50,7 @@ export interface OAuthSessionManagerOptions {
   sweepTimer?: boolean
 }
 
-export interface StartOptions {
+export interface StartOptions extends InitiateOptions {
   flow?: 'device_code' | 'pkce'
   openBrowser?: boolean
 }
@@ -110,7 +110,7 @@ export class OAuthSessionManager {
     }
     session.done = flow.result.then(
       async (token) => {
-        const stored = await this.options.storeToken(provider, bucket, token)
+        const stored = await this.options.storeToken(provider, bucket, token, start)
         if (session.state.kind === 'pending') session.state = { kind: 'complete', token: stored }
       },
       (error: unknown) => {
@@ -118,9 +118,10 @@ export class OAuthSessionManager {
         session.state = { kind: 'failed', error: error instanceof ProxyError ? error : new ProxyError('POLL_FAILED', undefined, { cause: error }) }
       },
     ).catch((error: unknown) => {
-      // Storing failed: the login worked but nothing was kept; the user must retry.
+      // Storing failed or was refused: the login worked but nothing was kept.
       this.log(`oauth ${provider}/${bucket}: storing the new token failed: ${(error as Error).message}`)
-      if (session.state.kind === 'pending') session.state = { kind: 'failed', error: new ProxyError('INTERNAL_ERROR') }
+      if (session.state.kind !== 'pending') return
+      session.state = { kind: 'failed', error: error instanceof ProxyError ? error : new ProxyError('INTERNAL_ERROR') }
     })
     this.sessions.set(id, session)
     return { ...flow.display, session_id: id }

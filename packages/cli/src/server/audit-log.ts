@@ -35,6 +35,7 @@ const ISO_TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/
 const EVENTS: ReadonlySet<string> = new Set<AuditEntry['event']>([
   'request',
   'connection_refused',
+  'connection_evicted',
   'handshake_failed',
   'handshake_ok',
   'grant_changed',
@@ -82,6 +83,7 @@ export function formatAuditLine(entry: AuditEntry, now: Date = new Date()): stri
         : undefined,
     reason: checked(entry.reason, REASON_PATTERN),
     protocolVersion: checkedInt(entry.protocolVersion),
+    count: checkedInt(entry.count),
   }
   return JSON.stringify(line)
 }
@@ -300,6 +302,7 @@ export const AuditLineSchema = z.looseObject({
   reason: z.string().optional(),
   protocolVersion: z.number().optional(),
   dropped: z.number().optional(),
+  count: z.number().optional(),
 })
 export type AuditLine = z.infer<typeof AuditLineSchema>
 

@@ -40,7 +40,7 @@ import {
 } from './dispatch.js'
 import type { SessionGrants } from './grants.js'
 import type { AuditEntry, PeerInfo } from './hooks.js'
-import type { ServerLimits } from './limits.js'
+import { MAX_HANDSHAKE_FRAME_BYTES, type ServerLimits } from './limits.js'
 import { TokenBucket, type Clock } from './rate-limit.js'
 
 /** What every connection of one session shares with the server. */
@@ -57,6 +57,8 @@ export interface ConnectionHost {
   audit: (entry: Omit<AuditEntry, 'session'>) => void
   log: (line: string) => void
   clock?: Clock
+  /** Called when the handshake succeeds: false if no authenticated slot can be freed. */
+  admit?: (connection: ProxyConnection) => boolean
 }
 
 export const LEGACY_REFUSED_MESSAGE =
@@ -65,6 +67,7 @@ export const LEGACY_REFUSED_MESSAGE =
 const BAD_TOKEN_MESSAGE = 'The capability token is missing or wrong.'
 const BAD_PROOF_MESSAGE = 'The client proof does not match the session secret.'
 const SHUTTING_DOWN_MESSAGE = 'The broker is shutting down.'
+const EVICTED_PENDING_MESSAGE = 'Too many connections of this session are waiting for their handshake; the oldest was closed.'
 
 // Codes only a client raises; a handler throwing one is a bug, answered as INTERNAL_ERROR.
 const CLIENT_ONLY_CODES = new Set<ErrorCode>(['TIMEOUT', 'CONNECTION_FAILED', 'PROTOCOL_ERROR', 'SERVER_UNVERIFIED'])
@@ -101,7 +104,9 @@ export class ProxyConnection {
   #version: number | undefined
   #clientNonce = ''
   #serverNonce = ''
-  readonly #decoder = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES })
+  // Small until the handshake settles: an unauthenticated peer cannot make the broker buffer megabytes.
+  readonly #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES })
+  #lastActiveAt = performance.now()
   #queue: Record<string, unknown>[] = []
   #queueHead = 0
   readonly #inFlight = new Map<string, InFlight>()
@@ -129,6 +134,30 @@ export class ProxyConnection {
 
   get version(): number | undefined {
     return this.#version
+  }
+
+  /** Authenticated, and no request of it is being handled: its slot can go to a new client. */
+  get idle(): boolean {
+    return this.#settled() && this.#inFlight.size === 0
+  }
+
+  /** performance.now() of its last request (or of its handshake, or accept). */
+  get lastActiveAt(): number {
+    return this.#lastActiveAt
+  }
+
+  /** Give this connection's slot to a newer client (a pending one is told why; an idle one is just closed). */
+  evict(): void {
+    if (this.#state === 'CLOSING' || this.#state === 'CLOSED') return
+    const pending = !this.#settled()
+    this.#audit({ event: 'connection_evicted', outcome: 'RESOURCE_EXHAUSTED', reason: pending ? 'pending-handshake' : 'idle-connection' })
+    if (pending) this.#send({ op: 'handshake', ok: false, code: 'RESOURCE_EXHAUSTED', error: EVICTED_PENDING_MESSAGE })
+    this.#state = 'CLOSING'
+    clearTimeout(this.#handshakeTimer)
+    this.#clearPartialTimer()
+    // Half-close only: a peer still writing (its handshake_finish) must not get EPIPE before it reads why.
+    this.socket.end()
+    this.#closeTimer = setTimeout(() => this.destroy(), this.host.limits.failedHandshakeCloseMs)
   }
 
   summary(): ConnectionSummary {
@@ -344,7 +373,7 @@ export class ProxyConnection {
       this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', BAD_TOKEN_MESSAGE, reason)
       return
     }
-    this.#settle(legacy)
+    if (!this.#settle(legacy, 'handshake')) return
     this.#send({ v: legacy, op: 'handshake', ok: true, data: { version: legacy } })
   }
 
@@ -359,17 +388,26 @@ export class ProxyConnection {
       this.#failHandshake('handshake_finish', 3, 'UNAUTHORIZED', BAD_PROOF_MESSAGE, 'bad-proof')
       return
     }
-    this.#settle(3)
+    if (!this.#settle(3, 'handshake_finish')) return
     this.#send({ v: 3, op: 'handshake_finish', ok: true, data: { session: this.host.sessionId } })
   }
 
-  #settle(version: number): void {
+  /** false: refused (every authenticated slot is busy), and the peer was told. */
+  #settle(version: number, op: string): boolean {
+    if (this.host.admit !== undefined && !this.host.admit(this)) {
+      const message = `All ${this.host.limits.maxConnectionsPerSession} connections of this session are busy with requests; retry shortly.`
+      this.#failHandshake(op, version, 'RESOURCE_EXHAUSTED', message, 'too-many-connections')
+      return false
+    }
     clearTimeout(this.#handshakeTimer)
     this.#handshakeTimer = undefined
+    // Counts as activity: a client between its handshake and its first request is not the idle one to evict.
+    this.#lastActiveAt = performance.now()
     this.#version = version
     this.#state = 'READY'
     this.#decoder.setMaxFrameBytes(maxFrameBytesFor(version))
     this.#audit({ event: 'handshake_ok', outcome: 'ok' })
+    return true
   }
 
   /** Answer, half-close, and destroy within failedHandshakeCloseMs. */
@@ -388,6 +426,7 @@ export class ProxyConnection {
 
   #onRequest(frame: Record<string, unknown>): void {
     const startedAt = performance.now()
+    this.#lastActiveAt = startedAt
     const envelope = readEnvelope(frame) ?? RequestEnvelopeSchema.safeParse(frame)
     if (!envelope.success) {
       const id = RequestIdSchema.safeParse(frame['id'])

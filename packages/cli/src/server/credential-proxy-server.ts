@@ -8,6 +8,7 @@ import { resolvePaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
 import { ProxyConnection, type ConnectionSummary } from './connection.js'
 import { SessionGrants, type GrantSet } from './grants.js'
+import { AuditBudget, type AuditBudgetOptions } from './audit-budget.js'
 import type { AuditEntry, AuditSink, PeerCheck, PeerInfo } from './hooks.js'
 import { resolveLimits, type ServerLimits } from './limits.js'
 import type { Clock } from './rate-limit.js'
@@ -43,6 +44,8 @@ export interface CredentialProxyServerOptions {
   legacyToken?: string
   peerCheck?: PeerCheck
   audit?: AuditSink
+  /** Tuning of the session's audit budget (tests); the defaults are in audit-budget.ts. */
+  auditBudget?: AuditBudgetOptions
   limits?: Partial<ServerLimits>
   /** Host log lines (never sent to a peer, never a secret). */
   log?: (line: string) => void
@@ -67,7 +70,12 @@ export class CredentialProxyServer {
   readonly #grants: SessionGrants
   readonly #limits: ServerLimits
   readonly #connections = new Set<ProxyConnection>()
+  /** Two budgets (limits.ts): still in the handshake, oldest first; and authenticated. */
+  readonly #pending = new Set<ProxyConnection>()
+  readonly #established = new Set<ProxyConnection>()
   readonly #refused = new Set<Socket>()
+  /** The audit sink behind this session's budget (a flood is summarized, not written line by line). */
+  readonly #auditSink: AuditBudget | undefined
   #server: Server | undefined
   #bound: BoundSocket | undefined
   #stopping: Promise<void> | undefined
@@ -88,6 +96,7 @@ export class CredentialProxyServer {
     }
     this.#grants = new SessionGrants(this.#sessionId, options.grants ?? { providers: [], keys: [], capabilities: [] })
     this.#limits = resolveLimits(options.limits)
+    this.#auditSink = options.audit === undefined ? undefined : new AuditBudget(options.audit, options.auditBudget)
   }
 
   get sessionId(): string {
@@ -131,8 +140,14 @@ export class CredentialProxyServer {
     return this.#stopping
   }
 
+  /** Write the audit summaries of the current budget interval now (tests, `credproxy audit` freshness). */
+  flushAudit(): void {
+    this.#auditSink?.flush()
+  }
+
+  /** The connections holding a slot (an evicted one, still closing, holds none). */
   peers(): PeerSummary[] {
-    return [...this.#connections].map((c) => c.summary())
+    return [...this.#pending, ...this.#established].map((c) => c.summary())
   }
 
   async #stop(): Promise<void> {
@@ -149,6 +164,7 @@ export class CredentialProxyServer {
     for (const c of connections) c.destroy()
     await closed
     if (this.#bound !== undefined) await unbind(this.#bound)
+    this.#auditSink?.flush()
     this.#log(`session ${this.#sessionId} stopped`)
   }
 
@@ -175,11 +191,13 @@ export class CredentialProxyServer {
       }
       peer = decision.peer
     }
-    if (this.#connections.size >= this.#limits.maxConnectionsPerSession) {
-      this.#audit({ event: 'connection_refused', peer, outcome: 'RESOURCE_EXHAUSTED', reason: 'too-many-connections' })
-      const message = `This session already has ${this.#limits.maxConnectionsPerSession} connections open.`
-      this.#refuse(socket, 'RESOURCE_EXHAUSTED', message)
-      return
+    // Held unauthenticated sockets must not lock a real client out: the oldest one makes room.
+    if (this.#pending.size >= this.#limits.maxPendingHandshakesPerSession) {
+      const oldest = this.#pending.values().next().value
+      if (oldest !== undefined) {
+        this.#pending.delete(oldest)
+        oldest.evict()
+      }
     }
     const connection = new ProxyConnection(socket, peer, {
       sessionId: this.#sessionId,
@@ -192,15 +210,41 @@ export class CredentialProxyServer {
       oauth: this.#options.oauth,
       audit: (entry) => this.#audit(entry),
       log: (line) => this.#log(line),
+      admit: (c) => this.#admit(c),
       ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
     })
     this.#connections.add(connection)
-    socket.once('close', () => this.#connections.delete(connection))
+    this.#pending.add(connection)
+    socket.once('close', () => {
+      this.#connections.delete(connection)
+      this.#pending.delete(connection)
+      this.#established.delete(connection)
+    })
     socket.resume()
   }
 
+  /**
+   * A connection that proved the secret gets an authenticated slot; at the cap the
+   * least recently active idle one gives up its slot (only the sandbox's own clients
+   * hold these, and the client library reconnects on its next request).
+   */
+  #admit(connection: ProxyConnection): boolean {
+    this.#pending.delete(connection)
+    if (this.#established.size >= this.#limits.maxConnectionsPerSession) {
+      let victim: ProxyConnection | undefined
+      for (const c of this.#established) {
+        if (c.idle && (victim === undefined || c.lastActiveAt < victim.lastActiveAt)) victim = c
+      }
+      if (victim === undefined) return false
+      this.#established.delete(victim)
+      victim.evict()
+    }
+    this.#established.add(connection)
+    return true
+  }
+
   /** Tell the peer why (a handshake-shaped answer, as that is what it waits for), without reading a byte. */
-  #refuse(socket: Socket, code: 'FORBIDDEN' | 'RESOURCE_EXHAUSTED', message: string): void {
+  #refuse(socket: Socket, code: 'FORBIDDEN', message: string): void {
     this.#refused.add(socket)
     socket.once('close', () => this.#refused.delete(socket))
     socket.end(encodeFrame({ op: 'handshake', ok: false, code, error: message }))
@@ -208,7 +252,7 @@ export class CredentialProxyServer {
   }
 
   #audit(entry: Omit<AuditEntry, 'session'>): void {
-    const sink = this.#options.audit
+    const sink = this.#auditSink
     if (sink === undefined) return
     // Every caller builds a fresh entry, so it is completed in place rather than copied.
     const full = entry as AuditEntry

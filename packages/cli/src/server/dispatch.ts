@@ -171,7 +171,9 @@ const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
   },
 
   async oauth_initiate(ctx, { provider, bucket = DEFAULT_BUCKET }) {
-    const r = await requireOAuth(ctx).initiate(provider, bucket, ctx.sessionId)
+    // Without the save capability, a login may create a token or renew the same account's, never replace another's.
+    const mayReplace = (): boolean => ctx.grants.checkCapability('save').ok
+    const r = await requireOAuth(ctx).initiate(provider, bucket, ctx.sessionId, { mayReplace })
     // Copy the documented fields only, so nothing host-only a broker kept on the result leaks.
     const data: Data = { flow_type: r.flow_type, session_id: r.session_id, pollIntervalMs: r.pollIntervalMs }
     for (const field of ['auth_url', 'verification_uri', 'user_code', 'verification_uri_complete'] as const) {

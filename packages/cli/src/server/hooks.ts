@@ -25,7 +25,7 @@ export interface AuditEntry {
   /** ISO time; filled in by the writer when absent. */
   time?: string
   session: string
-  event: 'request' | 'connection_refused' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
+  event: 'request' | 'connection_refused' | 'connection_evicted' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
   peer?: PeerInfo | null
   op?: string
   provider?: string
@@ -37,6 +37,8 @@ export interface AuditEntry {
   /** Short fixed reason for refusals (e.g. 'uid-mismatch', 'bad-proof'); never peer-supplied text. */
   reason?: string
   protocolVersion?: number
+  /** A summary line: this many events like it were counted instead of written (audit-budget.ts). */
+  count?: number
 }
 
 export interface AuditSink {

@@ -7,8 +7,19 @@ export { FAILED_HANDSHAKE_CLOSE_MS, HANDSHAKE_TIMEOUT_MS, PARTIAL_FRAME_TIMEOUT_
 
 /** Requests of one connection being handled at once; more get RESOURCE_EXHAUSTED (`cancel` is exempt). */
 export const MAX_IN_FLIGHT_PER_CONNECTION = MAX_IN_FLIGHT_REQUESTS
-/** Open connections of one session; more are refused with RESOURCE_EXHAUSTED. */
+/**
+ * Authenticated connections of one session. A client that completes its handshake
+ * at the cap takes the slot of the least recently active idle one (which the
+ * client library reopens on its next request); with none idle it gets RESOURCE_EXHAUSTED.
+ */
 export const MAX_CONNECTIONS_PER_SESSION = 64
+/**
+ * Connections of one session still in their handshake. A new connection at the cap
+ * takes the slot of the oldest one, so held sockets cannot lock a real client out.
+ */
+export const MAX_PENDING_HANDSHAKES_PER_SESSION = 64
+/** Largest frame body accepted before the handshake settles (bytes); a handshake needs well under 1 KiB. */
+export const MAX_HANDSHAKE_FRAME_BYTES = 8_192
 /**
  * Answer bytes a connection may leave unwritten (a peer that does not read)
  * before the server stops reading its requests, until the peer catches up.
@@ -24,6 +35,7 @@ export const RATE_LIMIT_BURST = RATE_LIMIT_PER_SECOND
 export interface ServerLimits {
   maxInFlightPerConnection: number
   maxConnectionsPerSession: number
+  maxPendingHandshakesPerSession: number
   handshakeTimeoutMs: number
   failedHandshakeCloseMs: number
   partialFrameTimeoutMs: number
@@ -36,6 +48,7 @@ export interface ServerLimits {
 export const DEFAULT_SERVER_LIMITS: Readonly<ServerLimits> = Object.freeze({
   maxInFlightPerConnection: MAX_IN_FLIGHT_PER_CONNECTION,
   maxConnectionsPerSession: MAX_CONNECTIONS_PER_SESSION,
+  maxPendingHandshakesPerSession: MAX_PENDING_HANDSHAKES_PER_SESSION,
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
   failedHandshakeCloseMs: FAILED_HANDSHAKE_CLOSE_MS,
   partialFrameTimeoutMs: PARTIAL_FRAME_TIMEOUT_MS,

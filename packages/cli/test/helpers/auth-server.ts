@@ -9,7 +9,8 @@
 //   as.scopes                     'openid offline_access api' (offline_access gives a refresh token)
 //   as.providerConfig(extra?)     a providers.json entry for this server (flows, short poll interval)
 //   as.writeProvidersFile(configDir, name?, extra?)  writes <configDir>/providers.json
-//   await as.approveDevice(userCode)            logs in and consents through /device and /interaction
+//   await as.approveDevice(userCode, account?)  logs in (as `account`, default 'test-user', which becomes the
+//                                               id_token `sub`) and consents through /device and /interaction
 //   await as.denyDevice(userCode)               the user presses "abort" on the device page
 //   await as.completeAuthorization(authUrl)     logs in and consents; returns the redirect URL
 //                                               (http://127.0.0.1:<port>/callback?code=..&state=..)
@@ -42,7 +43,7 @@ export interface AuthServer {
   deviceAuthorizationRequests: number
   providerConfig(extra?: Record<string, unknown>): Record<string, unknown>
   writeProvidersFile(configDir: string, name?: string, extra?: Record<string, unknown>): Promise<string>
-  approveDevice(userCode: string): Promise<void>
+  approveDevice(userCode: string, account?: string): Promise<void>
   denyDevice(userCode: string): Promise<void>
   completeAuthorization(authUrl: string): Promise<string>
   revokeGrant(refreshToken: string): Promise<void>
@@ -151,7 +152,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
   })
 
   /** Follows redirects by hand, answering the login and consent pages, until `stop` says so. */
-  async function drive(start: Response, jar: CookieJar, stop: (location: string) => boolean): Promise<string> {
+  async function drive(start: Response, jar: CookieJar, stop: (location: string) => boolean, account = 'test-user'): Promise<string> {
     let response = start
     for (let step = 0; step < 20; step += 1) {
       jar.store(response)
@@ -167,7 +168,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       const prompt = /name="prompt" value="(login|consent)"/.exec(html)?.[1]
       const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1]
       if (prompt === undefined || action === undefined) return url
-      const body = new URLSearchParams(prompt === 'login' ? { prompt, login: 'test-user', password: 'x' } : { prompt })
+      const body = new URLSearchParams(prompt === 'login' ? { prompt, login: account, password: 'x' } : { prompt })
       response = await fetch(new URL(action, issuer), {
         method: 'POST',
         redirect: 'manual',
@@ -226,9 +227,9 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       await writeFile(file, JSON.stringify({ providers: { [name]: api.providerConfig(extra) } }, null, 2), { mode: 0o600 })
       return file
     },
-    async approveDevice(userCode) {
+    async approveDevice(userCode, account) {
       const { jar, response } = await deviceForm(userCode, { confirm: 'yes' })
-      const end = await drive(response, jar, () => false)
+      const end = await drive(response, jar, () => false, account)
       if (!end.includes('/device')) throw new Error(`device approval ended at ${end}`)
     },
     async denyDevice(userCode) {

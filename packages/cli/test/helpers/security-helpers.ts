@@ -42,6 +42,11 @@ export function captureIO(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): 
   }
 }
 
+/** Events the lines stand for: a summary line (audit-budget.ts) counts `count` of them. */
+export function auditCount(lines: readonly AuditLine[], match: (line: AuditLine) => boolean): number {
+  return lines.filter(match).reduce((sum, line) => sum + (line.count ?? 1), 0)
+}
+
 // ---- A session built from the real parts, as `credproxy run` would build it ----------
 
 export interface SecureSession {
@@ -60,7 +65,7 @@ export interface SecureSession {
   client(): ProxySocketClient
   /** A raw client that completed the v3 handshake. */
   rawClient(): Promise<RawClient>
-  /** Every audit line written so far (flushes first). */
+  /** Every audit line written so far (writes the budget's summaries and flushes first). */
   auditLines(): Promise<AuditLine[]>
   /** The audit file's raw text (flushes first). */
   auditText(): Promise<string>
@@ -135,6 +140,7 @@ export async function startSecureSession(options: SecureSessionOptions = {}): Pr
       return raw
     },
     async auditLines() {
+      server.flushAudit()
       await audit.flush()
       const lines: AuditLine[] = []
       for await (const line of readAuditEntries(auditLogPath(paths))) lines.push(line)
