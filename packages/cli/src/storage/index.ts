@@ -16,7 +16,7 @@ import { UsageStats } from './usage-stats.js'
 export type { BackendName, HostStores, HostTokenStore } from './types.js'
 export { keyringMode, keyringService, KEYRING_MODES, type KeyringMode } from './backend-selection.js'
 export { parseToken, MAX_KEY_VALUE_BYTES, MAX_TOKEN_JSON_BYTES } from './host-stores.js'
-export { LockTimeoutError, LOCK_STALE_MS, WRITE_LOCK_WAIT_MS, REFRESH_LOCK_WAIT_MS } from './locks.js'
+export { LockLostError, LockTimeoutError, WRITE_LOCK_WAIT_MS, REFRESH_LOCK_WAIT_MS, type HeldLock } from './locks.js'
 export { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 
 export interface OpenHostStoresOptions {
