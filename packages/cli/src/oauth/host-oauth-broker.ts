@@ -16,7 +16,8 @@ import { ProactiveScheduler, type SchedulerTimers } from './proactive-scheduler.
 import { loadProvidersConfig, type ProviderConfig, type ProvidersConfig } from './provider-config.js'
 import { isUsable, RefreshCoordinator, type RefreshCoordinatorOptions } from './refresh-coordinator.js'
 import { refreshTokenGrant } from './refresh-grant.js'
-import { OAuthSessionManager, type StartOptions } from './session-manager.js'
+import { OAuthSessionManager, type LoginRateLimits, type StartOptions } from './session-manager.js'
+import { escapeUntrusted } from '../escape.js'
 
 export interface CreateOAuthBrokerOptions {
   stores: HostStores
@@ -32,6 +33,8 @@ export interface CreateOAuthBrokerOptions {
   timers?: SchedulerTimers
   /** Tuning for the refresh coordinator (tests, benchmarks). */
   refresh?: Partial<Omit<RefreshCoordinatorOptions, 'tokens' | 'grant'>>
+  /** Overrides of the login rate limits (tests of other rules). */
+  loginRateLimits?: Partial<LoginRateLimits>
 }
 
 export class HostOAuthBroker implements OAuthBroker {
@@ -60,6 +63,7 @@ export class HostOAuthBroker implements OAuthBroker {
       },
       now: this.now,
       log: this.log,
+      ...(options.loginRateLimits === undefined ? {} : { rateLimits: options.loginRateLimits }),
     })
     this.coordinator = new RefreshCoordinator({
       ...options.refresh,
@@ -163,7 +167,7 @@ export class HostOAuthBroker implements OAuthBroker {
     try {
       return await this.clients.get(provider)
     } catch (error) {
-      this.log(`oauth ${provider.name}: cannot reach the authorization server: ${(error as Error).message}`)
+      this.log(`oauth ${provider.name}: cannot reach the authorization server: ${escapeUntrusted((error as Error).message)}`)
       throw new ProxyError('FLOW_INITIATION_FAILED', undefined, { cause: error })
     }
   }

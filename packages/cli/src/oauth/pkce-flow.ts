@@ -9,6 +9,7 @@ import { startLoopbackListener, type LoopbackListener } from './loopback-listene
 import type { LoginFlow } from './login-flow.js'
 import { tokenFromResponse } from './oauth-client.js'
 import type { ProviderConfig } from './provider-config.js'
+import { escapeUntrusted } from '../escape.js'
 
 /** How often a client should poll our broker while the browser step runs (ms). */
 export const PKCE_CLIENT_POLL_INTERVAL_MS = 1_000
@@ -42,7 +43,7 @@ export async function startPkceFlow(
       settled = true
       listener.close()
       const code = error === 'access_denied' ? 'ACCESS_DENIED' : 'EXCHANGE_FAILED'
-      context.log(`oauth ${provider.name}: authorization failed: error=${error.slice(0, 64)}`)
+      context.log(`oauth ${provider.name}: authorization failed: error=${escapeUntrusted(error, 64)}`)
       rejectResult(new ProxyError(code))
       throw new ProxyError(code)
     }

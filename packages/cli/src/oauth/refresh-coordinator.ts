@@ -10,6 +10,7 @@ import type { HeldLock } from '../storage/locks.js'
 import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { exposedError, reauthRequired } from './errors.js'
+import { escapeUntrusted } from '../escape.js'
 
 /** After a successful refresh, a second one within this window returns the stored token (ms). */
 export const REFRESH_COOLDOWN_MS = 30_000
@@ -200,7 +201,7 @@ export class RefreshCoordinator {
       return token
     } catch (error) {
       const proxyError = error instanceof ProxyError ? error : new ProxyError('REFRESH_FAILED', undefined, { cause: error })
-      if (!(error instanceof ProxyError)) this.log(`oauth ${provider}/${bucket}: refresh failed: ${(error as Error).message}`)
+      if (!(error instanceof ProxyError)) this.log(`oauth ${provider}/${bucket}: refresh failed: ${escapeUntrusted((error as Error).message)}`)
       if (proxyError.code === 'REAUTH_REQUIRED' || proxyError.code === 'REFRESH_FAILED') {
         this.failures.set(key, { at: this.now(), error: proxyError, fingerprint: fingerprint(before.refresh_token) })
       }

@@ -12,6 +12,7 @@ import { LockDirectory } from './locks.js'
 import type { RecordBackend } from './record-backend.js'
 import type { HostStores } from './types.js'
 import { UsageStats } from './usage-stats.js'
+import { logLineTo } from '../escape.js'
 
 export type { BackendName, HostStores, HostTokenStore } from './types.js'
 export { keyringMode, keyringService, KEYRING_MODES, type KeyringMode } from './backend-selection.js'
@@ -29,7 +30,7 @@ export interface OpenHostStoresOptions {
 export async function openHostStores(options: OpenHostStoresOptions = {}): Promise<HostStores> {
   const env = options.env ?? process.env
   const paths = options.paths ?? resolvePaths(env)
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
+  const log = options.log ?? logLineTo(process.stderr)
   const mode = keyringMode(env)
   const service = keyringService(env)
   const locks = await LockDirectory.open(paths.stateDir, log)
