@@ -1,9 +1,12 @@
 // Host-side OAuth hardening, end to end against the repository's oidc-provider server:
 // login rate limits (a sandbox cannot make the host flood the provider), log lines a
 // sandbox or provider cannot forge, and login CSRF (URL never on argv, account check).
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { ProxyError } from '@credproxy/core'
+import { ProxyError, type OAuthToken } from '@credproxy/core'
+import { idTokenSubject } from '../src/oauth/account-check.js'
 import { escapeUntrusted, logLineTo } from '../src/escape.js'
 import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
 import { MAX_EXCHANGES_PER_LOGIN, MAX_LOGINS_PER_OWNER, MAX_PROVIDER_REQUESTS_PER_WINDOW } from '../src/oauth/session-manager.js'
@@ -27,8 +30,8 @@ describe('OAuth hardening against a real authorization server', () => {
   const logs: string[] = []
   const brokers: HostOAuthBroker[] = []
 
-  async function newBroker(): Promise<HostOAuthBroker> {
-    const broker = await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false, log: (l) => logs.push(l) })
+  async function newBroker(env: NodeJS.ProcessEnv = t.env): Promise<HostOAuthBroker> {
+    const broker = await createOAuthBroker({ stores: t.stores, env, schedule: false, log: (l) => logs.push(l) })
     if (broker === null) throw new Error('no providers.json')
     brokers.push(broker)
     return broker
@@ -125,5 +128,72 @@ describe('OAuth hardening against a real authorization server', () => {
     expect(escapeUntrusted('a\nb\r\x1b[31mc\u2028d\u202ee\x7f\x85')).toBe('a\\x0ab\\x0d\\x1b[31mc\\u2028d\\u202ee\\x7f\\x85')
     expect(escapeUntrusted('plain text: ok /path?x=1')).toBe('plain text: ok /path?x=1')
     expect(escapeUntrusted('abcdef', 3)).toBe('abc...')
+  })
+
+  async function pollUntilDone(broker: HostOAuthBroker, sessionId: string, owner: string): Promise<OAuthToken> {
+    for (let i = 0; i < 200; i += 1) {
+      const r = await broker.poll(sessionId, owner)
+      if (r.status === 'complete') return r.token
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    throw new Error('login did not complete')
+  }
+
+  test('the browser opener never gets the login URL on its command line: it opens a 0600 page that redirects', async () => {
+    const bin = join(t.home, 'fake-bin')
+    const record = join(t.home, 'opener')
+    await mkdir(bin, { recursive: true })
+    // A fake xdg-open: records its argv, the page it was given and that page's mode.
+    await writeFile(join(bin, 'xdg-open'), `#!/bin/sh\nprintf '%s\\n' "$0" "$@" > "${record}.argv"\ncp "$1" "${record}.page"\nstat -c %a "$1" > "${record}.mode"\n`)
+    await chmod(join(bin, 'xdg-open'), 0o755)
+    const broker = await newBroker({ ...t.env, PATH: `${bin}:${t.env['PATH'] ?? ''}`, DISPLAY: ':99' })
+    const login = await broker.initiate(P, 'opener', 'host-cli', { flow: 'pkce', openBrowser: true })
+    const authUrl = new URL(login.auth_url ?? '')
+    let argv = ''
+    for (let i = 0; i < 200 && argv === ''; i += 1) {
+      argv = await readFile(`${record}.mode`, 'utf8').then(() => readFile(`${record}.argv`, 'utf8'), () => '')
+      if (argv === '') await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    expect(argv).not.toBe('')
+    for (const secret of [authUrl.searchParams.get('state') ?? '-', authUrl.searchParams.get('code_challenge') ?? '-', authUrl.origin]) {
+      expect(argv).not.toContain(secret)
+    }
+    expect((await readFile(`${record}.mode`, 'utf8')).trim()).toBe('600')
+    const opened = argv.split('\n')[1] ?? ''
+    expect((await stat(join(opened, '..'))).mode & 0o777).toBe(0o700)
+    // The page leads the browser to the login; following it completes the login.
+    const page = await readFile(`${record}.page`, 'utf8')
+    const target = (/content="0;url=([^"]+)"/.exec(page)?.[1] ?? '').replace(/&amp;/g, '&')
+    expect(target).toBe(authUrl.href)
+    const callback = await fetch(await as.completeAuthorization(target))
+    expect(callback.status).toBe(200)
+    await pollUntilDone(broker, login.session_id, 'host-cli')
+  })
+
+  test("a callback completed with another account's code does not replace the stored account", async () => {
+    const broker = await newBroker()
+    const first = await broker.initiate(P, 'csrf', 'host-cli', { flow: 'pkce' })
+    expect((await fetch(await as.completeAuthorization(first.auth_url ?? '', 'alice'))).status).toBe(200)
+    const alice = await pollUntilDone(broker, first.session_id, 'host-cli')
+    expect(idTokenSubject(await t.stores.tokens.getToken(P, 'csrf'))).toBe('alice')
+
+    // Alice logs in again; another local user who learnt the state logs in as themselves and hits the callback.
+    const again = await broker.initiate(P, 'csrf', 'host-cli', { flow: 'pkce' })
+    const from = logs.length
+    const attack = await fetch(await as.completeAuthorization(again.auth_url ?? '', 'mallory'))
+    expect(attack.status).toBe(400)
+    expect(await attack.text()).toContain('different account')
+    expect((await t.stores.tokens.getToken(P, 'csrf'))?.access_token).toBe(alice.access_token)
+    expect(logs.slice(from).join('\n')).toContain('run `credproxy auth logout testprov --bucket csrf` first')
+    // A pasted code of the other account is refused the same way.
+    const pasted = new URL(await as.completeAuthorization(again.auth_url ?? '', 'mallory')).searchParams.get('code') ?? ''
+    await expect(broker.exchange(again.session_id, pasted, 'host-cli')).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
+    expect(idTokenSubject(await t.stores.tokens.getToken(P, 'csrf'))).toBe('alice')
+
+    // The login stayed open: Alice's own callback still completes it.
+    expect((await fetch(await as.completeAuthorization(again.auth_url ?? '', 'alice'))).status).toBe(200)
+    const renewed = await pollUntilDone(broker, again.session_id, 'host-cli')
+    expect(renewed.access_token).not.toBe(alice.access_token)
+    expect(idTokenSubject(await t.stores.tokens.getToken(P, 'csrf'))).toBe('alice')
   })
 })

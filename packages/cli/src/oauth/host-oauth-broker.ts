@@ -5,6 +5,7 @@ import { ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core
 import type { Configuration } from 'openid-client'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
+import { accountMismatch } from './account-check.js'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from './broker.js'
 import { startDeviceFlow } from './device-flow.js'
 import { exposedError } from './errors.js'
@@ -55,7 +56,7 @@ export class HostOAuthBroker implements OAuthBroker {
     this.now = options.now ?? Date.now
     this.env = options.env ?? process.env
     this.sessions = new OAuthSessionManager({
-      startFlow: (provider, _bucket, start) => this.startFlow(provider, start),
+      startFlow: (provider, bucket, start) => this.startFlow(provider, bucket, start),
       storeToken: async (provider, bucket, token) => {
         await stores.tokens.saveToken(provider, token, bucket)
         this.scheduler.plan(provider, bucket, token, secondsUntilExpiry(token, this.now()))
@@ -172,7 +173,7 @@ export class HostOAuthBroker implements OAuthBroker {
     }
   }
 
-  private async startFlow(name: string, start: StartOptions): Promise<LoginFlow> {
+  private async startFlow(name: string, bucket: string, start: StartOptions): Promise<LoginFlow> {
     const provider = this.provider(name)
     const flow = start.flow ?? provider.flows[0] ?? 'device_code'
     if (!provider.flows.includes(flow)) {
@@ -183,6 +184,8 @@ export class HostOAuthBroker implements OAuthBroker {
     if (flow === 'device_code') return startDeviceFlow(configuration, provider, context)
     return startPkceFlow(configuration, provider, {
       ...context,
+      // Login CSRF: a redirect login may not swap the stored account for another one.
+      checkAccount: async (token) => accountMismatch(name, bucket, await this.stores.tokens.getToken(name, bucket), token),
       ...(start.openBrowser === true ? { openBrowser: (url: string) => openBrowser(url, this.env) } : {}),
     })
   }

@@ -3,7 +3,9 @@
 // URL); both paths exchange with the same verifier, and only the first one counts.
 import * as client from 'openid-client'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
+import { ACCOUNT_REFUSED_MESSAGE } from './account-check.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
+import { exposedError } from './errors.js'
 import type { FlowContext } from './device-flow.js'
 import { startLoopbackListener, type LoopbackListener } from './loopback-listener.js'
 import type { LoginFlow } from './login-flow.js'
@@ -17,6 +19,8 @@ export const PKCE_CLIENT_POLL_INTERVAL_MS = 1_000
 export interface PkceFlowContext extends FlowContext {
   /** Open the host browser on the authorization URL (host logins only). */
   openBrowser?: (url: string) => Promise<boolean>
+  /** null when the new token may replace the stored one; else why not (login CSRF check). */
+  checkAccount?: (token: OAuthToken) => Promise<string | null>
 }
 
 export async function startPkceFlow(
@@ -53,9 +57,17 @@ export async function startPkceFlow(
         expectedState: state,
       })
       if (settled) throw new ProxyError('SESSION_ALREADY_USED')
+      const token = tokenFromResponse(tokens, context.now())
+      const refusal = (await context.checkAccount?.(token)) ?? null
+      if (refusal !== null) {
+        // The login stays open: the user's own callback may still come.
+        context.log(`oauth ${provider.name}: ${refusal}`)
+        throw exposedError('EXCHANGE_FAILED', ACCOUNT_REFUSED_MESSAGE)
+      }
+      if (settled) throw new ProxyError('SESSION_ALREADY_USED')
       settled = true
       listener.close()
-      resolveResult(tokenFromResponse(tokens, context.now()))
+      resolveResult(token)
     } catch (caught) {
       if (caught instanceof ProxyError) throw caught
       // A wrong pasted code can be retried; the login stays open until it expires.
@@ -72,7 +84,9 @@ export async function startPkceFlow(
         return { status: 200, message: 'Login complete. You can close this window and return to the terminal.', done: true }
       } catch (error) {
         const denied = error instanceof ProxyError && error.code === 'ACCESS_DENIED'
-        return { status: 400, message: denied ? 'The login was denied.' : 'The login failed; see the terminal.', done: settled }
+        const refused = error instanceof ProxyError && error.message === ACCOUNT_REFUSED_MESSAGE
+        const message = denied ? 'The login was denied.' : refused ? `The login failed: ${ACCOUNT_REFUSED_MESSAGE}.` : 'The login failed; see the terminal.'
+        return { status: 400, message, done: settled }
       }
     })
   } catch (error) {

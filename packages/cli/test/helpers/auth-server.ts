@@ -11,7 +11,8 @@
 //   as.writeProvidersFile(configDir, name?, extra?)  writes <configDir>/providers.json
 //   await as.approveDevice(userCode)            logs in and consents through /device and /interaction
 //   await as.denyDevice(userCode)               the user presses "abort" on the device page
-//   await as.completeAuthorization(authUrl)     logs in and consents; returns the redirect URL
+//   await as.completeAuthorization(authUrl, login?)  logs in (as `login`, default test-user; the account id
+//                                               and id_token sub) and consents; returns the redirect URL
 //                                               (http://127.0.0.1:<port>/callback?code=..&state=..)
 //                                               without fetching it
 //   as.refreshRequests            token endpoint requests with grant_type=refresh_token (success or error)
@@ -44,7 +45,7 @@ export interface AuthServer {
   writeProvidersFile(configDir: string, name?: string, extra?: Record<string, unknown>): Promise<string>
   approveDevice(userCode: string): Promise<void>
   denyDevice(userCode: string): Promise<void>
-  completeAuthorization(authUrl: string): Promise<string>
+  completeAuthorization(authUrl: string, login?: string): Promise<string>
   revokeGrant(refreshToken: string): Promise<void>
   failTokenEndpoint(count: number, status?: number): void
   close(): Promise<void>
@@ -151,7 +152,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
   })
 
   /** Follows redirects by hand, answering the login and consent pages, until `stop` says so. */
-  async function drive(start: Response, jar: CookieJar, stop: (location: string) => boolean): Promise<string> {
+  async function drive(start: Response, jar: CookieJar, stop: (location: string) => boolean, login = 'test-user'): Promise<string> {
     let response = start
     for (let step = 0; step < 20; step += 1) {
       jar.store(response)
@@ -167,7 +168,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       const prompt = /name="prompt" value="(login|consent)"/.exec(html)?.[1]
       const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1]
       if (prompt === undefined || action === undefined) return url
-      const body = new URLSearchParams(prompt === 'login' ? { prompt, login: 'test-user', password: 'x' } : { prompt })
+      const body = new URLSearchParams(prompt === 'login' ? { prompt, login, password: 'x' } : { prompt })
       response = await fetch(new URL(action, issuer), {
         method: 'POST',
         redirect: 'manual',
@@ -235,10 +236,10 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       const { response } = await deviceForm(userCode, { abort: 'yes' })
       await response.text()
     },
-    async completeAuthorization(authUrl) {
+    async completeAuthorization(authUrl, login) {
       const jar = new CookieJar()
       const first = await fetch(authUrl, { redirect: 'manual' })
-      return drive(first, jar, (location) => !location.startsWith(issuer))
+      return drive(first, jar, (location) => !location.startsWith(issuer), login)
     },
     async revokeGrant(refreshToken) {
       const response = await fetch(`${issuer}/token/revocation`, {
