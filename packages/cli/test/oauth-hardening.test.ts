@@ -7,6 +7,8 @@ import { PassThrough } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { idTokenSubject } from '../src/oauth/account-check.js'
+import { createClientConfiguration } from '../src/oauth/oauth-client.js'
+import { parseProvidersConfig } from '../src/oauth/provider-config.js'
 import { escapeUntrusted, logLineTo } from '../src/escape.js'
 import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
 import { MAX_EXCHANGES_PER_LOGIN, MAX_LOGINS_PER_OWNER, MAX_PROVIDER_REQUESTS_PER_WINDOW } from '../src/oauth/session-manager.js'
@@ -195,5 +197,43 @@ describe('OAuth hardening against a real authorization server', () => {
     const renewed = await pollUntilDone(broker, again.session_id, 'host-cli')
     expect(renewed.access_token).not.toBe(alice.access_token)
     expect(idTokenSubject(await t.stores.tokens.getToken(P, 'csrf'))).toBe('alice')
+  })
+
+  test('a huge device-flow interval never becomes a tight poll loop, and expires_in ends the polling', async () => {
+    const broker = await newBroker()
+    // 2^31 s: in ms far past Node's timer limit, which would fire after 1 ms.
+    as.patchJson('POST', '/device/auth', { interval: 2 ** 31 })
+    const before = as.tokenEndpointHits
+    const slow = await broker.initiate(P, 'huge-interval', 'sandbox-h', { flow: 'device_code' })
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
+    expect(as.tokenEndpointHits - before).toBe(0)
+    await broker.cancel(slow.session_id, 'sandbox-h')
+
+    as.patchJson('POST', '/device/auth', { interval: 2 ** 31, expires_in: 1 })
+    const short = await broker.initiate(P, 'short-expiry', 'sandbox-h', { flow: 'device_code' })
+    as.patchJson('POST', '/device/auth', null)
+    let outcome: unknown
+    for (let i = 0; i < 120 && outcome === undefined; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 25))
+      outcome = await broker.poll(short.session_id, 'sandbox-h').then(
+        (r) => (r.status === 'pending' ? undefined : r),
+        (e: unknown) => e,
+      )
+    }
+    expect(outcome).toMatchObject({ code: 'SESSION_EXPIRED' })
+    expect(as.tokenEndpointHits - before).toBe(0)
+  })
+
+  test('a loopback issuer whose discovery document points an endpoint at plain-http remote host is refused', async () => {
+    const config = parseProvidersConfig(JSON.stringify({ providers: { misdirected: as.providerConfig() } }), 'providers.json').providers.get('misdirected')
+    if (config === undefined) throw new Error('no config')
+    as.patchJson('GET', '/.well-known/openid-configuration', { token_endpoint: 'http://198.51.100.7/token' })
+    try {
+      await expect(createClientConfiguration(config)).rejects.toThrow(/token_endpoint is plain http to a remote host/)
+    } finally {
+      as.patchJson('GET', '/.well-known/openid-configuration', null)
+    }
+    // The same loopback issuer with loopback endpoints is fine.
+    await expect(createClientConfiguration(config)).resolves.toBeDefined()
   })
 })
