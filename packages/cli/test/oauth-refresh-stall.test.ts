@@ -2,9 +2,14 @@
 // must not lead to one refresh token being sent twice: the provider would revoke the grant.
 // End to end: two real processes, the real file store, the repository's oidc-provider server.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { unlink } from 'node:fs/promises'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import type { OAuthToken } from '@credproxy/core'
 import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { RefreshCoordinator } from '../src/oauth/refresh-coordinator.js'
+import type { HostTokenStore } from '../src/storage/types.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { deviceLogin } from './helpers/oauth-login.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
@@ -98,4 +103,59 @@ describe('a refresh stalled under the lock', () => {
     await expect(broker.refresh(P, 'stall')).resolves.toMatchObject({ token_type: 'Bearer' })
     expect(new Set(as.refreshTokensSent.slice(sentFrom)).size).toBe(as.refreshTokensSent.length - sentFrom)
   }, 30_000)
+
+  /** The real store; `onRead(n)` runs before its n-th getToken answers (1: before the lock, 2: the re-read under it, 3: the check before sending). */
+  function watchedStore(onRead: (n: number) => Promise<void>): HostTokenStore {
+    let reads = 0
+    const real = t.stores.tokens
+    return new Proxy(real, {
+      get(target, prop) {
+        if (prop === 'getToken') {
+          return async (provider: string, bucket?: string) => {
+            reads += 1
+            await onRead(reads)
+            return real.getToken(provider, bucket)
+          }
+        }
+        const value: unknown = Reflect.get(target, prop)
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      },
+    })
+  }
+
+  const expired = (refresh: string): OAuthToken => ({ access_token: `at-${refresh}`, refresh_token: refresh, expiry: 1, token_type: 'Bearer' })
+
+  test('a holder whose lock was lost (its lock file removed) sends nothing', async () => {
+    await t.stores.tokens.saveToken(P, expired('rt-lost'), 'lost')
+    const sent: string[] = []
+    const coordinator = new RefreshCoordinator({
+      tokens: watchedStore(async (n) => {
+        if (n === 2) await unlink(join(t.paths.stateDir, 'locks', `refresh+token+${P}+lost.flock`))
+      }),
+      grant: (_p, rt) => {
+        sent.push(rt)
+        return Promise.reject(new Error('must not be called'))
+      },
+    })
+    await expect(coordinator.refresh(P, 'lost')).rejects.toMatchObject({ code: 'REFRESH_FAILED' })
+    expect(sent).toEqual([])
+  })
+
+  test('a refresh token replaced in the store after the re-read is not sent; the stored token is returned', async () => {
+    await t.stores.tokens.saveToken(P, expired('rt-old'), 'swapped')
+    const newer = { ...expired('rt-newer'), expiry: Math.floor(Date.now() / 1000) + 3600 }
+    const sent: string[] = []
+    const coordinator = new RefreshCoordinator({
+      tokens: watchedStore(async (n) => {
+        // A writer that ignores the refresh lock (an older credproxy, a manual import) lands just before the request.
+        if (n === 3) await t.stores.tokens.saveToken(P, newer, 'swapped')
+      }),
+      grant: (_p, rt) => {
+        sent.push(rt)
+        return Promise.reject(new Error('must not be called'))
+      },
+    })
+    await expect(coordinator.refresh(P, 'swapped')).resolves.toMatchObject({ refresh_token: 'rt-newer' })
+    expect(sent).toEqual([])
+  })
 })
