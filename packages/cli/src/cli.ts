@@ -4,6 +4,7 @@ import { isProxyMode, ProxyError, type ErrorCode } from '@credproxy/core'
 import { CliError, writeLine, type CliIO } from './cli-io.js'
 import { COMMANDS, findCommand } from './commands/index.js'
 import { EXIT } from './exit-codes.js'
+import { escapeUntrusted } from './escape.js'
 
 export const VERSION = '0.1.0'
 
@@ -107,19 +108,20 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
 
 export function reportError(error: unknown, io: CliIO): number {
   if (error instanceof CliError) {
-    writeLine(io.stderr, `credproxy: ${error.message}`)
+    writeLine(io.stderr, `credproxy: ${escapeUntrusted(error.message)}`)
     if (error.hint !== undefined) writeLine(io.stderr, `  ${error.hint}`)
     return error.exitCode
   }
   if (error instanceof ProxyError) {
-    writeLine(io.stderr, `credproxy: ${error.message} (${error.code})`)
+    // A broker's or provider's message may carry control characters: shown escaped.
+    writeLine(io.stderr, `credproxy: ${escapeUntrusted(error.message)} (${error.code})`)
     const hint = PROXY_HINT[error.code]
     // Newer brokers put the exact next command in the message itself.
     if (hint !== undefined && !error.message.includes('`credproxy ')) writeLine(io.stderr, `  ${hint}`)
     return exitCodeForProxyError(error)
   }
   const message = error instanceof Error ? error.message : String(error)
-  writeLine(io.stderr, `credproxy: unexpected error: ${message}`)
+  writeLine(io.stderr, `credproxy: unexpected error: ${escapeUntrusted(message)}`)
   if (io.env['CREDPROXY_DEBUG'] !== undefined && error instanceof Error && error.stack !== undefined) {
     writeLine(io.stderr, error.stack)
   } else {

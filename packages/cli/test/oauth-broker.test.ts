@@ -95,7 +95,8 @@ describe('host OAuth broker against a real authorization server', () => {
   })
 
   test('concurrent initiates over the cap never reach the provider, and cancelled logins free their slots at once', async () => {
-    const capped = await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false })
+    // The login rate limits are tested in oauth-hardening.test.ts; here only the session cap.
+    const capped = await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false, loginRateLimits: { loginsPerOwner: 1_000 } })
     if (capped === null) throw new Error('providers.json was not found')
     try {
       const before = as.deviceAuthorizationRequests

@@ -51,6 +51,8 @@ function setup(now = { t: 1_000_000 }) {
     },
     now: () => now.t,
     sweepTimer: false,
+    // The rate limits have their own tests (oauth-hardening.test.ts); these test the other rules.
+    rateLimits: { loginsPerOwner: 1_000, providerRequests: 1_000 },
   })
   return { manager, flows, stored, now }
 }

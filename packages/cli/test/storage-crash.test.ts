@@ -11,7 +11,7 @@ import { openHostStores } from '../src/storage/index.js'
 
 const WRITER = fileURLToPath(new URL('./fixtures/storage-writer.mjs', import.meta.url))
 const TOTAL_WRITES = 200
-/** Each kill mid-write may leave a write lock that the next child waits out (LOCK_STALE_MS). */
+/** Kills mid-write; the kernel frees a killed writer's write lock (flock) at once. */
 const KILLS = 3
 /** The kill timer starts at the child's first returned write, so it lands mid-run. */
 const MAX_KILL_DELAY_MS = 40

@@ -69,7 +69,10 @@ describe.runIf(withSecretService)('keyring backend (real Secret Service)', () =>
       }
     }
     await walk(home)
-    expect(files).toEqual([join(home, 'state', 'usage.json')])
+    // Lock files (flock) are empty and stay in state/locks.
+    const locks = files.filter((f) => f.startsWith(join(home, 'state', 'locks')) && f.endsWith('.flock'))
+    for (const lock of locks) expect((await stat(lock)).size).toBe(0)
+    expect(files.filter((f) => !locks.includes(f))).toEqual([join(home, 'state', 'usage.json')])
     const text = await readFile(files[0] ?? '', 'utf8')
     expect(text).not.toMatch(/DISK-CHECK/)
     expect((await stat(files[0] ?? '')).mode & 0o777).toBe(0o600)

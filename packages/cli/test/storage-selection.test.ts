@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readdirSync } from 'node:fs'
-import { mkdir, mkdtemp, rm, utimes } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -112,32 +112,5 @@ describe('backend selection', () => {
       })
       expect(stores.backend).toBe('keyring')
     }
-  })
-})
-
-describe('stale-lock recovery', () => {
-  let home: string
-  beforeEach(async () => {
-    home = await mkdtemp(join(tmpdir(), 'credproxy-locks-'))
-  })
-  afterEach(async () => {
-    await rm(home, { recursive: true, force: true })
-  })
-
-  test('a lock left by a crashed process is taken over once stale; a live one is not', async () => {
-    const stores = await openHostStores({ env: { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }, log: () => {} })
-    const lockDir = join(home, 'state', 'locks', 'refresh+token+p+default.lock')
-    await mkdir(lockDir)
-    expect(await stores.tokens.acquireRefreshLock('p', { waitMs: 100 })).toBe(false)
-    const old = new Date(Date.now() - 60_000)
-    await utimes(lockDir, old, old)
-    expect(await stores.tokens.acquireRefreshLock('p', { waitMs: 100 })).toBe(true)
-    await stores.tokens.releaseRefreshLock('p')
-    // The same holds for the write lock every save takes.
-    const writeLock = join(home, 'state', 'locks', 'write+token+p+default.lock')
-    await mkdir(writeLock)
-    await utimes(writeLock, old, old)
-    await stores.tokens.saveToken('p', { access_token: 'a', expiry: 1, token_type: 'Bearer' })
-    expect((await stores.tokens.getToken('p'))?.access_token).toBe('a')
   })
 })

@@ -23,6 +23,7 @@ import { createTerminalLoginUI } from '../oauth/login-ui.js'
 import { openBrowser } from '../oauth/open-browser.js'
 import { loadProvidersConfig, providerNotConfigured, providersFilePath, type LoginFlowName } from '../oauth/provider-config.js'
 import { openHostStores } from '../storage/index.js'
+import { logLineTo } from '../escape.js'
 
 interface LoginArgs {
   provider: string
@@ -82,7 +83,7 @@ async function loginOnHost(login: LoginArgs, io: CliIO): Promise<OAuthToken> {
       `Allowed in ${config.file}: ${provider.flows.join(', ')}`,
     )
   }
-  const stores = await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) })
+  const stores = await openHostStores({ env: io.env, paths, log: logLineTo(io.stderr) })
   const broker = await createOAuthBroker({ stores, env: io.env, paths, providers: config, schedule: false })
   if (broker === null) throw providerNotConfigured(login.provider, config.file)
   try {

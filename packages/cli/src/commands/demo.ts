@@ -19,6 +19,7 @@ import { resolvePaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
 import { openHostStores } from '../storage/index.js'
 import { runCommand, type StartedSession } from './run.js'
+import { logLineTo } from '../escape.js'
 
 /** A file larger than this is not read by the probe (secrets are small; binaries are not ours). */
 export const MAX_PROBE_FILE_BYTES = 1024 * 1024
@@ -283,7 +284,7 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
     sessionSecret: '',
   }
   const paths = resolvePaths(io.env)
-  const stores = await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) })
+  const stores = await openHostStores({ env: io.env, paths, log: logLineTo(io.stderr) })
   const where = stores.backend === 'keyring' ? 'the OS keyring' : `encrypted files in ${paths.dataDir}`
   say(`credproxy demo: throwaway credentials in ${where}, a bubblewrap sandbox, and what it can see`)
   const workdir = await mkdtemp(join(tmpdir(), 'credproxy-demo-'))

@@ -18,6 +18,7 @@ import { openHostStores, type HostStores } from '../storage/index.js'
 import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
+import { escapeUntrusted, logLineTo } from '../escape.js'
 
 /** Signals credproxy run forwards to the sandbox (the command decides what they mean). */
 export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGWINCH'] as const
@@ -156,7 +157,7 @@ export async function runCommand(
   const choice = parseSandboxChoice(options.sandbox)
   const paths = resolvePaths(io.env)
   const brokerLog = (line: string): void => {
-    if (options.verbose || io.env['CREDPROXY_DEBUG'] !== undefined) writeLine(io.stderr, `credproxy[broker]: ${line}`)
+    if (options.verbose || io.env['CREDPROXY_DEBUG'] !== undefined) writeLine(io.stderr, `credproxy[broker]: ${escapeUntrusted(line)}`)
   }
   const backend = selectSandbox(choice, io.env, io.stderr)
   // They must exist before launch: bwrap hides them with a tmpfs only where they exist.
@@ -168,7 +169,7 @@ export async function runCommand(
   let sandbox: SandboxProcess | undefined
   const handlers = new Map<NodeJS.Signals, () => void>()
   try {
-    const stores = openedStores ?? (await openHostStores({ env: io.env, paths, log: (line) => writeLine(io.stderr, line) }))
+    const stores = openedStores ?? (await openHostStores({ env: io.env, paths, log: logLineTo(io.stderr) }))
     // Registered first, so it runs last: after the server stopped, its usage counts are written.
     if (openedStores === undefined) cleanups.push(async () => stores.tokens.close?.())
     // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.

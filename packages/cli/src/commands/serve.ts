@@ -18,6 +18,7 @@ import { writeSessionSecretFile } from '../server/session-secret-file.js'
 import { openHostStores } from '../storage/index.js'
 import type { HostStores } from '../storage/types.js'
 import type { OAuthBroker } from '../oauth/broker.js'
+import { logLineTo } from '../escape.js'
 
 /** A legacy token longer than this is refused (the wire schema's limit). */
 export const MAX_LEGACY_TOKEN_CHARS = 1024
@@ -139,7 +140,7 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
     async run(args: string[], io: CliIO): Promise<number> {
       const options = parseServeArgs(args)
       const paths = resolvePaths(io.env)
-      const log = options.verbose ? (line: string) => writeLine(io.stderr, line) : () => undefined
+      const log = options.verbose ? logLineTo(io.stderr) : () => undefined
       const legacyToken = options.legacyTokenFile === undefined ? undefined : await readLegacyToken(options.legacyTokenFile, io)
       // Listen before the first signal can arrive after "ready", and never miss it.
       const shutdown = (deps.waitForShutdown ?? (() => waitForSignal()))()
@@ -147,9 +148,7 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
       try {
         // A credproxy killed with SIGKILL could not clean up; its successor does.
         await pruneStaleSessions(paths, (path) => log(`removed stale ${path}`), io.env)
-        const stores = await (deps.openStores ?? ((i, p, l) => openHostStores({ env: i.env, paths: p, log: l })))(io, paths, (line) =>
-          writeLine(io.stderr, line),
-        )
+        const stores = await (deps.openStores ?? ((i, p, l) => openHostStores({ env: i.env, paths: p, log: l })))(io, paths, logLineTo(io.stderr))
         // Registered first, so it runs last: after the server stopped, its usage counts are written.
         cleanups.push(async () => stores.tokens.close?.())
         const oauth = await (deps.createOAuth ?? ((s, i, p, l) => createOAuthBroker({ stores: s, paths: p, env: i.env, log: l })))(

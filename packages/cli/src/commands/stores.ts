@@ -2,8 +2,9 @@
 // (CREDPROXY_SOCKET set), the keyring or encrypted files on the host. Commands
 // use only the core interfaces, so the same command works on both sides.
 import { createProviderKeyStorage, createTokenStore, isProxyMode, type ProviderKeyStorage, type TokenStore } from '@credproxy/core'
-import { writeLine, type CliIO } from '../cli-io.js'
+import type { CliIO } from '../cli-io.js'
 import { openHostStores } from '../storage/index.js'
+import { logLineTo } from '../escape.js'
 
 export interface CommandStores {
   tokens: TokenStore
@@ -20,6 +21,6 @@ export async function openCommandStores(io: CliIO): Promise<CommandStores> {
       backend: 'broker',
     }
   }
-  const stores = await openHostStores({ env: io.env, log: (line) => writeLine(io.stderr, line) })
+  const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
   return { tokens: stores.tokens, keys: stores.keys, backend: stores.backend }
 }

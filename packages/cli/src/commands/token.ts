@@ -16,6 +16,7 @@ import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cl
 import { EXIT } from '../exit-codes.js'
 import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
 import { openHostStores } from '../storage/index.js'
+import { logLineTo } from '../escape.js'
 
 const help = `Usage: credproxy token PROVIDER [--bucket B] [--json]
 
@@ -56,8 +57,8 @@ export function parseTokenArgs(args: readonly string[]): { provider: string; buc
 
 async function fetchToken(provider: string, bucket: string, io: CliIO): Promise<OAuthToken | null> {
   if (isProxyMode(io.env)) return createTokenStore({ env: io.env }).getToken(provider, bucket)
-  const stores = await openHostStores({ env: io.env, log: (line) => writeLine(io.stderr, line) })
-  const oauth = await createOAuthBroker({ stores, env: io.env, schedule: false, log: (line) => writeLine(io.stderr, line) })
+  const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
+  const oauth = await createOAuthBroker({ stores, env: io.env, schedule: false, log: logLineTo(io.stderr) })
   try {
     return oauth === null ? await stores.tokens.getToken(provider, bucket) : await oauth.getFreshToken(provider, bucket)
   } finally {

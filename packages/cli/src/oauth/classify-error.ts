@@ -1,6 +1,7 @@
 // What an authorization-server failure means for us, decided from the OAuth
 // `error` field first and the HTTP status second (RFC 6749 5.2, RFC 8628 3.5).
 import { ResponseBodyError } from 'openid-client'
+import { escapeUntrusted } from '../escape.js'
 
 export type OAuthFailureKind =
   /** Device flow: the user has not answered yet. */
@@ -95,7 +96,7 @@ export function classifyOAuthError(error: unknown): OAuthFailure {
 /** A log-safe one-liner: kind, OAuth error word, status. Never a token or a raw body. */
 export function describeFailure(failure: OAuthFailure): string {
   const parts: string[] = [failure.kind]
-  if (failure.error !== undefined) parts.push(`error=${failure.error}`)
+  if (failure.error !== undefined) parts.push(`error=${escapeUntrusted(failure.error, 64)}`)
   if (failure.status !== undefined) parts.push(`status=${failure.status}`)
   return parts.join(' ')
 }

@@ -13,6 +13,11 @@ export const DEVICE_CODE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:device_c
 export const SLOW_DOWN_STEP_MS = 5_000
 /** Longest wait between polls after network trouble (ms). */
 export const MAX_DEVICE_POLL_BACKOFF_MS = 60_000
+/**
+ * Longest poll interval we accept from a server or its slow_downs (ms). A larger one would
+ * overflow Node's timer (2^31-1 ms) into a 1 ms poll loop; a minute still honours any sane server.
+ */
+export const MAX_DEVICE_POLL_INTERVAL_MS = 60_000
 
 export interface FlowContext {
   now: () => number
@@ -35,10 +40,15 @@ export async function startDeviceFlow(
   }
 
   // An interval of 0 (or less) from the server would poll in a tight loop: treat it as absent.
-  let intervalMs =
+  let intervalMs = Math.min(
+    MAX_DEVICE_POLL_INTERVAL_MS,
     typeof response.interval === 'number' && response.interval > 0
       ? response.interval * 1000
-      : (provider.poll_interval_ms ?? DEFAULT_DEVICE_POLL_INTERVAL_MS)
+      : (provider.poll_interval_ms ?? DEFAULT_DEVICE_POLL_INTERVAL_MS),
+  )
+  // RFC 8628 3.2: the device code dies after expires_in; polling on would only earn expired_token.
+  const expiresAt =
+    typeof response.expires_in === 'number' && response.expires_in > 0 ? context.now() + response.expires_in * 1000 : Number.POSITIVE_INFINITY
   let slowedDown = false
   const controller = new AbortController()
   const deviceCode = response.device_code
@@ -47,10 +57,11 @@ export async function startDeviceFlow(
     let waitMs = intervalMs
     for (;;) {
       try {
-        await sleep(waitMs, undefined, { signal: controller.signal })
+        await sleep(Math.max(0, Math.min(waitMs, expiresAt - context.now())), undefined, { signal: controller.signal })
       } catch {
         throw new ProxyError('CANCELLED')
       }
+      if (context.now() >= expiresAt) throw new ProxyError('SESSION_EXPIRED')
       try {
         const tokens = await client.genericGrantRequest(configuration, DEVICE_CODE_GRANT_TYPE, { device_code: deviceCode })
         return tokenFromResponse(tokens, context.now())
@@ -62,7 +73,7 @@ export async function startDeviceFlow(
             waitMs = intervalMs
             continue
           case 'slow_down':
-            intervalMs += SLOW_DOWN_STEP_MS
+            intervalMs = Math.min(MAX_DEVICE_POLL_INTERVAL_MS, intervalMs + SLOW_DOWN_STEP_MS)
             slowedDown = true
             waitMs = intervalMs
             continue

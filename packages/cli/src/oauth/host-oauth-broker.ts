@@ -5,6 +5,7 @@ import { ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core
 import type { Configuration } from 'openid-client'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
+import { accountMismatch } from './account-check.js'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from './broker.js'
 import { startDeviceFlow } from './device-flow.js'
 import { sameAccount } from './account.js'
@@ -17,7 +18,8 @@ import { ProactiveScheduler, type SchedulerTimers } from './proactive-scheduler.
 import { loadProvidersConfig, type ProviderConfig, type ProvidersConfig } from './provider-config.js'
 import { isUsable, RefreshCoordinator, type RefreshCoordinatorOptions } from './refresh-coordinator.js'
 import { refreshTokenGrant } from './refresh-grant.js'
-import { OAuthSessionManager, type StartOptions } from './session-manager.js'
+import { OAuthSessionManager, type LoginRateLimits, type StartOptions } from './session-manager.js'
+import { escapeUntrusted } from '../escape.js'
 
 export interface CreateOAuthBrokerOptions {
   stores: HostStores
@@ -33,6 +35,8 @@ export interface CreateOAuthBrokerOptions {
   timers?: SchedulerTimers
   /** Tuning for the refresh coordinator (tests, benchmarks). */
   refresh?: Partial<Omit<RefreshCoordinatorOptions, 'tokens' | 'grant'>>
+  /** Overrides of the login rate limits (tests of other rules). */
+  loginRateLimits?: Partial<LoginRateLimits>
 }
 
 export class HostOAuthBroker implements OAuthBroker {
@@ -53,7 +57,7 @@ export class HostOAuthBroker implements OAuthBroker {
     this.now = options.now ?? Date.now
     this.env = options.env ?? process.env
     this.sessions = new OAuthSessionManager({
-      startFlow: (provider, _bucket, start) => this.startFlow(provider, start),
+      startFlow: (provider, bucket, start) => this.startFlow(provider, bucket, start),
       storeToken: async (provider, bucket, token, { mayReplace }) => {
         if (mayReplace === undefined) {
           await stores.tokens.saveToken(provider, token, bucket)
@@ -69,6 +73,7 @@ export class HostOAuthBroker implements OAuthBroker {
       },
       now: this.now,
       log: this.log,
+      ...(options.loginRateLimits === undefined ? {} : { rateLimits: options.loginRateLimits }),
     })
     this.coordinator = new RefreshCoordinator({
       ...options.refresh,
@@ -172,12 +177,12 @@ export class HostOAuthBroker implements OAuthBroker {
     try {
       return await this.clients.get(provider)
     } catch (error) {
-      this.log(`oauth ${provider.name}: cannot reach the authorization server: ${(error as Error).message}`)
+      this.log(`oauth ${provider.name}: cannot reach the authorization server: ${escapeUntrusted((error as Error).message)}`)
       throw new ProxyError('FLOW_INITIATION_FAILED', undefined, { cause: error })
     }
   }
 
-  private async startFlow(name: string, start: StartOptions): Promise<LoginFlow> {
+  private async startFlow(name: string, bucket: string, start: StartOptions): Promise<LoginFlow> {
     const provider = this.provider(name)
     const flow = start.flow ?? provider.flows[0] ?? 'device_code'
     if (!provider.flows.includes(flow)) {
@@ -188,6 +193,8 @@ export class HostOAuthBroker implements OAuthBroker {
     if (flow === 'device_code') return startDeviceFlow(configuration, provider, context)
     return startPkceFlow(configuration, provider, {
       ...context,
+      // Login CSRF: a redirect login may not swap the stored account for another one.
+      checkAccount: async (token) => accountMismatch(name, bucket, await this.stores.tokens.getToken(name, bucket), token),
       ...(start.openBrowser === true ? { openBrowser: (url: string) => openBrowser(url, this.env) } : {}),
     })
   }

@@ -3,6 +3,7 @@
 import { createInterface } from 'node:readline'
 import type { LoginUI, VerificationInfo } from '@credproxy/core'
 import { writeLine, type CliIO } from '../cli-io.js'
+import { escapeUntrusted } from '../escape.js'
 
 export interface TerminalLoginUIOptions {
   /** Ask for a pasted code in redirect flows (only when stdin is a terminal). */
@@ -19,14 +20,14 @@ export function createTerminalLoginUI(io: CliIO, options: TerminalLoginUIOptions
       const target = `${info.provider}${info.bucket === undefined || info.bucket === 'default' ? '' : ` (bucket ${info.bucket})`}`
       if (info.flowType === 'device_code') {
         writeLine(out, `To log in to ${target}, open:`)
-        writeLine(out, `  ${info.verificationUri ?? info.verificationUriComplete ?? ''}`)
-        writeLine(out, `and enter the code: ${info.userCode ?? ''}`)
-        if (info.verificationUriComplete !== undefined) writeLine(out, `(or open ${info.verificationUriComplete})`)
+        writeLine(out, `  ${escapeUntrusted(info.verificationUri ?? info.verificationUriComplete ?? '')}`)
+        writeLine(out, `and enter the code: ${escapeUntrusted(info.userCode ?? '')}`)
+        if (info.verificationUriComplete !== undefined) writeLine(out, `(or open ${escapeUntrusted(info.verificationUriComplete)})`)
         return
       }
       const url = info.authUrl ?? ''
       writeLine(out, `To log in to ${target}, open this URL in a browser:`)
-      writeLine(out, `  ${url}`)
+      writeLine(out, `  ${escapeUntrusted(url)}`)
       if (options.openUrl !== undefined) {
         void options.openUrl(url).then((opened) => {
           if (opened) writeLine(out, '(opened in your browser)')
@@ -39,7 +40,7 @@ export function createTerminalLoginUI(io: CliIO, options: TerminalLoginUIOptions
     showProgress(text: string) {
       if (text === lastProgress) return
       lastProgress = text
-      writeLine(out, text)
+      writeLine(out, escapeUntrusted(text))
     },
   }
   if (options.allowPaste && io.stdin.isTTY === true) {

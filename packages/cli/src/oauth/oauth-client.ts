@@ -26,6 +26,19 @@ function needsInsecure(config: ProviderConfig): boolean {
   return http.length > 0
 }
 
+/**
+ * After discovery: the http allowance was granted for a loopback issuer, and openid-client
+ * applies it to every endpoint. So each http endpoint the document names must be loopback too.
+ */
+export function checkDiscoveredEndpoints(name: string, metadata: client.ServerMetadata): void {
+  for (const [field, value] of Object.entries(metadata)) {
+    if (field !== 'issuer' && field !== 'jwks_uri' && !field.endsWith('_endpoint')) continue
+    if (typeof value === 'string' && value.startsWith('http:') && !isLoopbackUrl(value)) {
+      throw new Error(`provider ${name}: the discovery document's ${field} is plain http to a remote host; plain http is only allowed for loopback addresses`)
+    }
+  }
+}
+
 function clientAuth(config: ProviderConfig): client.ClientAuth {
   return config.client_secret === undefined ? client.None() : client.ClientSecretPost(config.client_secret)
 }
@@ -41,6 +54,7 @@ export async function createClientConfiguration(config: ProviderConfig): Promise
       clientAuth(config),
       insecure ? { execute: [client.allowInsecureRequests], timeout: OAUTH_HTTP_TIMEOUT_SECONDS } : { timeout: OAUTH_HTTP_TIMEOUT_SECONDS },
     )
+    if (insecure) checkDiscoveredEndpoints(config.name, configuration.serverMetadata())
   } else {
     const tokenEndpoint = config.token_endpoint ?? ''
     const metadata: client.ServerMetadata = {

@@ -3,12 +3,15 @@
 // URL); both paths exchange with the same verifier, and only the first one counts.
 import * as client from 'openid-client'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
+import { ACCOUNT_REFUSED_MESSAGE } from './account-check.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
+import { exposedError } from './errors.js'
 import type { FlowContext } from './device-flow.js'
 import { startLoopbackListener, type LoopbackListener } from './loopback-listener.js'
 import type { LoginFlow } from './login-flow.js'
 import { tokenFromResponse } from './oauth-client.js'
 import type { ProviderConfig } from './provider-config.js'
+import { escapeUntrusted } from '../escape.js'
 
 /** How often a client should poll our broker while the browser step runs (ms). */
 export const PKCE_CLIENT_POLL_INTERVAL_MS = 1_000
@@ -16,6 +19,8 @@ export const PKCE_CLIENT_POLL_INTERVAL_MS = 1_000
 export interface PkceFlowContext extends FlowContext {
   /** Open the host browser on the authorization URL (host logins only). */
   openBrowser?: (url: string) => Promise<boolean>
+  /** null when the new token may replace the stored one; else why not (login CSRF check). */
+  checkAccount?: (token: OAuthToken) => Promise<string | null>
 }
 
 export async function startPkceFlow(
@@ -42,7 +47,7 @@ export async function startPkceFlow(
       settled = true
       listener.close()
       const code = error === 'access_denied' ? 'ACCESS_DENIED' : 'EXCHANGE_FAILED'
-      context.log(`oauth ${provider.name}: authorization failed: error=${error.slice(0, 64)}`)
+      context.log(`oauth ${provider.name}: authorization failed: error=${escapeUntrusted(error, 64)}`)
       rejectResult(new ProxyError(code))
       throw new ProxyError(code)
     }
@@ -52,9 +57,17 @@ export async function startPkceFlow(
         expectedState: state,
       })
       if (settled) throw new ProxyError('SESSION_ALREADY_USED')
+      const token = tokenFromResponse(tokens, context.now())
+      const refusal = (await context.checkAccount?.(token)) ?? null
+      if (refusal !== null) {
+        // The login stays open: the user's own callback may still come.
+        context.log(`oauth ${provider.name}: ${refusal}`)
+        throw exposedError('EXCHANGE_FAILED', ACCOUNT_REFUSED_MESSAGE)
+      }
+      if (settled) throw new ProxyError('SESSION_ALREADY_USED')
       settled = true
       listener.close()
-      resolveResult(tokenFromResponse(tokens, context.now()))
+      resolveResult(token)
     } catch (caught) {
       if (caught instanceof ProxyError) throw caught
       // A wrong pasted code can be retried; the login stays open until it expires.
@@ -71,7 +84,9 @@ export async function startPkceFlow(
         return { status: 200, message: 'Login complete. You can close this window and return to the terminal.', done: true }
       } catch (error) {
         const denied = error instanceof ProxyError && error.code === 'ACCESS_DENIED'
-        return { status: 400, message: denied ? 'The login was denied.' : 'The login failed; see the terminal.', done: settled }
+        const refused = error instanceof ProxyError && error.message === ACCOUNT_REFUSED_MESSAGE
+        const message = denied ? 'The login was denied.' : refused ? `The login failed: ${ACCOUNT_REFUSED_MESSAGE}.` : 'The login failed; see the terminal.'
+        return { status: 400, message, done: settled }
       }
     })
   } catch (error) {

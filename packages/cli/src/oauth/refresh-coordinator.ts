@@ -6,9 +6,11 @@
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_BUCKET, mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
+import type { HeldLock } from '../storage/locks.js'
 import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { exposedError, reauthRequired } from './errors.js'
+import { escapeUntrusted } from '../escape.js'
 
 /** After a successful refresh, a second one within this window returns the stored token (ms). */
 export const REFRESH_COOLDOWN_MS = 30_000
@@ -192,14 +194,14 @@ export class RefreshCoordinator {
     }
 
     try {
-      const token = await this.options.tokens.withRefreshLock(provider, bucket, () => this.refreshLocked(key, provider, bucket, before, force), {
+      const token = await this.options.tokens.withRefreshLock(provider, bucket, (lock) => this.refreshLocked(lock, key, provider, bucket, before, force), {
         waitMs: this.options.lockWaitMs ?? COORDINATED_REFRESH_LOCK_WAIT_MS,
       })
       this.failures.delete(key)
       return token
     } catch (error) {
       const proxyError = error instanceof ProxyError ? error : new ProxyError('REFRESH_FAILED', undefined, { cause: error })
-      if (!(error instanceof ProxyError)) this.log(`oauth ${provider}/${bucket}: refresh failed: ${(error as Error).message}`)
+      if (!(error instanceof ProxyError)) this.log(`oauth ${provider}/${bucket}: refresh failed: ${escapeUntrusted((error as Error).message)}`)
       if (proxyError.code === 'REAUTH_REQUIRED' || proxyError.code === 'REFRESH_FAILED') {
         this.failures.set(key, { at: this.now(), error: proxyError, fingerprint: fingerprint(before.refresh_token) })
       }
@@ -208,6 +210,7 @@ export class RefreshCoordinator {
   }
 
   private async refreshLocked(
+    lock: HeldLock,
     key: string,
     provider: string,
     bucket: string,
@@ -233,7 +236,21 @@ export class RefreshCoordinator {
         `no refresh token is stored for ${provider}/${bucket}; run \`credproxy auth login ${provider}\` on the host`,
       )
     }
-    const fresh = await this.grantWithRetry(provider, bucket, refreshToken)
+    // What the store must still hold for refreshToken to be unspent: itself, or (unsaved) the token it replaced.
+    const expectedStored = current === stored ? refreshToken : stored.refresh_token
+    const outcome = await this.grantWithRetry(provider, bucket, refreshToken, async () => {
+      // Immediately before each request: the lock is still ours and nobody rotated the token meanwhile.
+      await lock.assertHeld('REFRESH_FAILED')
+      const latest = await this.options.tokens.getToken(provider, bucket)
+      if (latest === null) throw exposedError('NOT_FOUND', `no token for ${provider}/${bucket} is stored on the host`)
+      return latest.refresh_token === expectedStored ? null : latest
+    })
+    if (outcome.kind === 'superseded') {
+      this.log(`oauth ${provider}/${bucket}: the stored refresh token changed under the lock; the refresh was not sent`)
+      this.unsaved.delete(key)
+      return outcome.token
+    }
+    const fresh = outcome.token
     this.lastSuccess.set(key, this.now())
     let saved: OAuthToken | null
     try {
@@ -286,12 +303,20 @@ export class RefreshCoordinator {
     )
   }
 
-  private async grantWithRetry(provider: string, bucket: string, refreshToken: string): Promise<OAuthToken> {
+  /** beforeSend returns a token that supersedes ours (then nothing is sent) or null to go ahead; it may throw. */
+  private async grantWithRetry(
+    provider: string,
+    bucket: string,
+    refreshToken: string,
+    beforeSend: () => Promise<OAuthToken | null>,
+  ): Promise<{ kind: 'fresh' | 'superseded'; token: OAuthToken }> {
     const maxAttempts = this.options.maxAttempts ?? REFRESH_MAX_ATTEMPTS
     const base = this.options.backoffBaseMs ?? REFRESH_BACKOFF_BASE_MS
     for (let attempt = 1; ; attempt += 1) {
+      const superseded = await beforeSend()
+      if (superseded !== null) return { kind: 'superseded', token: superseded }
       try {
-        return await this.options.grant(provider, refreshToken)
+        return { kind: 'fresh', token: await this.options.grant(provider, refreshToken) }
       } catch (error) {
         if (error instanceof ProxyError) throw error
         const failure = classifyOAuthError(error)

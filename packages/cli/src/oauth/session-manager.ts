@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import type { InitiateOptions, OAuthInitiateResult, OAuthPollResult } from './broker.js'
 import type { LoginFlow } from './login-flow.js'
+import { escapeUntrusted } from '../escape.js'
 
 /** A login the user has not finished within this time is dropped (ms). */
 export const OAUTH_SESSION_TTL_MS = 10 * 60_000
@@ -15,6 +16,53 @@ export const MAX_OAUTH_SESSIONS = 32
 export const OAUTH_SESSION_SWEEP_INTERVAL_MS = 30_000
 /** 128 bits. */
 export const SESSION_ID_BYTES = 16
+/** The window of the login rate limits below (ms). */
+export const OAUTH_RATE_WINDOW_MS = 60_000
+/** Logins (each one a request to the provider) one broker session may start per window. */
+export const MAX_LOGINS_PER_OWNER = 10
+/** Code exchanges (each one a token-endpoint request) per login per window. */
+export const MAX_EXCHANGES_PER_LOGIN = 5
+/** Provider-bound login work (starts plus exchanges) of all sessions together per window. */
+export const MAX_PROVIDER_REQUESTS_PER_WINDOW = 60
+
+export interface LoginRateLimits {
+  windowMs: number
+  loginsPerOwner: number
+  exchangesPerLogin: number
+  providerRequests: number
+}
+
+/** Requests within the last windowMs; take() answers null (go) or the seconds until one is free. */
+class RateWindow {
+  private readonly hits: number[] = []
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
+
+  /** Seconds to wait, or null when a request may go now (not counted until take()). */
+  waitSeconds(now: number): number | null {
+    while (this.hits.length > 0 && now - (this.hits[0] ?? 0) >= this.windowMs) this.hits.shift()
+    if (this.hits.length < this.limit) return null
+    return Math.max(1, Math.ceil(((this.hits[0] ?? now) + this.windowMs - now) / 1000))
+  }
+
+  take(now: number): void {
+    this.hits.push(now)
+  }
+
+  idle(now: number): boolean {
+    this.waitSeconds(now)
+    return this.hits.length === 0
+  }
+}
+
+/** RATE_LIMITED unless every window has room; then the request counts in all of them. */
+function takeAll(windows: RateWindow[], now: number): void {
+  const waits = windows.map((w) => w.waitSeconds(now)).filter((w): w is number => w !== null)
+  if (waits.length > 0) throw new ProxyError('RATE_LIMITED', undefined, { retryAfter: Math.max(...waits) })
+  for (const w of windows) w.take(now)
+}
 
 type SessionState =
   | { kind: 'pending' }
@@ -35,6 +83,7 @@ interface Session {
   state: SessionState
   /** Settles when the flow's token is stored (or the flow failed). */
   done: Promise<void>
+  exchanges: RateWindow
 }
 
 export interface OAuthSessionManagerOptions {
@@ -48,6 +97,8 @@ export interface OAuthSessionManagerOptions {
   log?: (line: string) => void
   /** false: no sweep timer (tests call sweep()). */
   sweepTimer?: boolean
+  /** Overrides of the login rate limits (tests of other rules). */
+  rateLimits?: Partial<LoginRateLimits>
 }
 
 export interface StartOptions extends InitiateOptions {
@@ -65,12 +116,23 @@ export class OAuthSessionManager {
   private closed = false
   /** Initiates waiting on the provider: they hold a slot so concurrent ones cannot all reach the network. */
   private starting = 0
+  private readonly limits: LoginRateLimits
+  private readonly loginsByOwner = new Map<string, RateWindow>()
+  private readonly providerRequests: RateWindow
 
   constructor(private readonly options: OAuthSessionManagerOptions) {
     this.now = options.now ?? Date.now
     this.ttlMs = options.ttlMs ?? OAUTH_SESSION_TTL_MS
     this.maxSessions = options.maxSessions ?? MAX_OAUTH_SESSIONS
     this.log = options.log ?? (() => undefined)
+    this.limits = {
+      windowMs: OAUTH_RATE_WINDOW_MS,
+      loginsPerOwner: MAX_LOGINS_PER_OWNER,
+      exchangesPerLogin: MAX_EXCHANGES_PER_LOGIN,
+      providerRequests: MAX_PROVIDER_REQUESTS_PER_WINDOW,
+      ...options.rateLimits,
+    }
+    this.providerRequests = new RateWindow(this.limits.providerRequests, this.limits.windowMs)
     if (options.sweepTimer !== false) {
       this.timer = setInterval(() => this.sweep(), OAUTH_SESSION_SWEEP_INTERVAL_MS)
       this.timer.unref()
@@ -85,6 +147,13 @@ export class OAuthSessionManager {
     if (this.closed) throw new ProxyError('FLOW_INITIATION_FAILED')
     this.sweep()
     if (this.sessions.size + this.starting >= this.maxSessions && !this.evictUsed()) throw new ProxyError('RESOURCE_EXHAUSTED')
+    // Each login start is a request to the provider: bounded per broker session and host-wide.
+    let logins = this.loginsByOwner.get(owner)
+    if (logins === undefined) {
+      logins = new RateWindow(this.limits.loginsPerOwner, this.limits.windowMs)
+      this.loginsByOwner.set(owner, logins)
+    }
+    takeAll([logins, this.providerRequests], this.now())
     // Reserve the slot before the first await: the cap bounds the requests sent to the provider too.
     this.starting += 1
     let flow: LoginFlow
@@ -107,6 +176,7 @@ export class OAuthSessionManager {
       flow,
       state: { kind: 'pending' },
       done: Promise.resolve(),
+      exchanges: new RateWindow(this.limits.exchangesPerLogin, this.limits.windowMs),
     }
     session.done = flow.result.then(
       async (token) => {
@@ -119,7 +189,7 @@ export class OAuthSessionManager {
       },
     ).catch((error: unknown) => {
       // Storing failed or was refused: the login worked but nothing was kept.
-      this.log(`oauth ${provider}/${bucket}: storing the new token failed: ${(error as Error).message}`)
+      this.log(`oauth ${provider}/${bucket}: storing the new token failed: ${escapeUntrusted((error as Error).message)}`)
       if (session.state.kind !== 'pending') return
       session.state = { kind: 'failed', error: error instanceof ProxyError ? error : new ProxyError('INTERNAL_ERROR') }
     })
@@ -150,7 +220,11 @@ export class OAuthSessionManager {
   async exchange(sessionId: string, code: string, owner: string): Promise<OAuthToken> {
     const session = this.find(sessionId, owner)
     if (session.state.kind === 'used') throw new ProxyError('SESSION_ALREADY_USED')
-    if (session.state.kind === 'pending') await session.flow.exchange(code)
+    if (session.state.kind === 'pending') {
+      // Each attempt is a token-endpoint request (with the client secret of a confidential client).
+      takeAll([session.exchanges, this.providerRequests], this.now())
+      await session.flow.exchange(code)
+    }
     await session.done
     const state = session.state as SessionState
     if (state.kind === 'failed') throw state.error
@@ -168,6 +242,7 @@ export class OAuthSessionManager {
   /** Expire overdue logins (their tasks are aborted) and forget long-finished ones. */
   sweep(): void {
     const now = this.now()
+    for (const [owner, window] of this.loginsByOwner) if (window.idle(now)) this.loginsByOwner.delete(owner)
     for (const [id, session] of this.sessions) {
       if (session.forgetAt !== undefined && now >= session.forgetAt) {
         this.sessions.delete(id)

@@ -36,8 +36,10 @@ export class FileBackend implements RecordBackend {
     await ensurePrivateDir(dataDir)
     const dir = join(dataDir, CREDENTIALS_DIR)
     await ensurePrivateDir(dir)
-    const machine = await loadMachineSecret(dataDir, options.keyring)
+    // Temp files a crashed writer left behind: records in credentials/, the machine secret in the data dir.
     await removeStaleTempFiles(dir)
+    await removeStaleTempFiles(dataDir)
+    const machine = await loadMachineSecret(dataDir, options.keyring)
     return new FileBackend(dir, new CredentialCipher(machine.secret, machine.salt))
   }
 

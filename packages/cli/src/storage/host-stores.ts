@@ -19,6 +19,7 @@ import {
   REFRESH_LOCK_WAIT_MS,
   releaseQuietly,
   WRITE_LOCK_WAIT_MS,
+  type HeldLock,
   type LockDirectory,
   type ReleaseLock,
 } from './locks.js'
@@ -154,14 +155,14 @@ export class HostTokenStoreImpl implements HostTokenStore {
   async withRefreshLock<T>(
     provider: string,
     bucket: string,
-    fn: () => Promise<T>,
-    options: { waitMs?: number; staleMs?: number } = {},
+    fn: (lock: HeldLock) => Promise<T>,
+    options: { waitMs?: number } = {},
   ): Promise<T> {
     const ref = tokenRef(provider, bucket)
     const waitMs = options.waitMs ?? REFRESH_LOCK_WAIT_MS
     return this.locks.withLock(
       `refresh+${recordFileBase(ref)}`,
-      { waitMs, ...(options.staleMs === undefined ? {} : { staleMs: options.staleMs }) },
+      { waitMs },
       () => new LockTimeoutError(`refresh (${ref.provider}/${ref.bucket})`, waitMs, 'REFRESH_FAILED'),
       fn,
     )
@@ -185,12 +186,10 @@ export class HostTokenStoreImpl implements HostTokenStore {
 
   private async acquireHeld(kind: 'refresh' | 'auth', provider: string, options: LockOptions = {}): Promise<boolean> {
     const name = `${kind}+${recordFileBase(tokenRef(provider, options.bucket))}`
-    const release = await this.locks.tryAcquire(name, {
-      waitMs: options.waitMs ?? REFRESH_LOCK_WAIT_MS,
-      ...(options.staleMs === undefined ? {} : { staleMs: options.staleMs }),
-    })
-    if (release === null) return false
-    this.held.set(name, release)
+    // options.staleMs is not used: a lock lives exactly as long as its holder (flock).
+    const lock = await this.locks.tryAcquire(name, { waitMs: options.waitMs ?? REFRESH_LOCK_WAIT_MS })
+    if (lock === null) return false
+    this.held.set(name, lock.release)
     return true
   }
 

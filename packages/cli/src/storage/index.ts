@@ -12,11 +12,12 @@ import { LockDirectory } from './locks.js'
 import type { RecordBackend } from './record-backend.js'
 import type { HostStores } from './types.js'
 import { UsageStats } from './usage-stats.js'
+import { logLineTo } from '../escape.js'
 
 export type { BackendName, HostStores, HostTokenStore } from './types.js'
 export { keyringMode, keyringService, KEYRING_MODES, type KeyringMode } from './backend-selection.js'
 export { parseToken, MAX_KEY_VALUE_BYTES, MAX_TOKEN_JSON_BYTES } from './host-stores.js'
-export { LockTimeoutError, LOCK_STALE_MS, WRITE_LOCK_WAIT_MS, REFRESH_LOCK_WAIT_MS } from './locks.js'
+export { LockLostError, LockTimeoutError, WRITE_LOCK_WAIT_MS, REFRESH_LOCK_WAIT_MS, type HeldLock } from './locks.js'
 export { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 
 export interface OpenHostStoresOptions {
@@ -29,7 +30,7 @@ export interface OpenHostStoresOptions {
 export async function openHostStores(options: OpenHostStoresOptions = {}): Promise<HostStores> {
   const env = options.env ?? process.env
   const paths = options.paths ?? resolvePaths(env)
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
+  const log = options.log ?? logLineTo(process.stderr)
   const mode = keyringMode(env)
   const service = keyringService(env)
   const locks = await LockDirectory.open(paths.stateDir, log)

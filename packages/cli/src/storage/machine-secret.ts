@@ -79,18 +79,21 @@ async function readSecretFile(path: string): Promise<MachineSecret | null> {
 /** Write a complete temp file, then link() it into place: exactly one concurrent creator wins. */
 async function createSecretFile(path: string): Promise<void> {
   const temp = join(dirname(path), `${TEMP_PREFIX}machine-secret.${randomBytes(6).toString('hex')}`)
-  const handle = await open(temp, 'wx', PRIVATE_FILE_MODE)
   try {
-    await handle.writeFile(fresh())
-    await handle.sync()
+    const handle = await open(temp, 'wx', PRIVATE_FILE_MODE)
+    try {
+      await handle.writeFile(fresh())
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    try {
+      await link(temp, path)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
   } finally {
-    await handle.close()
-  }
-  try {
-    await link(temp, path)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-  } finally {
+    // Whatever failed (a full disk fails the write), the temp file never stays behind.
     await rm(temp, { force: true })
   }
   await syncDir(dirname(path))

@@ -1,6 +1,7 @@
 // Host-side storage contract used by the server, the OAuth refresh machinery and
 // the commands. Implementations: keyring backend and encrypted-file backend.
 import type { OAuthToken, ProviderKeyStorage, TokenStore } from '@credproxy/core'
+import type { HeldLock } from './locks.js'
 
 export type BackendName = 'keyring' | 'file'
 
@@ -21,14 +22,15 @@ export interface HostTokenStore extends TokenStore {
   close?(): Promise<void>
   /**
    * Run fn while holding the cross-process refresh lock of provider/bucket.
-   * Throws when the lock cannot be had within waitMs; a lock left by a crashed
-   * process is taken over after staleMs.
+   * Throws when the lock cannot be had within waitMs; the lock of a process that
+   * died is free at once, the lock of a live (even stalled) one never is.
+   * fn gets the lock to check it is still held right before acting.
    */
   withRefreshLock<T>(
     provider: string,
     bucket: string,
-    fn: () => Promise<T>,
-    options?: { waitMs?: number; staleMs?: number },
+    fn: (lock: HeldLock) => Promise<T>,
+    options?: { waitMs?: number },
   ): Promise<T>
 }
 

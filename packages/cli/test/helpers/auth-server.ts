@@ -12,7 +12,8 @@
 //   await as.approveDevice(userCode, account?)  logs in (as `account`, default 'test-user', which becomes the
 //                                               id_token `sub`) and consents through /device and /interaction
 //   await as.denyDevice(userCode)               the user presses "abort" on the device page
-//   await as.completeAuthorization(authUrl)     logs in and consents; returns the redirect URL
+//   await as.completeAuthorization(authUrl, login?)  logs in (as `login`, default test-user; the account id
+//                                               and id_token sub) and consents; returns the redirect URL
 //                                               (http://127.0.0.1:<port>/callback?code=..&state=..)
 //                                               without fetching it
 //   as.refreshRequests            token endpoint requests with grant_type=refresh_token (success or error)
@@ -21,6 +22,9 @@
 //   as.deviceAuthorizationRequests  requests to the device authorization endpoint (device flow starts)
 //   await as.revokeGrant(refreshToken)          revokes the token's whole grant (RFC 7009 endpoint)
 //   as.failTokenEndpoint(n, status)             the next n token endpoint requests answer `status`
+//   as.patchJson(method, path, fields|null)     merge fields into the JSON answers to method+path (a misbehaving
+//                                               server: huge device `interval`, discovery pointing elsewhere)
+//   as.tokenEndpointHits          raw POST /token requests (any outcome)
 //   await as.close()
 import { createServer, type Server } from 'node:http'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -45,9 +49,11 @@ export interface AuthServer {
   writeProvidersFile(configDir: string, name?: string, extra?: Record<string, unknown>): Promise<string>
   approveDevice(userCode: string, account?: string): Promise<void>
   denyDevice(userCode: string): Promise<void>
-  completeAuthorization(authUrl: string): Promise<string>
+  completeAuthorization(authUrl: string, login?: string): Promise<string>
   revokeGrant(refreshToken: string): Promise<void>
   failTokenEndpoint(count: number, status?: number): void
+  patchJson(method: string, path: string, fields: Record<string, unknown> | null): void
+  tokenEndpointHits: number
   close(): Promise<void>
 }
 
@@ -127,6 +133,8 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
     deviceAuthorizationRequests: 0,
     failures: 0,
     failureStatus: 503,
+    tokenEndpointHits: 0,
+    patches: new Map<string, Record<string, unknown>>(),
   }
   const countGrant = (ctx: { oidc?: { params?: Record<string, unknown> } }): void => {
     state.tokenRequests += 1
@@ -142,6 +150,16 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
   const handle = provider.callback()
   server.on('request', (req, res) => {
     if (req.method === 'POST' && req.url === '/device/auth') state.deviceAuthorizationRequests += 1
+    if (req.method === 'POST' && req.url === '/token') state.tokenEndpointHits += 1
+    const patch = state.patches.get(`${req.method ?? ''} ${req.url ?? ''}`)
+    if (patch !== undefined) {
+      const end = res.end.bind(res) as (body?: unknown) => typeof res
+      res.end = ((body?: unknown) => {
+        const text = JSON.stringify({ ...(JSON.parse(String(body)) as object), ...patch })
+        res.setHeader('content-length', Buffer.byteLength(text))
+        return end(text)
+      }) as typeof res.end
+    }
     if (state.failures > 0 && req.method === 'POST' && req.url === '/token') {
       state.failures -= 1
       req.resume()
@@ -236,10 +254,10 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       const { response } = await deviceForm(userCode, { abort: 'yes' })
       await response.text()
     },
-    async completeAuthorization(authUrl) {
+    async completeAuthorization(authUrl, login) {
       const jar = new CookieJar()
       const first = await fetch(authUrl, { redirect: 'manual' })
-      return drive(first, jar, (location) => !location.startsWith(issuer))
+      return drive(first, jar, (location) => !location.startsWith(issuer), login)
     },
     async revokeGrant(refreshToken) {
       const response = await fetch(`${issuer}/token/revocation`, {
@@ -248,6 +266,13 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
         body: new URLSearchParams({ token: refreshToken, token_type_hint: 'refresh_token', client_id: CLIENT_ID }),
       })
       if (!response.ok) throw new Error(`revocation answered ${response.status}`)
+    },
+    get tokenEndpointHits() {
+      return state.tokenEndpointHits
+    },
+    patchJson(method, path, fields) {
+      if (fields === null) state.patches.delete(`${method} ${path}`)
+      else state.patches.set(`${method} ${path}`, fields)
     },
     failTokenEndpoint(count, status = 503) {
       state.failures = count

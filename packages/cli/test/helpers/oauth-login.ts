@@ -3,11 +3,15 @@ import type { OAuthToken } from '@credproxy/core'
 import type { HostOAuthBroker } from '../../src/oauth/host-oauth-broker.js'
 import type { AuthServer } from './auth-server.js'
 
+let logins = 0
+
 export async function deviceLogin(broker: HostOAuthBroker, as: AuthServer, provider: string, bucket: string): Promise<OAuthToken> {
-  const init = await broker.initiate(provider, bucket, 'test-login')
+  // One broker session per login, as a user would have: the per-session login rate limit is not under test here.
+  const owner = `test-login-${(logins += 1)}`
+  const init = await broker.initiate(provider, bucket, owner)
   await as.approveDevice(init.user_code ?? '')
   for (let i = 0; i < 400; i += 1) {
-    const r = await broker.poll(init.session_id, 'test-login')
+    const r = await broker.poll(init.session_id, owner)
     if (r.status === 'complete') return r.token
     await new Promise((resolve) => setTimeout(resolve, 25))
   }

@@ -2,6 +2,7 @@
 // file backend while it is being written. Real sockets, real framing; only the
 // persistence is in memory. Same contract: storage/types.ts.
 import type { BucketStats, OAuthToken, ProviderKeyStorage } from '@credproxy/core'
+import type { HeldLock } from '../../src/storage/locks.js'
 import type { HostStores, HostTokenStore } from '../../src/storage/types.js'
 
 const DEFAULT = 'default'
@@ -90,8 +91,8 @@ export class MemoryTokenStore implements HostTokenStore {
     this.usage.set(k, { count: u.count + 1, lastUsed: Date.now() })
   }
 
-  async withRefreshLock<T>(_provider: string, _bucket: string, fn: () => Promise<T>): Promise<T> {
-    return fn()
+  async withRefreshLock<T>(_provider: string, _bucket: string, fn: (lock: HeldLock) => Promise<T>): Promise<T> {
+    return fn({ assertHeld: () => Promise.resolve(), release: () => Promise.resolve() })
   }
 }
 

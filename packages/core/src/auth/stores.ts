@@ -15,7 +15,7 @@ export interface LockOptions {
   bucket?: string
   /** How long to wait for the lock before giving up (ms). */
   waitMs?: number
-  /** Age after which a lock left by a crashed process is taken over (ms). */
+  /** Age after which a lock left by a crashed process is taken over (ms); the host store ignores it (flock: free once the holder dies). */
   staleMs?: number
 }
 
