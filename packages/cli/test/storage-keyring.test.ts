@@ -69,7 +69,9 @@ describe.runIf(withSecretService)('keyring backend (real Secret Service)', () =>
       }
     }
     await walk(home)
-    expect(files).toEqual([join(home, 'state', 'usage.json')])
+    // The saved backend choice (storage.json) holds only the backend's name.
+    expect(files.sort()).toEqual([join(home, 'config', 'storage.json'), join(home, 'state', 'usage.json')])
+    expect(JSON.parse(await readFile(join(home, 'config', 'storage.json'), 'utf8'))).toEqual({ version: 1, backend: 'keyring' })
     const text = await readFile(files[0] ?? '', 'utf8')
     expect(text).not.toMatch(/DISK-CHECK/)
     expect((await stat(files[0] ?? '')).mode & 0o777).toBe(0o600)

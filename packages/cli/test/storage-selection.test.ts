@@ -83,17 +83,20 @@ describe('backend selection', () => {
     if (withSecretService) expect(await findCredentialsAsync(service)).toEqual([])
   })
 
-  test('auto without a keyring falls back to files with one clear log line', async () => {
+  test('auto without a keyring falls back to files with one clear log line, once (the choice is saved)', async () => {
     const set = await cliWithoutKeyring(home, ['key', 'set', 'K'], {}, 'v-fallback')
     expect(set.code).toBe(EXIT.OK)
     // One log line, whose reason is @napi-rs/keyring's own failure, then the usual confirmation.
     const lines = set.stderr.trimEnd().split('\n')
     expect(lines).toHaveLength(2)
-    expect(lines[0]).toMatch(/no OS keyring reachable \(.*DBus.*no-such-bus.*\); using encrypted files in .*CREDPROXY_KEYRING=off/)
+    expect(lines[0]).toMatch(/no OS keyring reachable \(.*DBus.*no-such-bus.*\); using encrypted files in .* from now on \(saved in .*storage\.json; this notice is shown once\).*key migrate --to keyring/)
     expect(lines[1]).toBe('Stored API key K (file).')
     expect(readdirSync(join(home, 'data', 'credentials')).filter((name) => name.endsWith('.enc'))).toHaveLength(1)
+    // Later commands use the saved choice quietly (issue 13 bug 7: the notice used to repeat on every command).
     const get = await cliWithoutKeyring(home, ['key', 'get', 'K'], {})
-    expect(get).toMatchObject({ code: EXIT.OK, stdout: 'v-fallback\n' })
+    expect(get).toEqual({ code: EXIT.OK, stdout: 'v-fallback\n', stderr: '' })
+    const list = await cliWithoutKeyring(home, ['key', 'list'], {})
+    expect(list).toEqual({ code: EXIT.OK, stdout: 'K\n', stderr: '' })
   })
 
   test('required without a keyring fails and says how to get one', async () => {
