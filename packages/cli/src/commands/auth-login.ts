@@ -127,7 +127,7 @@ function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox', ses
     case 'PROVIDER_NOT_CONFIGURED':
       return new CliError(
         `no OAuth provider '${login.provider}' is configured on the host`,
-        'On the host, add it to providers.json in the credproxy config directory (see dev-docs/oauth.md).',
+        'On the host, add it to providers.json in the credproxy config directory: `credproxy help oauth` shows how.',
         EXIT.NOT_FOUND,
       )
     case 'NOT_GRANTED': {
