@@ -3,8 +3,11 @@
 // say it is exchanging, and show the real error when the exchange fails.
 // A PassThrough marked as a terminal stands in for the keyboard (the prompt only
 // asks on a terminal); everything else is real: oidc-provider, stores, broker socket.
-import { writeFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { PassThrough } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { main } from '../src/cli.js'
@@ -13,7 +16,10 @@ import { EXIT } from '../src/exit-codes.js'
 import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
 import { CredentialProxyServer, type StartedServer } from '../src/server/credential-proxy-server.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
+import { cliEnv } from './helpers/cli-runner.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
+
+const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url))
 
 interface PasteIO extends CliIO {
   out(): string
@@ -124,5 +130,28 @@ describe('auth login --flow pkce: pasting the code', () => {
       expect(io.err()).toContain('Exchanging the code for a token...')
       expect((await inner.stores.tokens.getToken('testprov', 'inside'))?.refresh_token).toMatch(/\S/)
     })
+
+    test('in a real bwrap sandbox on a terminal (script(1) gives it a pty): the pasted URL completes the login', async () => {
+      const cwd = await mkdtemp(join(tmpdir(), 'cp-paste-pty-'))
+      const line = [process.execPath, BIN, 'run', '--sandbox', 'bwrap', '--grant', 'testprov', '--', 'credproxy', 'auth', 'login', 'testprov', '--bucket', 'pty']
+      const child = spawn('script', ['-qfec', line.map((arg) => `'${arg}'`).join(' '), '/dev/null'], { cwd, env: cliEnv(inner.home), stdio: ['pipe', 'pipe', 'pipe'] })
+      let output = ''
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+      try {
+        const url = await waitFor(() => AUTH_URL.exec(output)?.[1])
+        expect(output).toContain('paste the code')
+        child.stdin.write(`${await as.completeAuthorization(url)}\n`)
+        const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 15_000))])
+        expect(code).toBe(EXIT.OK)
+        expect(output).toContain('Exchanging the code for a token...')
+        expect(output).toMatch(/Logged in to testprov \(bucket pty\)/)
+        expect((await inner.stores.tokens.getToken('testprov', 'pty'))?.refresh_token).toMatch(/\S/)
+      } finally {
+        child.kill('SIGKILL')
+        await rm(cwd, { recursive: true, force: true })
+      }
+    }, 30_000)
   })
 })
