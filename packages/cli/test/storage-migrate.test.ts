@@ -160,20 +160,23 @@ describe.runIf(withSecretService)('backend choice and key migrate (real Secret S
   })
 
   test.each([
-    ['while copying', /copied key:K0/],
-    ['while deleting the old copies', /saved the choice/],
-  ])('killed %s: every key still exists somewhere, and a rerun completes', async (_when, killOn) => {
+    ['keyring', 'while copying', /copied key:K0/],
+    ['keyring', 'while deleting the old copies', /saved the choice/],
+    ['file', 'while copying', /copied key:K0/],
+    ['file', 'while deleting the old copies', /saved the choice/],
+  ] as const)('--to %s killed %s: every key still exists somewhere, and a rerun completes', async (to, _when, killOn) => {
+    const from = to === 'keyring' ? 'file' : 'keyring'
     const keys = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`K${i}`, `v-${i}`]))
     const names = Object.keys(keys)
-    await seed('file', keys)
-    const killed = await spawnCli(env, ['key', 'migrate', '--to', 'keyring'], { killOn })
+    await seed(from, keys)
+    const killed = await spawnCli(env, ['key', 'migrate', '--to', to], { killOn })
     expect(killed.code).toBeNull() // SIGKILL: no cleanup ran
-    const inFiles = await held('file', names)
-    const inKeyring = await held('keyring', names)
-    for (const name of names) expect(inFiles[name] ?? inKeyring[name]).toBe(keys[name])
-    const rerun = await runCli(['key', 'migrate', '--to', 'keyring'], { env })
+    const inSource = await held(from, names)
+    const inTarget = await held(to, names)
+    for (const name of names) expect(inSource[name] ?? inTarget[name]).toBe(keys[name])
+    const rerun = await runCli(['key', 'migrate', '--to', to], { env })
     expect(rerun.code).toBe(EXIT.OK)
-    expect(await held('keyring', names)).toEqual(keys)
-    expect(await readdir(join(home, 'data', 'credentials'))).toEqual([])
+    expect(await held(to, names)).toEqual(keys)
+    expect(Object.values(await held(from, names)).every((value) => value === null)).toBe(true)
   })
 })
