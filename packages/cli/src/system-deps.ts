@@ -49,10 +49,11 @@ function runStep(args: string[], env: NodeJS.ProcessEnv, log: Writable): Promise
   })
 }
 
-/** apt-get update && apt-get install -y --no-install-recommends packages; true when both exit 0. */
+/** apt-get update, then apt-get install -y --no-install-recommends packages; true when the install exits 0. */
 export async function installDebianPackages(packages: readonly string[], env: NodeJS.ProcessEnv, log: Writable): Promise<boolean> {
   writeLine(log, `credproxy: installing ${packages.join(' ')}: apt-get update && apt-get install -y --no-install-recommends ${packages.join(' ')}`)
-  if ((await runStep(['update', '-qq'], env, log)) !== 0) return false
+  // Offline, the package lists on disk may still know the package: try the install anyway.
+  if ((await runStep(['update', '-qq'], env, log)) !== 0) writeLine(log, 'credproxy: apt-get update failed; trying the install with the package lists already on this machine')
   // Another apt-get (unattended upgrades) may hold the lock for a while: wait rather than fail.
   return (await runStep(['install', '-y', '-qq', '-o', 'DPkg::Lock::Timeout=120', '--no-install-recommends', ...packages], env, log)) === 0
 }
