@@ -47,6 +47,9 @@ describe('credproxy completion', () => {
     expect(bashComplete(generated, 'credproxy key migrate --t')).toEqual(['--to'])
     expect(bashComplete(generated, 'credproxy run --grant')).toEqual(['--grant', '--grant-key'])
     expect(bashComplete(generated, 'credproxy auth login github --fl')).toEqual(['--flow'])
+    // Option values spelled out in --help (`--to keyring|file`, `--flow device|pkce`).
+    expect(bashComplete(generated, 'credproxy key migrate --to k')).toEqual(['keyring'])
+    expect(bashComplete(generated, 'credproxy auth login github --flow ')).toEqual(['device', 'pkce'])
     expect(bashComplete(generated, 'credproxy help oa')).toEqual(['oauth'])
     expect(bashComplete(generated, 'credproxy completion z')).toEqual(['zsh'])
     // After `--` the words are the wrapped command's: nothing of ours is offered.
