@@ -7,6 +7,8 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v keyctl >/dev/null 2>&1 || missing+=(keyutils)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
 command -v dbus-run-session >/dev/null 2>&1 || missing+=(dbus)
+# The README's agent example (readme.test.ts) calls an API with curl from inside a sandbox.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${missing[*]}; install them as root:" >&2

@@ -3,6 +3,7 @@
 import { isProxyMode, ProxyError, type ErrorCode } from '@credproxy/core'
 import { CliError, writeLine, type CliIO } from './cli-io.js'
 import { COMMANDS, findCommand } from './commands/index.js'
+import { findHelpTopic } from './commands/help-topics.js'
 import { EXIT } from './exit-codes.js'
 import { escapeUntrusted } from './escape.js'
 
@@ -19,6 +20,7 @@ export function globalHelp(): string {
     ...Object.entries(COMMANDS).map(([name, entry]) => `  ${name.padEnd(10)} ${entry.summary}`),
     '',
     'Run `credproxy <command> --help` (or `credproxy help <command>`) for options and examples.',
+    'OAuth providers (providers.json): `credproxy help oauth`.',
     'Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 not granted or refused,',
     '            5 login required, 6 broker/keyring/sandbox unavailable;',
     '            run and exec exit with the command\'s own code (128+N on signal N).',
@@ -70,6 +72,11 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
       const [topic, ...rest] = name === 'help' ? args : []
       if (topic === undefined) {
         writeLine(io.stdout, globalHelp())
+        return EXIT.OK
+      }
+      const text = findCommand(topic) === undefined ? findHelpTopic(topic) : undefined
+      if (text !== undefined) {
+        writeLine(io.stdout, text.trimEnd())
         return EXIT.OK
       }
       const entry = findCommand(topic)

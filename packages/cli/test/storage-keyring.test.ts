@@ -72,7 +72,9 @@ describe.runIf(withSecretService)('keyring backend (real Secret Service)', () =>
     // Lock files (flock) are empty and stay in state/locks.
     const locks = files.filter((f) => f.startsWith(join(home, 'state', 'locks')) && f.endsWith('.flock'))
     for (const lock of locks) expect((await stat(lock)).size).toBe(0)
-    expect(files.filter((f) => !locks.includes(f))).toEqual([join(home, 'state', 'usage.json')])
+    // The saved backend choice (storage.json) holds only the backend's name.
+    expect(files.filter((f) => !locks.includes(f)).sort()).toEqual([join(home, 'config', 'storage.json'), join(home, 'state', 'usage.json')])
+    expect(JSON.parse(await readFile(join(home, 'config', 'storage.json'), 'utf8'))).toEqual({ version: 1, backend: 'keyring' })
     const text = await readFile(files[0] ?? '', 'utf8')
     expect(text).not.toMatch(/DISK-CHECK/)
     expect((await stat(files[0] ?? '')).mode & 0o777).toBe(0o600)

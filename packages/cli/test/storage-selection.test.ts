@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readdirSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -83,17 +83,45 @@ describe('backend selection', () => {
     if (withSecretService) expect(await findCredentialsAsync(service)).toEqual([])
   })
 
-  test('auto without a keyring falls back to files with one clear log line', async () => {
+  test('auto without a keyring falls back to files with one clear log line, once (the choice is saved)', async () => {
     const set = await cliWithoutKeyring(home, ['key', 'set', 'K'], {}, 'v-fallback')
     expect(set.code).toBe(EXIT.OK)
     // One log line, whose reason is @napi-rs/keyring's own failure, then the usual confirmation.
     const lines = set.stderr.trimEnd().split('\n')
     expect(lines).toHaveLength(2)
-    expect(lines[0]).toMatch(/no OS keyring reachable \(.*DBus.*no-such-bus.*\); using encrypted files in .*CREDPROXY_KEYRING=off/)
+    expect(lines[0]).toMatch(/no OS keyring reachable \(.*DBus.*no-such-bus.*\); using encrypted files in .* from now on \(saved in .*storage\.json; this notice is shown once\).*key migrate --to keyring/)
     expect(lines[1]).toBe('Stored API key K (file).')
     expect(readdirSync(join(home, 'data', 'credentials')).filter((name) => name.endsWith('.enc'))).toHaveLength(1)
+    // Later commands use the saved choice quietly (issue 13 bug 7: the notice used to repeat on every command).
     const get = await cliWithoutKeyring(home, ['key', 'get', 'K'], {})
-    expect(get).toMatchObject({ code: EXIT.OK, stdout: 'v-fallback\n' })
+    expect(get).toEqual({ code: EXIT.OK, stdout: 'v-fallback\n', stderr: '' })
+    const list = await cliWithoutKeyring(home, ['key', 'list'], {})
+    expect(list).toEqual({ code: EXIT.OK, stdout: 'K\n', stderr: '' })
+  })
+
+  test('a storage.json that does not validate is an error naming the file and the field, never a silent default', async () => {
+    await mkdir(join(home, 'config'), { recursive: true, mode: 0o700 })
+    await writeFile(join(home, 'config', 'storage.json'), JSON.stringify({ version: 1, backend: 'kwallet' }), { mode: 0o600 })
+    const error = await openHostStores({ env: { CREDPROXY_HOME: home }, log: () => {} }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CliError)
+    expect((error as CliError).message).toMatch(new RegExp(`^${join(home, 'config', 'storage.json')}: field 'backend' is invalid`))
+    expect((error as CliError).hint).toContain('credproxy key migrate --to keyring|file')
+  })
+
+  test('a saved keyring that no longer answers is an error, not a silent switch to files', async () => {
+    await mkdir(join(home, 'config'), { recursive: true, mode: 0o700 })
+    await writeFile(join(home, 'config', 'storage.json'), JSON.stringify({ version: 1, backend: 'keyring' }), { mode: 0o600 })
+    const result = await cliWithoutKeyring(home, ['key', 'list'], {})
+    expect(result.code).toBe(EXIT.UNAVAILABLE)
+    expect(result.stderr).toContain('your credentials are in the OS keyring (saved choice in')
+    expect(result.stderr).toContain('CREDPROXY_KEYRING=off')
+    expect(readdirSync(home)).not.toContain('data')
+  })
+
+  test('key migrate is refused inside a sandbox', async () => {
+    const result = await cliWithoutKeyring(home, ['key', 'migrate', '--to', 'file'], { CREDPROXY_SOCKET: join(home, 'broker.sock') })
+    expect(result.code).toBe(EXIT.USAGE)
+    expect(result.stderr).toContain('`credproxy key migrate` works on the host only')
   })
 
   test('required without a keyring fails and says how to get one', async () => {

@@ -17,6 +17,7 @@ import {
 import { CliError, UsageError, writeLine, type CliIO } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
+import { classifyOAuthError, describeFailure } from '../oauth/classify-error.js'
 import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
 import { createLocalRequester } from '../oauth/local-requester.js'
 import { createTerminalLoginUI } from '../oauth/login-ui.js'
@@ -127,7 +128,7 @@ function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox', ses
     case 'PROVIDER_NOT_CONFIGURED':
       return new CliError(
         `no OAuth provider '${login.provider}' is configured on the host`,
-        'On the host, add it to providers.json in the credproxy config directory (see dev-docs/oauth.md).',
+        'On the host, add it to providers.json in the credproxy config directory: `credproxy help oauth` shows how.',
         EXIT.NOT_FOUND,
       )
     case 'NOT_GRANTED': {
@@ -141,6 +142,15 @@ function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox', ses
         `this sandbox was not granted ${login.provider}`,
         `On the host, run \`credproxy grant --session ${session ?? 'ID'} --provider ${login.provider} --capability login\` (\`credproxy sessions\` lists the ids), or restart it with --grant ${login.provider}.`,
         EXIT.DENIED,
+      )
+    }
+    case 'EXCHANGE_FAILED': {
+      // On the host the server's answer (an OAuth error code, never a value) is at hand; inside it stays in the host log.
+      const why = side === 'host' && error.cause !== undefined ? ` (${describeFailure(classifyOAuthError(error.cause))})` : ''
+      return new CliError(
+        `the authorization server did not accept the pasted code${why}`,
+        `Paste the whole redirect URL from the browser's address bar, once, within a few minutes. ${again}`,
+        EXIT.AUTH_REQUIRED,
       )
     }
     case 'FLOW_INITIATION_FAILED':

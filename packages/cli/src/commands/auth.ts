@@ -24,8 +24,9 @@ export const AUTH_SUBCOMMANDS: Record<string, AuthSubcommand> = {
     usage: 'login PROVIDER [--bucket B] [--flow device|pkce] [--no-browser]   log in with OAuth',
     help: `Usage: credproxy auth login PROVIDER [--bucket B] [--flow device|pkce] [--no-browser]
 
-Log in to PROVIDER (configured in providers.json on the host) and store the
-token on the host. Prints where to go and the code to enter, then waits.
+Log in to PROVIDER (configured in providers.json on the host; \`credproxy help
+oauth\` shows how) and store the token on the host. Prints where to go and the
+code to enter, then waits.
 Inside \`credproxy run --grant PROVIDER\` the host runs the flow (the sandbox
 needs no network) and keeps the refresh token; the sandbox gets none.
 

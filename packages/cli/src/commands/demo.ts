@@ -18,6 +18,7 @@ import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
 import { openHostStores } from '../storage/index.js'
+import { canInstallDebianPackages, findOnPath, installCommand, installDebianPackages } from '../system-deps.js'
 import { runCommand, type StartedSession } from './run.js'
 import { logLineTo } from '../escape.js'
 
@@ -32,6 +33,8 @@ export const PROBE_PORT = 9
 /** A connect that neither fails nor succeeds by then counts as "no network". */
 export const PROBE_CONNECT_TIMEOUT_MS = 2_000
 export const DEMO_PROVIDER = 'credproxy-demo'
+/** What the demo installs on a fresh Debian/Ubuntu machine (as scripts/install-system-deps.sh does). */
+export const DEMO_PACKAGES = ['bubblewrap'] as const
 
 const help = `Usage: credproxy demo [--json]
 
@@ -44,6 +47,10 @@ Show what credproxy does, on this machine, in a few seconds:
   4. on the host: check that the key arrived, and that the ungranted key, the
      refresh token and the session secret appear nowhere in what was read
   5. delete the throwaway credentials
+
+Without bubblewrap, the demo installs it when run as root on Debian/Ubuntu
+(apt-get update && apt-get install -y --no-install-recommends bubblewrap, shown
+as it runs); otherwise it prints the one command to run.
 
 Exits 0 when every check passes, 1 when one fails, 6 when bubblewrap is missing.
 
@@ -261,11 +268,32 @@ function randomSecret(prefix: string): string {
   return `${prefix}-${randomBytes(24).toString('hex')}`
 }
 
-async function demo(json: boolean, io: CliIO): Promise<number> {
-  const problem = probeBwrap(io.env)
-  if (problem !== null) {
-    throw new CliError(`the demo needs bubblewrap: ${problem}`, 'Install it (apt-get install bubblewrap), then run: npx credproxy demo', EXIT.UNAVAILABLE)
+/**
+ * The first command on a fresh machine finishes the set-up itself: as root with
+ * apt-get, install bubblewrap (saying so); otherwise stop with the one command to run.
+ */
+async function ensureBubblewrap(io: CliIO): Promise<void> {
+  let problem = probeBwrap(io.env)
+  if (problem === null) return
+  if (findOnPath('bwrap', io.env) === null) {
+    if (!canInstallDebianPackages(io.env)) {
+      throw new CliError(
+        'the demo needs bubblewrap (bwrap), which is not installed',
+        `Install it, then run the demo again: ${installCommand(DEMO_PACKAGES, io.env)}`,
+        EXIT.UNAVAILABLE,
+      )
+    }
+    if (!(await installDebianPackages(DEMO_PACKAGES, io.env, io.stderr))) {
+      throw new CliError('installing bubblewrap with apt-get failed (its output is above)', 'Fix the apt-get problem, then run: npx credproxy demo', EXIT.UNAVAILABLE)
+    }
+    problem = findOnPath('bwrap', io.env) === null ? 'apt-get finished, but there is still no bwrap on PATH' : probeBwrap(io.env)
+    if (problem === null) return
   }
+  throw new CliError(`the demo needs bubblewrap: ${problem}`, 'Fix that, then run: npx credproxy demo (`credproxy doctor` checks everything)', EXIT.UNAVAILABLE)
+}
+
+async function demo(json: boolean, io: CliIO): Promise<number> {
+  await ensureBubblewrap(io)
   const color = !json && useColor(io.stdout, io.env)
   const mark = (ok: boolean): string => (ok ? (color ? '\u001b[32m✓\u001b[0m' : '✓') : color ? '\u001b[31m✗ FAIL\u001b[0m' : '✗ FAIL')
   const say = (line: string): void => {

@@ -23,6 +23,8 @@ export const COMMANDS: Record<string, CommandEntry> = {
   audit: { hostOnly: true, summary: 'Show the audit log of credential operations', load: () => import('./audit.js').then((m) => m.command) },
   key: { summary: 'Store, read, list and delete API keys', load: () => import('./key.js').then((m) => m.command) },
   auth: { summary: 'Log in, import, inspect and remove OAuth tokens', load: () => import('./auth.js').then((m) => m.command) },
+  doctor: { hostOnly: true, summary: 'Check storage, keyring, sandbox and config; print each problem with its fix', load: () => import('./doctor.js').then((m) => m.command) },
+  completion: { summary: 'Print a shell completion script (bash, zsh or fish)', load: () => import('./completion.js').then((m) => m.command) },
 }
 
 /** The entry for name, or undefined (never an inherited property such as `toString`). */

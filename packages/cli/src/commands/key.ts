@@ -1,13 +1,16 @@
 // `credproxy key set|get|list|delete`: API keys in host storage (and, later, through
 // the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
 import { parseArgs } from 'node:util'
-import { isKeyName, ProxyError } from '@credproxy/core'
+import { isKeyName, isProxyMode, ProxyError } from '@credproxy/core'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
+import { resolvePaths } from '../paths.js'
+import { LockDirectory } from '../storage/locks.js'
+import { migrateCredentials } from '../storage/migrate.js'
 import { promptHidden, readAllStdin } from './secret-input.js'
 import { openCommandStores } from './stores.js'
 
-const help = `Usage: credproxy key <set|get|list|delete> [NAME] [options]
+const help = `Usage: credproxy key <set|get|list|delete|migrate> [NAME] [options]
 
 Store API keys on the host (OS keyring, or encrypted files without one).
 
@@ -17,6 +20,11 @@ Subcommands:
   get NAME        print the key's value (exit 3 when there is none)
   list [--json]   print the stored key names, never their values
   delete NAME     remove a key (exit 3 when there was none)
+  migrate --to keyring|file
+                  move every API key and OAuth token to the other backend and
+                  make it the saved choice (host only); each credential is
+                  copied and read back before the old copy is deleted, so an
+                  interruption leaves two copies, never none
 
 Names: 1-64 characters from a-z A-Z 0-9 . _ -
 
@@ -25,9 +33,10 @@ Examples:
   printf %s "$TOKEN" | credproxy key set NPM_TOKEN
   OPENAI_API_KEY=$(credproxy key get OPENAI_API_KEY) my-tool
   credproxy key list --json
-  credproxy key delete NPM_TOKEN`
+  credproxy key delete NPM_TOKEN
+  credproxy key migrate --to keyring                # after a keyring became available`
 
-const SUBCOMMANDS = ['set', 'get', 'list', 'delete'] as const
+const SUBCOMMANDS = ['set', 'get', 'list', 'delete', 'migrate'] as const
 
 function validName(name: string | undefined, sub: string): string {
   if (name === undefined) throw new UsageError(`key ${sub} needs a NAME`, `Example: credproxy key ${sub} OPENAI_API_KEY`)
@@ -63,7 +72,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
   if (sub === undefined || !(SUBCOMMANDS as readonly string[]).includes(sub)) {
     throw new UsageError(
       sub === undefined ? 'key needs a subcommand' : `unknown key subcommand '${sub}'`,
-      'Run `credproxy key --help`: set, get, list, delete.',
+      'Run `credproxy key --help`: set, get, list, delete, migrate.',
     )
   }
   if (sub === 'set') {
@@ -82,6 +91,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
     writeLine(io.stderr, `Stored API key ${keyName} (${stores.backend}).`)
     return EXIT.OK
   }
+  if (sub === 'migrate') return migrate(rest, io)
   let parsed
   try {
     parsed = parseArgs({ args: rest, strict: true, allowPositionals: true, options: { json: { type: 'boolean' } } })
@@ -115,6 +125,28 @@ async function run(args: string[], io: CliIO): Promise<number> {
   }
   if (!deleted) throw notFound(name, 'delete', stores.backend)
   writeLine(io.stderr, `Deleted API key ${name}.`)
+  return EXIT.OK
+}
+
+async function migrate(args: string[], io: CliIO): Promise<number> {
+  if (isProxyMode(io.env)) {
+    throw new UsageError('`credproxy key migrate` works on the host only, not inside a sandbox', 'Run it in a terminal on the host.')
+  }
+  let to: string | undefined
+  try {
+    to = parseArgs({ args, strict: true, allowPositionals: false, options: { to: { type: 'string' } } }).values.to
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error), 'Example: credproxy key migrate --to keyring')
+  }
+  if (to !== 'keyring' && to !== 'file') throw new UsageError('key migrate needs --to keyring or --to file', 'Example: credproxy key migrate --to keyring')
+  const paths = resolvePaths(io.env)
+  const locks = await LockDirectory.open(paths.stateDir, (line) => writeLine(io.stderr, line))
+  const result = await migrateCredentials({ env: io.env, paths, locks, to, progress: (line) => writeLine(io.stderr, line) })
+  writeLine(io.stderr, `Moved ${result.moved.length} credential(s) to the ${to === 'keyring' ? 'OS keyring' : 'encrypted files'}; it is now the saved backend.`)
+  if (result.kept.length > 0) {
+    writeLine(io.stderr, `The old copies of ${result.kept.join(', ')} were kept (changed meanwhile, or could not be deleted); run the command again to finish.`)
+    return EXIT.FAILURE
+  }
   return EXIT.OK
 }
 

@@ -49,23 +49,32 @@ export function createTerminalLoginUI(io: CliIO, options: TerminalLoginUIOptions
   return ui
 }
 
-/** One non-empty line from stdin; rejects on EOF or abort. */
+/**
+ * One non-empty line from stdin; rejects on EOF or abort. The promise is settled
+ * before readline is closed: close() emits 'close' at once, and a rejection there
+ * first would drop the pasted code (the login then kept polling in silence).
+ */
 function readLine(io: CliIO, signal: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input: io.stdin, terminal: false })
+    let settled = false
     const finish = (fn: () => void) => {
+      if (settled) return
+      settled = true
       signal.removeEventListener('abort', onAbort)
-      rl.close()
       fn()
+      rl.close()
     }
     const onAbort = () => finish(() => reject(new Error('prompt aborted')))
     signal.addEventListener('abort', onAbort, { once: true })
     rl.on('line', (line) => {
-      if (line.trim() !== '') finish(() => resolve(line.trim()))
+      if (line.trim() !== '') {
+        finish(() => {
+          writeLine(io.stderr, 'Exchanging the code for a token...')
+          resolve(line.trim())
+        })
+      }
     })
-    rl.once('close', () => {
-      signal.removeEventListener('abort', onAbort)
-      reject(new Error('stdin closed'))
-    })
+    rl.once('close', () => finish(() => reject(new Error('stdin closed'))))
   })
 }

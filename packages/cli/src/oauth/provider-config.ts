@@ -94,7 +94,7 @@ export function parseProvidersConfig(text: string, file: string): ProvidersConfi
     // V8's message quotes the text around the error, which may be client_secret: keep only the position.
     const at = /at position (\d+)/.exec((error as Error).message)?.[1]
     const where = at === undefined ? '' : ` (${lineAndColumn(text, Number(at))})`
-    throw new CliError(`${file} is not valid JSON${where}`, `Fix the file; see dev-docs/oauth.md for the format.`)
+    throw new CliError(`${file} is not valid JSON${where}`, 'Fix the file; `credproxy help oauth` shows the format with a worked example.')
   }
   const parsed = ProvidersFileSchema.safeParse(json)
   if (!parsed.success) {
@@ -102,7 +102,7 @@ export function parseProvidersConfig(text: string, file: string): ProvidersConfi
     const field = issue === undefined || issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.')
     throw new CliError(
       `${file}: invalid field ${field}: ${issue?.message ?? 'invalid'}`,
-      'Fix the field; see dev-docs/oauth.md for the format.',
+      'Fix the field; `credproxy help oauth` shows the format with a worked example.',
     )
   }
   const providers = new Map<string, ProviderConfig>()
@@ -120,7 +120,7 @@ export function providerNotConfigured(provider: string, file: string): CliError 
   const example = JSON.stringify({ providers: { [provider]: { issuer: 'https://login.example.com', client_id: 'YOUR_CLIENT_ID', scopes: ['offline_access'] } } })
   return new CliError(
     `no OAuth provider '${provider}' is configured on this host`,
-    `Add it to ${file}, for example: ${example}`,
+    `Add it to ${file}, for example: ${example} (\`credproxy help oauth\` has a worked GitHub example)`,
     EXIT.NOT_FOUND,
   )
 }

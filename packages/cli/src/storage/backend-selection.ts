@@ -1,7 +1,12 @@
-// CREDPROXY_KEYRING and CREDPROXY_KEYRING_SERVICE, validated at the edge.
+// CREDPROXY_KEYRING and CREDPROXY_KEYRING_SERVICE, validated at the edge, and the
+// saved backend choice (storage.json) that keeps credentials from moving silently.
+import { join } from 'node:path'
 import { z } from 'zod'
-import { UsageError } from '../cli-io.js'
+import { CliError, UsageError } from '../cli-io.js'
+import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
+import { writeFileAtomic } from './atomic-write.js'
 import { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
+import type { BackendName } from './types.js'
 
 export const KEYRING_MODES = ['auto', 'off', 'required'] as const
 export type KeyringMode = (typeof KEYRING_MODES)[number]
@@ -34,4 +39,46 @@ export function keyringService(env: NodeJS.ProcessEnv): string {
     )
   }
   return parsed.data
+}
+
+/** The saved backend choice: <configDir>/storage.json, written on first use (dev-docs/storage.md). */
+export const BACKEND_CHOICE_FILE = 'storage.json'
+
+const BackendChoiceSchema = z.strictObject({
+  version: z.literal(1),
+  backend: z.enum(['keyring', 'file']),
+})
+export type BackendChoice = z.infer<typeof BackendChoiceSchema>
+
+export function backendChoicePath(configDir: string): string {
+  return join(configDir, BACKEND_CHOICE_FILE)
+}
+
+/** The saved choice, or null before first use. A file that does not parse is an error naming the file and field. */
+export async function readBackendChoice(configDir: string): Promise<BackendChoice | null> {
+  const file = backendChoicePath(configDir)
+  const text = await readPrivateFile(file)
+  if (text === null) return null
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    throw new CliError(`${file} is not valid JSON`, `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".`)
+  }
+  const parsed = BackendChoiceSchema.safeParse(json)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    const field = issue?.path.join('.') || '(top level)'
+    throw new CliError(
+      `${file}: field '${field}' is invalid (${issue?.message ?? 'bad value'})`,
+      'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.',
+    )
+  }
+  return parsed.data
+}
+
+export async function saveBackendChoice(configDir: string, backend: BackendName): Promise<void> {
+  await ensurePrivateDir(configDir)
+  const choice: BackendChoice = { version: 1, backend }
+  await writeFileAtomic(backendChoicePath(configDir), `${JSON.stringify(choice)}\n`)
 }

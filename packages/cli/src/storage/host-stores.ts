@@ -226,7 +226,7 @@ export class HostTokenStoreImpl implements HostTokenStore {
   }
 }
 
-function withWriteLock<T>(locks: LockDirectory, ref: RecordRef, fn: () => Promise<T>): Promise<T> {
+export function withWriteLock<T>(locks: LockDirectory, ref: RecordRef, fn: () => Promise<T>): Promise<T> {
   return locks.withLock(
     writeLockName(ref),
     { waitMs: WRITE_LOCK_WAIT_MS },
