@@ -1,6 +1,6 @@
 // argv -> exit code. Everything the CLI does goes through main(), so tests run it
 // in-process with their own streams; bin.ts is the only caller that binds process.
-import { isProxyMode, ProxyError, type ErrorCode } from '@credproxy/core'
+import { isProxyMode, ProxyError, type ErrorCode } from '@credproxy/core/client'
 import { CliError, writeLine, type CliIO } from './cli-io.js'
 import { COMMANDS, findCommand } from './commands/index.js'
 import { EXIT } from './exit-codes.js'

@@ -1,7 +1,7 @@
 // `credproxy key set|get|list|delete`: API keys in host storage (and, later, through
 // the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
 import { parseArgs } from 'node:util'
-import { isKeyName, ProxyError } from '@credproxy/core'
+import { isKeyName, ProxyError } from '@credproxy/core/client'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { promptHidden, readAllStdin } from './secret-input.js'

@@ -5,7 +5,9 @@
 // IDLE when the connection closes or idles out; CLOSED after close(), for good.
 import { ProxyError } from '../protocol/errors.js'
 import { MAX_IN_FLIGHT_REQUESTS } from '../protocol/limits.js'
-import { OP_DATA_SCHEMAS, OP_MIN_VERSION, OP_PAYLOAD_SCHEMAS, type OpData, type OpName, type OpPayload, type Response } from '../protocol/messages.js'
+import type { OpData, OpName, OpPayload, Response } from '../protocol/messages.js'
+import { OP_MIN_VERSION } from '../protocol/versions.js'
+import { isValidOpData, payloadProblem } from './answer-checks.js'
 import type { ClientAuth } from './client-auth.js'
 import { ProxyConnection, type ConnectionState } from './connection.js'
 import { errorFromAnswer } from './server-message.js'
@@ -110,11 +112,8 @@ export class ProxySocketClient {
    */
   request<O extends OpName>(op: O, payload: OpPayload<O>, options: RequestOptions = {}): Promise<OpData<O>> {
     if (this.#closed) return Promise.reject(new ProxyError('CONNECTION_FAILED', 'the broker client was closed'))
-    const parsed = OP_PAYLOAD_SCHEMAS[op].safeParse(payload)
-    if (!parsed.success) {
-      const fields = parsed.error.issues.map((issue) => issue.path.join('.') || '(payload)').join(', ')
-      return Promise.reject(new ProxyError('INVALID_REQUEST', `invalid ${op} payload (${fields})`))
-    }
+    const problem = payloadProblem(op, payload)
+    if (problem !== undefined) return Promise.reject(new ProxyError('INVALID_REQUEST', `invalid ${op} payload (${problem})`))
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(new ProxyError('CANCELLED', `${op} was cancelled`))
     const timeoutMs = options.timeoutMs ?? this.#requestTimeoutMs
@@ -123,7 +122,7 @@ export class ProxySocketClient {
       const pending: Pending = {
         id: String(this.#nextId++),
         op,
-        payload: parsed.data,
+        payload,
         resolve: resolve as (data: unknown) => void,
         reject,
         timer: undefined,
@@ -239,10 +238,10 @@ export class ProxySocketClient {
       if (!response.ok) {
         this.#settle(pending, errorFromAnswer(response))
       } else {
-        const data = OP_DATA_SCHEMAS[pending.op].safeParse(response.data ?? {})
+        const data = response.data ?? {}
         this.#settle(
           pending,
-          data.success ? { data: data.data } : new ProxyError('PROTOCOL_ERROR', `the broker sent malformed ${pending.op} data`),
+          isValidOpData(pending.op, data) ? { data } : new ProxyError('PROTOCOL_ERROR', `the broker sent malformed ${pending.op} data`),
         )
       }
     }
