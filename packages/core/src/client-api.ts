@@ -26,8 +26,7 @@ export {
   createTokenStore,
   createProviderKeyStorage,
   getSharedClient,
-  isProxyMode,
-  SOCKET_ENV,
   MAX_SOCKET_PATH_BYTES,
   type FactoryOptions,
 } from './auth/factories.js'
+export { isProxyMode, SOCKET_ENV } from './auth/proxy-mode.js'

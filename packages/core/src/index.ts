@@ -39,8 +39,7 @@ export {
   createProviderKeyStorage,
   createOAuthAdapter,
   getSharedClient,
-  isProxyMode,
-  SOCKET_ENV,
   MAX_SOCKET_PATH_BYTES,
   type FactoryOptions,
 } from './auth/factories.js'
+export { isProxyMode, SOCKET_ENV } from './auth/proxy-mode.js'

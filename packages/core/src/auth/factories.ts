@@ -3,6 +3,7 @@
 // its TokenStore / ProviderKeyStorage and never learns which one it got.
 import { isAbsolute } from 'node:path'
 import { ProxySocketClient } from '../client/socket-client.js'
+import { isProxyMode, SOCKET_ENV } from './proxy-mode.js'
 import { ProxyError } from '../protocol/errors.js'
 import { ProxyOAuthAdapter, type LoginUI } from './proxy-oauth-adapter.js'
 import { ProxyProviderKeyStorage } from './proxy-provider-key-storage.js'
@@ -10,7 +11,6 @@ import { ProxyTokenStore } from './proxy-token-store.js'
 import { readSessionSecret } from './session-secret.js'
 import type { ProviderKeyStorage, TokenStore } from './stores.js'
 
-export const SOCKET_ENV = 'CREDPROXY_SOCKET'
 /** Longest socket path in bytes: macOS sun_path holds 104 including the NUL (Linux 108); same as the server's. */
 export const MAX_SOCKET_PATH_BYTES = 103
 
@@ -25,12 +25,6 @@ const sharedClients = new Map<string, ProxySocketClient>()
 
 export interface FactoryOptions {
   env?: NodeJS.ProcessEnv
-}
-
-/** True when this process runs under a broker (CREDPROXY_SOCKET is set). */
-export function isProxyMode(env: NodeJS.ProcessEnv = process.env): boolean {
-  const value = env[SOCKET_ENV]
-  return value !== undefined && value !== ''
 }
 
 /** The process-wide client for CREDPROXY_SOCKET; reads the session secret on first use. */

@@ -5,8 +5,8 @@ import { BUCKET_NAME_PATTERN, KEY_NAME_PATTERN, PROVIDER_NAME_PATTERN } from '..
 import type { OpName, Response } from '../protocol/messages.js'
 
 type Obj = Record<string, unknown>
-/** Undefined when the value passes; else the failing field path ('' for the value itself). */
-type Check = (value: unknown) => string | undefined
+/** Undefined when the value passes; else the failing field path ('' for the value itself). `present`: the key exists. */
+type Check = (value: unknown, present?: boolean) => string | undefined
 
 const HEX64 = /^[0-9a-f]{64}$/
 const SESSION_ID = /^[A-Za-z0-9_-]{16,128}$/
@@ -21,6 +21,8 @@ const num: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefin
 const int = (min: number, max: number): Check => (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? undefined : '')
 const bool: Check = (v) => (typeof v === 'boolean' ? undefined : '')
 const anything: Check = () => undefined
+/** zod's z.unknown() as an object field: any value, but the key must be there. */
+const present: Check = (_v, isPresent) => (isPresent === false ? '' : undefined)
 const optional = (check: Check): Check => (v) => (v === undefined ? undefined : check(v))
 const literal = (value: unknown): Check => (v) => (v === value ? undefined : '')
 const arrayOf = (check: Check): Check => (v) => {
@@ -47,7 +49,7 @@ function join(key: string, inner: string): string {
 const object = (shape: Record<string, Check>, strict: boolean): Check => (v) => {
   if (!isObj(v)) return ''
   for (const [key, check] of Object.entries(shape)) {
-    const bad = check(v[key])
+    const bad = check(v[key], Object.hasOwn(v, key))
     if (bad !== undefined) return join(key, bad)
   }
   if (strict) for (const key of Object.keys(v)) if (!Object.hasOwn(shape, key)) return key
@@ -115,7 +117,7 @@ const DATA_CHECKS: Record<OpName, Check> = {
   oauth_cancel: loose,
   refresh_token: token,
   cancel: object({ cancelled: bool }, false),
-  session_info: object({ session: str(), grants: anything, limits: recordOf(num) }, false),
+  session_info: object({ session: str(), grants: present, limits: recordOf(num) }, false),
 }
 
 /** The failing field path of an outgoing payload ('(payload)' for the whole), or undefined when it is valid. */
