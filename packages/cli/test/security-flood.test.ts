@@ -97,7 +97,7 @@ describe('flood', () => {
     expect(failed.length).toBe(codes['UNAUTHORIZED'])
   })
 
-  test('a request flood on one connection gets RATE_LIMITED with retryAfter and RESOURCE_EXHAUSTED; the client is served', async () => {
+  test('a request flood on one connection gets RATE_LIMITED with retryAfter (past 16 in flight it is slowed, not refused); the client is served', async () => {
     const { child, lines } = flood('requests', FLOOD_REQUESTS)
     child.stdin.end(`${session.secret.toString('hex')}\n`)
     const report = nextJson(lines)
@@ -107,7 +107,7 @@ describe('flood', () => {
     const codes = done['codes'] as Record<string, number>
     expect(done['answers']).toBe(FLOOD_REQUESTS)
     expect(codes['RATE_LIMITED']).toBeGreaterThan(FLOOD_REQUESTS / 2)
-    expect(codes['RESOURCE_EXHAUSTED']).toBeGreaterThan(0)
+    expect(codes['RESOURCE_EXHAUSTED']).toBeUndefined()
     expect(codes['ok']).toBeLessThanOrEqual(session.server.limits.rateLimitBurst)
     expect(Number(done['retryAfter'])).toBeGreaterThan(0)
   })

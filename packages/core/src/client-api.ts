@@ -14,6 +14,8 @@ export {
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_CONNECT_ATTEMPTS,
   DEFAULT_RECONNECT_BASE_DELAY_MS,
+  RATE_LIMIT_RETRIES,
+  MAX_RATE_LIMIT_WAIT_MS,
   type ClientState,
   type ProxySocketClientOptions,
   type RequestOptions,

@@ -19,7 +19,7 @@ export const DRAIN_TIMEOUT_MS = 2_000
 /** Sustained requests per second per connection (token bucket); over it gives RATE_LIMITED. */
 export const RATE_LIMIT_PER_SECOND = 60
 /** Requests a connection may send at once above the sustained rate (token bucket size). */
-export const RATE_LIMIT_BURST = RATE_LIMIT_PER_SECOND
+export const RATE_LIMIT_BURST = 200
 
 export interface ServerLimits {
   maxInFlightPerConnection: number
