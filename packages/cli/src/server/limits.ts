@@ -5,7 +5,7 @@ import { FAILED_HANDSHAKE_CLOSE_MS, HANDSHAKE_TIMEOUT_MS, MAX_IN_FLIGHT_REQUESTS
 
 export { FAILED_HANDSHAKE_CLOSE_MS, HANDSHAKE_TIMEOUT_MS, PARTIAL_FRAME_TIMEOUT_MS }
 
-/** Requests of one connection being handled at once; more get RESOURCE_EXHAUSTED (`cancel` is exempt). */
+/** Requests of one connection being handled at once; past it the server stops reading that socket until one ends (`cancel` is exempt). */
 export const MAX_IN_FLIGHT_PER_CONNECTION = MAX_IN_FLIGHT_REQUESTS
 /** Open connections of one session; more are refused with RESOURCE_EXHAUSTED. */
 export const MAX_CONNECTIONS_PER_SESSION = 64
