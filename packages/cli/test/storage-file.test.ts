@@ -104,7 +104,7 @@ describe('encrypted file backend on disk', () => {
     const envelope = JSON.parse(await readFile(tokenFile('p'), 'utf8')) as { kdf: Record<string, unknown> }
     // A version 1 (scrypt) envelope within the schema bounds, but not a power of two / past the scrypt memory cap.
     for (const kdf of [{ N: 3 }, { N: 2 ** 20, r: 32 }]) {
-      const crafted = JSON.stringify({ ...envelope, version: 1, kdf: { name: 'scrypt', N: 16384, r: 8, p: 1, salt: envelope.kdf['salt'], ...kdf } })
+      const crafted = JSON.stringify({ ...envelope, version: 1, kdf: { name: 'scrypt', r: 8, p: 1, salt: envelope.kdf['salt'], ...kdf } })
       await writeFile(tokenFile('p'), crafted)
       await expect(stores.tokens.getToken('p')).rejects.toThrow(`${tokenFile('p')} has unusable scrypt parameters`)
       await expect(stores.tokens.updateToken('p', 'default', () => token())).rejects.toThrow(tokenFile('p'))
