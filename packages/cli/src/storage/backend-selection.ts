@@ -1,5 +1,5 @@
 // CREDPROXY_KEYRING and CREDPROXY_KEYRING_SERVICE, validated at the edge.
-import { z } from 'zod'
+import * as z from 'zod'
 import { UsageError } from '../cli-io.js'
 import { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 

@@ -3,7 +3,7 @@
 // scrypt, are still read and become version 2 on their next write).
 // See dev-docs/storage.md "File format".
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, scrypt } from 'node:crypto'
-import { z } from 'zod'
+import * as z from 'zod'
 
 export const ENVELOPE_FORMAT = 'credproxy-secret'
 /** The version every write produces. */

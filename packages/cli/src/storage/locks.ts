@@ -3,7 +3,6 @@
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ProxyError, type ErrorCode } from '@credproxy/core'
-import lockfile from 'proper-lockfile'
 import { ensurePrivateDir } from '../fs-private.js'
 
 /** A lock whose heartbeat is older than this was left by a crashed process and is taken over. */
@@ -53,6 +52,8 @@ export class LockDirectory {
     const stale = Math.max(MIN_LOCK_STALE_MS, attempt.staleMs ?? LOCK_STALE_MS)
     const deadline = Date.now() + Math.max(0, attempt.waitMs)
     let delay = LOCK_RETRY_MIN_MS
+    // Loaded on the first lock: a command that only reads takes none.
+    const { default: lockfile } = await import('proper-lockfile')
     for (;;) {
       try {
         return await lockfile.lock(path, {

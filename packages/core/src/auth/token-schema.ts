@@ -1,6 +1,6 @@
 // The OAuth token schema: provider extras are kept (loose object); only these fields are required.
 // The sandbox-side client checks the same rules by hand (client/answer-checks.ts).
-import { z } from 'zod'
+import * as z from 'zod'
 
 export const OAuthTokenSchema = z.looseObject({
   access_token: z.string().min(1),

@@ -1,7 +1,7 @@
 // Typed messages: zod schemas for the handshake, the request envelope, and every
 // operation's payload (strict: unknown keys are a mistake) and data.
 // Normative spec: dev-docs/protocol.md "Operations".
-import { z } from 'zod'
+import * as z from 'zod'
 import { OAuthTokenSchema } from '../auth/token-schema.js'
 import { BucketName, KeyName, ProviderName } from './name-schemas.js'
 

@@ -1,5 +1,5 @@
 // The name rules of names.ts as zod schemas, for the edges that parse with zod (server, storage).
-import { z } from 'zod'
+import * as z from 'zod'
 import { BUCKET_NAME_PATTERN, KEY_NAME_PATTERN, PROVIDER_NAME_PATTERN } from './names.js'
 
 export const ProviderName = z.string().regex(PROVIDER_NAME_PATTERN)
