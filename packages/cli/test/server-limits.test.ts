@@ -55,6 +55,26 @@ describe('in flight', () => {
     c.close()
   })
 
+  test('a peer pipelining 20,000 requests is not read past the 16 in flight: the bytes wait on its side, then all are answered', async () => {
+    const f = await seeded({ limits: { rateLimitPerSecond: 1e6, rateLimitBurst: 1e6 } })
+    const c = await f.client()
+    const release = gate(f.stores.tokens)
+    const total = 20_000
+    const batch = Buffer.concat(Array.from({ length: total }, (_, i) => encodeFrame({ v: 3, id: `q${i}`, op: 'get_token', payload: { provider: 'anthropic' } })))
+    c.sendRaw(batch) // ~1.5 MB in one write
+    await vi.waitFor(() => expect(f.server.peers()[0]?.inFlight).toBe(16), { timeout: 5_000, interval: 10 })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    // The server stopped reading: most of the batch is still in this process (kernel buffers hold the rest).
+    expect(c.socket.writableLength).toBeGreaterThan(batch.length / 2)
+    expect(f.server.peers()[0]?.inFlight).toBe(16)
+    release()
+    await c.until(() => c.frames.length >= total + 2)
+    const answers = c.frames.slice(2)
+    expect(answers.filter((a) => a['ok'] !== true)).toEqual([])
+    expect(new Set(answers.map((a) => a['id'])).size).toBe(total)
+    c.close()
+  })
+
   test('the 17th concurrent request waits for a slot (no error); the 16 are all answered; cancel is exempt', async () => {
     const f = await seeded()
     const c = await f.client()
