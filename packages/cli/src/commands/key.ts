@@ -4,7 +4,6 @@ import { parseArgs } from 'node:util'
 import { isKeyName, ProxyError } from '@credproxy/core/client'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { promptHidden, readAllStdin } from './secret-input.js'
 import { openCommandStores } from './stores.js'
 
 const help = `Usage: credproxy key <set|get|list|delete> [NAME] [options]
@@ -51,6 +50,8 @@ function notFound(name: string, sub: 'get' | 'delete', backend: string): CliErro
 }
 
 async function readValue(io: CliIO, name: string): Promise<string> {
+  // Only `key set` reads a value: `key get` does not load the prompt code.
+  const { promptHidden, readAllStdin } = await import('./secret-input.js')
   const value = io.stdin.isTTY === true ? await promptHidden(io, `Value for ${name} (input hidden): `) : await readAllStdin(io, 'the key value')
   if (value.trim() === '') {
     throw new UsageError(`the value for ${name} is empty; nothing was stored`, `Pipe the value: printf %s "$VALUE" | credproxy key set ${name}`)
