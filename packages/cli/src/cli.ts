@@ -1,6 +1,8 @@
 // argv -> exit code. Everything the CLI does goes through main(), so tests run it
 // in-process with their own streams; bin.ts is the only caller that binds process.
-import { isProxyMode, ProxyError, type ErrorCode } from '@credproxy/core'
+// Types only: `credproxy --version` and `--help` load no socket client (it is imported
+// where a command or an error needs it, by which time the command has loaded it anyway).
+import type { ErrorCode, ProxyError } from '@credproxy/core/client'
 import { CliError, writeLine, type CliIO } from './cli-io.js'
 import { COMMANDS, findCommand } from './commands/index.js'
 import { findHelpTopic } from './commands/help-topics.js'
@@ -94,7 +96,7 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
     // Only a --help before `--` is ours; after it, it belongs to the wrapped command.
     const before = args.includes('--') ? args.slice(0, args.indexOf('--')) : args
     const helpAsked = before.includes('--help') || before.includes('-h')
-    if (entry.hostOnly === true && isProxyMode(io.env) && !helpAsked) {
+    if (entry.hostOnly === true && !helpAsked && (await import('@credproxy/core/client')).isProxyMode(io.env)) {
       // Inside, the host's registry and log are hidden: an empty answer would mislead.
       throw new CliError(
         `\`credproxy ${name}\` works on the host only, not inside a sandbox (CREDPROXY_SOCKET is set)`,
@@ -109,11 +111,12 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
     }
     return await command.run(args, io)
   } catch (error) {
-    return reportError(error, io)
+    return await reportError(error, io)
   }
 }
 
-export function reportError(error: unknown, io: CliIO): number {
+export async function reportError(error: unknown, io: CliIO): Promise<number> {
+  const { ProxyError } = await import('@credproxy/core/client')
   if (error instanceof CliError) {
     writeLine(io.stderr, `credproxy: ${escapeUntrusted(error.message)}`)
     if (error.hint !== undefined) writeLine(io.stderr, `  ${error.hint}`)

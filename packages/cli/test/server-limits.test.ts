@@ -2,7 +2,7 @@
 // out-of-order answers, oversized and partial frames, a slow reader, malformed
 // payloads, the connection cap, the rate limit and the peer check. After each
 // one, a fresh client is still served.
-import { encodeFrame, FRAME_HEADER_BYTES } from '@credproxy/core'
+import { encodeFrame, FRAME_HEADER_BYTES, ProxySocketClient } from '@credproxy/core'
 import { afterEach, describe, expect, test, vi } from 'vitest'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
 import type { MemoryKeyStorage, MemoryTokenStore } from './helpers/server-memory-stores.js'
@@ -40,18 +40,57 @@ function gate(stores: MemoryTokenStore): () => void {
 }
 
 describe('in flight', () => {
-  test('the 17th concurrent request is RESOURCE_EXHAUSTED; the 16 are all answered; cancel is exempt', async () => {
+  test('100 requests pipelined on one connection: 100 answers, none RESOURCE_EXHAUSTED or RATE_LIMITED', async () => {
+    const f = await seeded()
+    const c = await f.client()
+    const release = gate(f.stores.tokens)
+    let bytes = Buffer.alloc(0)
+    for (let i = 0; i < 100; i++) bytes = Buffer.concat([bytes, encodeFrame({ v: 3, id: `p${i}`, op: 'get_token', payload: { provider: 'anthropic' } })])
+    c.sendRaw(bytes) // one write: the server reads all 100 at once
+    await vi.waitFor(() => expect(f.server.peers()[0]?.inFlight).toBe(16), { timeout: 5_000, interval: 10 })
+    expect(f.server.peers()[0]?.readingPaused).toBe(true)
+    release()
+    const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => c.answerTo(`p${i}`)))
+    expect(answers.filter((a) => a['ok'] !== true)).toEqual([])
+    expect(f.server.peers()[0]?.readingPaused).toBe(false)
+    c.close()
+  })
+
+  test('a peer pipelining 20,000 requests is not read past the 16 in flight: the bytes wait on its side, then all are answered', async () => {
+    const f = await seeded({ limits: { rateLimitPerSecond: 1e6, rateLimitBurst: 1e6 } })
+    const c = await f.client()
+    const release = gate(f.stores.tokens)
+    const total = 20_000
+    const batch = Buffer.concat(Array.from({ length: total }, (_, i) => encodeFrame({ v: 3, id: `q${i}`, op: 'get_token', payload: { provider: 'anthropic' } })))
+    c.sendRaw(batch) // ~1.5 MB in one write
+    await vi.waitFor(() => expect(f.server.peers()[0]?.inFlight).toBe(16), { timeout: 5_000, interval: 10 })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    // The server stopped reading: most of the batch is still in this process (kernel buffers hold the rest).
+    expect(c.socket.writableLength).toBeGreaterThan(batch.length / 2)
+    expect(f.server.peers()[0]?.inFlight).toBe(16)
+    release()
+    await c.until(() => c.frames.length >= total + 2)
+    const answers = c.frames.slice(2)
+    expect(answers.filter((a) => a['ok'] !== true)).toEqual([])
+    expect(new Set(answers.map((a) => a['id'])).size).toBe(total)
+    c.close()
+  })
+
+  test('the 17th concurrent request waits for a slot (no error); the 16 are all answered; cancel is exempt', async () => {
     const f = await seeded()
     const c = await f.client()
     const release = gate(f.stores.tokens)
     for (let i = 0; i < 16; i++) c.send({ v: 3, id: `h${i}`, op: 'get_token', payload: { provider: 'anthropic' } })
     c.send({ v: 3, id: 'over', op: 'get_token', payload: { provider: 'anthropic' } })
-    expect(await c.answerTo('over')).toMatchObject({ ok: false, code: 'RESOURCE_EXHAUSTED' })
+    // Queued behind the waiting request, a cancel is still handled: it needs no slot.
     c.send({ v: 3, id: 'cx', op: 'cancel', payload: { targetId: 'h15' } })
     expect(await c.answerTo('cx')).toMatchObject({ ok: true, data: { cancelled: true } })
+    expect(await c.answerTo('h15')).toMatchObject({ ok: false, code: 'CANCELLED' })
+    expect(c.frames.some((fr) => fr['id'] === 'over')).toBe(false)
+    expect(f.server.peers()[0]?.readingPaused).toBe(true)
     release()
     for (let i = 0; i < 15; i++) expect(await c.answerTo(`h${i}`)).toMatchObject({ ok: true })
-    expect(await c.answerTo('h15')).toMatchObject({ ok: false, code: 'CANCELLED' })
+    expect(await c.answerTo('over')).toMatchObject({ ok: true })
     // Exactly one answer per id, even for the cancelled one whose handler finished later.
     await c.request('list_providers')
     const ids = c.frames.map((fr) => fr['id']).filter((id) => id !== undefined)
@@ -60,7 +99,7 @@ describe('in flight', () => {
     c.close()
   })
 
-  test('a cancelled request keeps its slot until its handler settles: the 17th is RESOURCE_EXHAUSTED, then served', async () => {
+  test('a cancelled request keeps its slot until its handler settles: the 17th waits, then is served', async () => {
     const f = await seeded()
     const c = await f.client()
     const tokens = f.stores.tokens
@@ -84,12 +123,14 @@ describe('in flight', () => {
       expect(await c.answerTo(`s${i}`)).toMatchObject({ ok: false, code: 'CANCELLED' })
       expect(await c.answerTo(`x${i}`)).toMatchObject({ ok: true, data: { cancelled: true } })
     }
-    // The 16 handlers still hold their store writes: no room for more host work.
+    // The 16 handlers still hold their store writes: no room for more host work, so it waits.
     c.send({ v: 3, id: 'over', op: 'save_token', payload: { provider: 'p', bucket: 'over', token } })
-    expect(await c.answerTo('over')).toMatchObject({ ok: false, code: 'RESOURCE_EXHAUSTED' })
     expect((await c.request('cancel', { targetId: 's0' }))['data']).toEqual({ cancelled: false })
+    expect(c.frames.some((fr) => fr['id'] === 'over')).toBe(false)
+    expect(settled).toBe(0)
     release()
     await heldDone
+    expect(await c.answerTo('over')).toMatchObject({ ok: true })
     c.send({ v: 3, id: 'after', op: 'save_token', payload: { provider: 'p', bucket: 'after', token } })
     expect(await c.answerTo('after')).toMatchObject({ ok: true })
     await c.request('list_providers')
@@ -289,7 +330,8 @@ describe('connection-level limits', () => {
     await expectStillServing(f)
     // Once the reader catches up, every request gets exactly one answer.
     slow.socket.resume()
-    await slow.until(() => slow.frames.length >= total)
+    // The first two frames answer the handshake.
+    await slow.until(() => slow.frames.length >= total + 2)
     const ids = new Set(slow.frames.slice(2).map((fr) => fr['id']))
     expect(ids.size).toBe(total)
     slow.close()
@@ -338,6 +380,45 @@ describe('connection-level limits', () => {
     expect(await b.answerTo('held')).toMatchObject({ ok: true })
     a.close()
     b.close()
+  })
+
+  test('100 back-to-back requests all succeed (the default bucket holds a burst of 200)', async () => {
+    const f = await seeded()
+    const c = await f.client()
+    for (let i = 0; i < 100; i++) c.send({ v: 3, id: `b${i}`, op: 'list_providers', payload: {} })
+    const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => c.answerTo(`b${i}`)))
+    expect(answers.filter((a) => a['ok'] !== true)).toEqual([])
+    c.close()
+  })
+
+  test('the socket client waits out RATE_LIMITED: 100 requests through a small bucket all succeed', async () => {
+    const f = await seeded({ limits: { rateLimitPerSecond: 500, rateLimitBurst: 20 } })
+    const client = new ProxySocketClient({ socketPath: f.socketPath, secret: f.secret })
+    try {
+      const all = await Promise.allSettled(Array.from({ length: 100 }, () => client.request('list_providers', {})))
+      expect(all.filter((r) => r.status === 'rejected')).toEqual([])
+      expect(f.audit.filter((e) => e.event === 'request' && e.outcome === 'RATE_LIMITED').length).toBeGreaterThan(0)
+    } finally {
+      client.close()
+    }
+  })
+
+  test('a sustained flood is still limited: past the burst, at most the sustained rate gets through', async () => {
+    let now = 0
+    const f = await seeded({ clock: () => now })
+    const { rateLimitBurst, rateLimitPerSecond } = f.server.limits
+    const c = await f.client()
+    let ok = 0
+    // Three seconds of 500 requests per second, on the injected clock.
+    for (let step = 0; step < 30; step++) {
+      for (let i = 0; i < 50; i++) c.send({ v: 3, id: `f${step}-${i}`, op: 'list_providers', payload: {} })
+      const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => c.answerTo(`f${step}-${i}`)))
+      ok += answers.filter((a) => a['ok'] === true).length
+      now += 100
+    }
+    expect(ok).toBeLessThanOrEqual(rateLimitBurst + 3 * rateLimitPerSecond)
+    expect(ok).toBeGreaterThanOrEqual(rateLimitBurst)
+    c.close()
   })
 
   test('past the rate, RATE_LIMITED with retryAfter; the injected clock refills the bucket', async () => {

@@ -1,9 +1,12 @@
 // The behavioural suite on the encrypted file backend, plus what only files can
 // show: no plaintext on disk, modes, corrupt and swapped files.
-import { chmod, chown, copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { spawnSync } from 'node:child_process'
+import { chmod, chown, copyFile, cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { fileURLToPath } from 'node:url'
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest'
+import { CredentialCipher } from '../src/storage/envelope.js'
 import { openHostStores } from '../src/storage/index.js'
 import type { HostStores } from '../src/storage/types.js'
 import { storageSuite, token } from './storage-suite.js'
@@ -99,9 +102,9 @@ describe('encrypted file backend on disk', () => {
   test('scrypt parameters scrypt refuses are reported with the path, like any corrupt file', async () => {
     await stores.tokens.saveToken('p', token())
     const envelope = JSON.parse(await readFile(tokenFile('p'), 'utf8')) as { kdf: Record<string, unknown> }
-    // Within the schema bounds, but not a power of two / past the scrypt memory cap.
+    // A version 1 (scrypt) envelope within the schema bounds, but not a power of two / past the scrypt memory cap.
     for (const kdf of [{ N: 3 }, { N: 2 ** 20, r: 32 }]) {
-      const crafted = JSON.stringify({ ...envelope, kdf: { ...envelope.kdf, ...kdf } })
+      const crafted = JSON.stringify({ ...envelope, version: 1, kdf: { name: 'scrypt', r: 8, p: 1, salt: envelope.kdf['salt'], ...kdf } })
       await writeFile(tokenFile('p'), crafted)
       await expect(stores.tokens.getToken('p')).rejects.toThrow(`${tokenFile('p')} has unusable scrypt parameters`)
       await expect(stores.tokens.updateToken('p', 'default', () => token())).rejects.toThrow(tokenFile('p'))
@@ -130,5 +133,80 @@ describe('encrypted file backend on disk', () => {
     await stores.tokens.saveToken('gh@corp', token(), 'work.1')
     await stores.keys.saveKey('NPM_TOKEN', 'n')
     expect((await readdir(join(home, 'data', 'credentials'))).sort()).toEqual(['key+NPM_TOKEN.enc', 'token+gh@corp+work.1.enc'])
+  })
+})
+
+describe('envelope versions and the decrypt cache', () => {
+  const BIN = fileURLToPath(new URL('../bin/credproxy.js', import.meta.url))
+  const FIXTURE = fileURLToPath(new URL('./fixtures/storage-v1/data', import.meta.url))
+  let home: string
+  let env: NodeJS.ProcessEnv
+  const credentials = () => join(home, 'data', 'credentials')
+  const envelopeOf = async (file: string) => JSON.parse(await readFile(join(credentials(), file), 'utf8')) as { version: number; kdf: { name: string } }
+
+  beforeEach(async () => {
+    home = await mkdtemp(join(tmpdir(), 'credproxy-envelope-'))
+    env = { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'off' }
+  })
+  afterEach(async () => {
+    vi.restoreAllMocks()
+    await rm(home, { recursive: true, force: true })
+  })
+
+  test('a version 1 (scrypt) store written by the old code is read; each file becomes version 2 on its next write', async () => {
+    // test/fixtures/storage-v1 was written by the scrypt code (commit a19a509) with saveKey and saveToken.
+    await cp(FIXTURE, join(home, 'data'), { recursive: true })
+    const stores = await openHostStores({ env, log: () => {} })
+    expect(await stores.keys.getKey('OLD_KEY')).toBe('sk-written-by-scrypt-v1')
+    expect(await stores.tokens.getToken('oldprov')).toMatchObject({ access_token: 'at-v1', refresh_token: 'rt-v1' })
+    // Reading never rewrites.
+    expect(await envelopeOf('key+OLD_KEY.enc')).toMatchObject({ version: 1, kdf: { name: 'scrypt' } })
+    await stores.keys.saveKey('OLD_KEY', 'sk-rotated')
+    expect(await envelopeOf('key+OLD_KEY.enc')).toMatchObject({ version: 2, kdf: { name: 'hkdf-sha256' } })
+    expect(await envelopeOf('token+oldprov+default.enc')).toMatchObject({ version: 1 })
+    await stores.tokens.updateToken('oldprov', 'default', (current) => ({ ...token(), refresh_token: current?.refresh_token ?? 'lost' }))
+    expect(await envelopeOf('token+oldprov+default.enc')).toMatchObject({ version: 2, kdf: { name: 'hkdf-sha256' } })
+    await stores.keys.saveKey('NEW_KEY', 'sk-new')
+    expect(await envelopeOf('key+NEW_KEY.enc')).toMatchObject({ version: 2 })
+    // A fresh process (no cache) reads the migrated files with the same machine secret.
+    const again = await openHostStores({ env, log: () => {} })
+    expect(await again.keys.getKey('OLD_KEY')).toBe('sk-rotated')
+    expect(await again.tokens.getToken('oldprov')).toMatchObject({ refresh_token: 'rt-v1' })
+    expect(await again.keys.getKey('NEW_KEY')).toBe('sk-new')
+  })
+
+  test('a new store never writes version 1', async () => {
+    const stores = await openHostStores({ env, log: () => {} })
+    await stores.keys.saveKey('K', 'v')
+    await stores.tokens.saveToken('p', token())
+    for (const file of await readdir(credentials())) expect(await envelopeOf(file)).toMatchObject({ version: 2, kdf: { name: 'hkdf-sha256' } })
+  })
+
+  test('each file version is decrypted once; a write by another process is read at once, never a stale value', async () => {
+    const stores = await openHostStores({ env, log: () => {} })
+    const opened = vi.spyOn(CredentialCipher.prototype, 'open')
+    await stores.keys.saveKey('K', 'value-1')
+    for (let i = 0; i < 10; i++) expect(await stores.keys.getKey('K')).toBe('value-1')
+    expect(opened).toHaveBeenCalledTimes(1)
+    const setByOther = (value: string) => {
+      const result = spawnSync(process.execPath, [BIN, 'key', 'set', 'K'], { env: { ...process.env, ...env }, input: value, encoding: 'utf8' })
+      expect(result.status, result.stderr).toBe(0)
+    }
+    setByOther('value-2')
+    expect(await stores.keys.getKey('K')).toBe('value-2')
+    // Same length, written right after: a new file (rename), so a new identity.
+    setByOther('value-3')
+    expect(await stores.keys.getKey('K')).toBe('value-3')
+    expect(opened).toHaveBeenCalledTimes(3)
+    // Written in place (same inode, same size): the mtime/ctime change is enough.
+    const file = join(credentials(), 'key+K.enc')
+    const sealed3 = await readFile(file)
+    setByOther('value-4')
+    expect(await stores.keys.getKey('K')).toBe('value-4')
+    await writeFile(file, sealed3)
+    expect(await stores.keys.getKey('K')).toBe('value-3')
+    // Removed by another process: gone here too.
+    expect(spawnSync(process.execPath, [BIN, 'key', 'delete', 'K'], { env: { ...process.env, ...env } }).status).toBe(0)
+    expect(await stores.keys.getKey('K')).toBeNull()
   })
 })

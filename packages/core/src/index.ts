@@ -1,11 +1,13 @@
 // The only public door of @credproxy/core: named re-exports.
 export * from './protocol/errors.js'
 export * from './protocol/names.js'
+export * from './protocol/name-schemas.js'
 export * from './protocol/frame.js'
 export * from './protocol/messages.js'
 export * from './protocol/handshake.js'
 export * from './protocol/limits.js'
 export * from './auth/token.js'
+export * from './auth/token-schema.js'
 export * from './auth/stores.js'
 export {
   ProxySocketClient,
@@ -13,6 +15,8 @@ export {
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_CONNECT_ATTEMPTS,
   DEFAULT_RECONNECT_BASE_DELAY_MS,
+  RATE_LIMIT_RETRIES,
+  MAX_RATE_LIMIT_WAIT_MS,
   type ClientState,
   type ProxySocketClientOptions,
   type RequestOptions,
@@ -37,8 +41,7 @@ export {
   createProviderKeyStorage,
   createOAuthAdapter,
   getSharedClient,
-  isProxyMode,
-  SOCKET_ENV,
   MAX_SOCKET_PATH_BYTES,
   type FactoryOptions,
 } from './auth/factories.js'
+export { isProxyMode, SOCKET_ENV } from './auth/proxy-mode.js'

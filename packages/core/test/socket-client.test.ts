@@ -2,7 +2,7 @@
 // test peer in helpers/test-peer.ts (raw frames), not the real server, which is
 // built and tested in @credproxy/cli.
 import { afterEach, describe, expect, test, vi } from 'vitest'
-import { encodeFrame, ProxyError, ProxySocketClient, type ProxySocketClientOptions } from '../src/index.js'
+import { encodeFrame, ProxyError, ProxySocketClient, RATE_LIMIT_RETRIES, type ProxySocketClientOptions } from '../src/index.js'
 import { TestPeer, TOKEN, type Frame } from './helpers/test-peer.js'
 
 const SECRET = Buffer.alloc(32, 0x42)
@@ -247,6 +247,51 @@ describe('requests', () => {
     expect(p.requests.map((r) => r['op'])).toEqual(['get_token'])
   })
 })
+
+describe('RATE_LIMITED: wait out the server retryAfter and send again', () => {
+  test('a request limited twice succeeds on the third try, after at least retryAfter each time', async () => {
+    const sentAt: number[] = []
+    const p = await peer({
+      onRequest: (r, c) => {
+        sentAt.push(performance.now())
+        if (sentAt.length <= 2) c.fail(r, 'RATE_LIMITED', 'slow down', 0.05)
+        else c.reply(r, TOKEN)
+      },
+    })
+    await expect(client(p).request('get_token', { provider: 'a' })).resolves.toEqual(TOKEN)
+    expect(sentAt).toHaveLength(3)
+    expect((sentAt[1] ?? 0) - (sentAt[0] ?? 0)).toBeGreaterThanOrEqual(45)
+    expect((sentAt[2] ?? 0) - (sentAt[1] ?? 0)).toBeGreaterThanOrEqual(90) // doubled
+  })
+
+  test('attempts are bounded: a server that always limits gives RATE_LIMITED after RATE_LIMIT_RETRIES retries', async () => {
+    const p = await peer({ onRequest: (r, c) => c.fail(r, 'RATE_LIMITED', 'slow down', 0.001) })
+    const error = await rejection(client(p).request('get_token', { provider: 'a' }))
+    expect(error.code).toBe('RATE_LIMITED')
+    expect(p.requests).toHaveLength(RATE_LIMIT_RETRIES + 1)
+  })
+
+  test('a retry that would end after the request timeout is not made: the caller gets RATE_LIMITED at once', async () => {
+    const p = await peer({ onRequest: (r, c) => c.fail(r, 'RATE_LIMITED', 'slow down', 0.5) })
+    const started = performance.now()
+    const error = await rejection(client(p).request('get_token', { provider: 'a' }, { timeoutMs: 200 }))
+    expect(error.code).toBe('RATE_LIMITED')
+    expect(performance.now() - started).toBeLessThan(150)
+    expect(p.requests).toHaveLength(1)
+  })
+
+  test('an abort during the wait cancels the request and nothing more is sent', async () => {
+    const p = await peer({ onRequest: (r, c) => c.fail(r, 'RATE_LIMITED', 'slow down', 0.3) })
+    const controller = new AbortController()
+    const pending = rejection(client(p).request('get_token', { provider: 'a' }, { signal: controller.signal }))
+    await vi.waitFor(() => expect(p.requests).toHaveLength(1))
+    controller.abort()
+    expect((await pending).code).toBe('CANCELLED')
+    await new Promise((resolve) => setTimeout(resolve, 700))
+    expect(p.requests).toHaveLength(1)
+  })
+})
+
 
 describe('connection life', () => {
   test('closes when idle and reconnects lazily on the next request', async () => {

@@ -2,7 +2,7 @@
 // env var ENV of the child only (never on an argv). Inside a sandbox the keys come
 // through the broker socket, on the host from the host store (commands/stores.ts).
 import { spawn } from 'node:child_process'
-import { createProviderKeyStorage, isKeyName, isProxyMode, type ProviderKeyStorage } from '@credproxy/core'
+import { createProviderKeyStorage, isKeyName, isProxyMode, type ProviderKeyStorage } from '@credproxy/core/client'
 import { CliError, UsageError, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { exitCodeOf } from '../sandbox/launch.js'

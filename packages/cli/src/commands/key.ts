@@ -1,13 +1,9 @@
 // `credproxy key set|get|list|delete`: API keys in host storage (and, later, through
 // the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
 import { parseArgs } from 'node:util'
-import { isKeyName, isProxyMode, ProxyError } from '@credproxy/core'
+import { isKeyName, isProxyMode, ProxyError } from '@credproxy/core/client'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { resolvePaths } from '../paths.js'
-import { LockDirectory } from '../storage/locks.js'
-import { migrateCredentials } from '../storage/migrate.js'
-import { promptHidden, readAllStdin } from './secret-input.js'
 import { openCommandStores } from './stores.js'
 
 const help = `Usage: credproxy key <set|get|list|delete|migrate> [NAME] [options]
@@ -60,6 +56,8 @@ function notFound(name: string, sub: 'get' | 'delete', backend: string): CliErro
 }
 
 async function readValue(io: CliIO, name: string): Promise<string> {
+  // Only `key set` reads a value: `key get` does not load the prompt code.
+  const { promptHidden, readAllStdin } = await import('./secret-input.js')
   const value = io.stdin.isTTY === true ? await promptHidden(io, `Value for ${name} (input hidden): `) : await readAllStdin(io, 'the key value')
   if (value.trim() === '') {
     throw new UsageError(`the value for ${name} is empty; nothing was stored`, `Pipe the value: printf %s "$VALUE" | credproxy key set ${name}`)
@@ -139,6 +137,12 @@ async function migrate(args: string[], io: CliIO): Promise<number> {
     throw new UsageError(error instanceof Error ? error.message : String(error), 'Example: credproxy key migrate --to keyring')
   }
   if (to !== 'keyring' && to !== 'file') throw new UsageError('key migrate needs --to keyring or --to file', 'Example: credproxy key migrate --to keyring')
+  // Host storage code, loaded only for this subcommand (key get stays light).
+  const [{ resolvePaths }, { LockDirectory }, { migrateCredentials }] = await Promise.all([
+    import('../paths.js'),
+    import('../storage/locks.js'),
+    import('../storage/migrate.js'),
+  ])
   const paths = resolvePaths(io.env)
   const locks = await LockDirectory.open(paths.stateDir, (line) => writeLine(io.stderr, line))
   const result = await migrateCredentials({ env: io.env, paths, locks, to, progress: (line) => writeLine(io.stderr, line) })

@@ -1,9 +1,8 @@
 // The stores a credential command works on: socket-backed inside a sandbox
 // (CREDPROXY_SOCKET set), the keyring or encrypted files on the host. Commands
 // use only the core interfaces, so the same command works on both sides.
-import { createProviderKeyStorage, createTokenStore, isProxyMode, type ProviderKeyStorage, type TokenStore } from '@credproxy/core'
+import { createProviderKeyStorage, createTokenStore, isProxyMode, type ProviderKeyStorage, type TokenStore } from '@credproxy/core/client'
 import type { CliIO } from '../cli-io.js'
-import { openHostStores } from '../storage/index.js'
 import { logLineTo } from '../escape.js'
 
 export interface CommandStores {
@@ -21,6 +20,8 @@ export async function openCommandStores(io: CliIO): Promise<CommandStores> {
       backend: 'broker',
     }
   }
+  // Loaded here only: inside a sandbox the host storage code is never read.
+  const { openHostStores } = await import('../storage/index.js')
   const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
   return { tokens: stores.tokens, keys: stores.keys, backend: stores.backend }
 }

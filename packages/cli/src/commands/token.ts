@@ -4,18 +4,16 @@
 // when near expiry and a provider is configured.
 import { parseArgs } from 'node:util'
 import {
-  BucketName,
   createTokenStore,
   DEFAULT_BUCKET,
+  isBucketName,
+  isProviderName,
   isProxyMode,
-  ProviderName,
   secondsUntilExpiry,
   type OAuthToken,
-} from '@credproxy/core'
+} from '@credproxy/core/client'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
-import { openHostStores } from '../storage/index.js'
 import { logLineTo } from '../escape.js'
 
 const help = `Usage: credproxy token PROVIDER [--bucket B] [--json]
@@ -49,14 +47,16 @@ export function parseTokenArgs(args: readonly string[]): { provider: string; buc
   }
   const [provider, ...extra] = parsed.positionals
   if (provider === undefined || extra.length > 0) throw new UsageError('expected exactly one PROVIDER', 'Example: credproxy token github')
-  if (!ProviderName.safeParse(provider).success) throw new UsageError(`invalid provider name '${provider}'`, 'Provider names are 1-64 characters of letters, digits, . _ @ -.')
+  if (!isProviderName(provider)) throw new UsageError(`invalid provider name '${provider}'`, 'Provider names are 1-64 characters of letters, digits, . _ @ -.')
   const bucket = parsed.values.bucket ?? DEFAULT_BUCKET
-  if (!BucketName.safeParse(bucket).success) throw new UsageError(`invalid bucket name '${bucket}'`, 'Bucket names are 1-64 characters of letters, digits, . _ @ -.')
+  if (!isBucketName(bucket)) throw new UsageError(`invalid bucket name '${bucket}'`, 'Bucket names are 1-64 characters of letters, digits, . _ @ -.')
   return { provider, bucket, json: parsed.values.json === true }
 }
 
 async function fetchToken(provider: string, bucket: string, io: CliIO): Promise<OAuthToken | null> {
   if (isProxyMode(io.env)) return createTokenStore({ env: io.env }).getToken(provider, bucket)
+  // Host-only code, loaded here so the in-sandbox path never reads it.
+  const [{ openHostStores }, { createOAuthBroker }] = await Promise.all([import('../storage/index.js'), import('../oauth/host-oauth-broker.js')])
   const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
   const oauth = await createOAuthBroker({ stores, env: io.env, schedule: false, log: logLineTo(io.stderr) })
   try {

@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PROVIDER_NAME_PATTERN } from '@credproxy/core'
-import { z } from 'zod'
+import * as z from 'zod'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import type { CredproxyPaths } from '../paths.js'

@@ -112,6 +112,8 @@ export class ProxyConnection {
   readonly #inFlight = new Map<string, InFlight>()
   readonly #rate: TokenBucket
   #readingPaused = false
+  /** Reading stopped because the next request needs an in-flight slot (backpressure, not an error). */
+  #slotWait = false
   #handshakeTimer: NodeJS.Timeout | undefined
   #partialTimer: NodeJS.Timeout | undefined
   #closeTimer: NodeJS.Timeout | undefined
@@ -164,7 +166,7 @@ export class ProxyConnection {
     const s: ConnectionSummary = {
       connectedAt: this.connectedAt,
       bufferedBytes: this.socket.writableLength,
-      readingPaused: this.#readingPaused,
+      readingPaused: this.#readingPaused || this.#slotWait,
       inFlight: this.#inFlight.size,
     }
     if (this.peer !== null) {
@@ -236,7 +238,12 @@ export class ProxyConnection {
         this.#queueHead = 0
         return
       }
-      const frame = this.#queue[this.#queueHead++] as Record<string, unknown>
+      const frame = this.#queue[this.#queueHead] as Record<string, unknown>
+      if (this.#needsSlot(frame)) {
+        this.#waitForSlot()
+        break
+      }
+      this.#queueHead++
       this.#onFrame(frame)
     }
     if (this.#queueHead >= this.#queue.length) {
@@ -244,6 +251,40 @@ export class ProxyConnection {
       this.#queueHead = 0
     }
     if (this.#overBuffered()) this.#pauseReading()
+  }
+
+  /** A request that would go over the in-flight limit waits in the queue (`cancel` needs no slot). */
+  #needsSlot(frame: Record<string, unknown>): boolean {
+    return this.#state === 'READY' && frame['op'] !== 'cancel' && this.#inFlight.size >= this.host.limits.maxInFlightPerConnection
+  }
+
+  /**
+   * Stop reading until a slot frees: the kernel's socket buffer fills and the peer's
+   * writes block, so a client pipelining more than the limit is slowed, never refused.
+   * Cancels queued behind are handled now: they need no slot and may free one.
+   */
+  #waitForSlot(): void {
+    for (let i = this.#queueHead + 1; i < this.#queue.length; i++) {
+      const frame = this.#queue[i] as Record<string, unknown>
+      if (frame['op'] !== 'cancel') continue
+      this.#queue.splice(i--, 1)
+      this.#onFrame(frame)
+    }
+    if (this.#slotWait || this.socket.destroyed) return
+    this.#slotWait = true
+    this.socket.pause()
+    this.#clearPartialTimer()
+  }
+
+  /** A slot freed: handle what waited, and read again unless still blocked. */
+  #onSlotFreed(): void {
+    if (!this.#slotWait) return
+    this.#slotWait = false
+    this.#pump()
+    if (!this.#slotWait && !this.#readingPaused && !this.socket.destroyed) {
+      this.socket.resume()
+      this.#updatePartialTimer()
+    }
   }
 
   #overBuffered(): boolean {
@@ -259,7 +300,7 @@ export class ProxyConnection {
     this.socket.once('drain', () => {
       this.#readingPaused = false
       this.#pump()
-      if (!this.#readingPaused && !this.socket.destroyed) {
+      if (!this.#readingPaused && !this.#slotWait && !this.socket.destroyed) {
         this.socket.resume()
         this.#updatePartialTimer()
       }
@@ -267,7 +308,7 @@ export class ProxyConnection {
   }
 
   #updatePartialTimer(): void {
-    if (this.#readingPaused || this.#state === 'CLOSED') return
+    if (this.#readingPaused || this.#slotWait || this.#state === 'CLOSED') return
     if (this.#decoder.hasPartialFrame) {
       this.#partialTimer ??= setTimeout(() => this.#onPartialTimeout(), this.host.limits.partialFrameTimeoutMs)
     } else {
@@ -492,6 +533,7 @@ export class ProxyConnection {
     if (this.#inFlight.get(entry.id) === entry) this.#inFlight.delete(entry.id)
     this.#answer(entry.id, entry, answer)
     this.#notifyIdle(false)
+    this.#onSlotFreed()
   }
 
   #cancel(id: string, targetId: string, startedAt: number): void {

@@ -3,7 +3,7 @@
 // stored, so a refusal reveals nothing. Grants change at runtime (profile switch)
 // and take effect on the next request.
 import { BucketName, KeyName, ProviderName, type OpName } from '@credproxy/core'
-import { z } from 'zod'
+import * as z from 'zod'
 
 export type Capability = 'read' | 'login' | 'save'
 export const CAPABILITIES: readonly Capability[] = ['read', 'login', 'save']

@@ -5,7 +5,7 @@ import { FAILED_HANDSHAKE_CLOSE_MS, HANDSHAKE_TIMEOUT_MS, MAX_IN_FLIGHT_REQUESTS
 
 export { FAILED_HANDSHAKE_CLOSE_MS, HANDSHAKE_TIMEOUT_MS, PARTIAL_FRAME_TIMEOUT_MS }
 
-/** Requests of one connection being handled at once; more get RESOURCE_EXHAUSTED (`cancel` is exempt). */
+/** Requests of one connection being handled at once; past it the server stops reading that socket until one ends (`cancel` is exempt). */
 export const MAX_IN_FLIGHT_PER_CONNECTION = MAX_IN_FLIGHT_REQUESTS
 /**
  * Authenticated connections of one session. A client that completes its handshake
@@ -30,7 +30,7 @@ export const DRAIN_TIMEOUT_MS = 2_000
 /** Sustained requests per second per connection (token bucket); over it gives RATE_LIMITED. */
 export const RATE_LIMIT_PER_SECOND = 60
 /** Requests a connection may send at once above the sustained rate (token bucket size). */
-export const RATE_LIMIT_BURST = RATE_LIMIT_PER_SECOND
+export const RATE_LIMIT_BURST = 200
 
 export interface ServerLimits {
   maxInFlightPerConnection: number

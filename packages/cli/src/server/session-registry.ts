@@ -4,7 +4,7 @@
 import { constants } from 'node:fs'
 import { lstat, open, readdir, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { z } from 'zod'
+import * as z from 'zod'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'

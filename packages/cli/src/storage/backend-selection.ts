@@ -1,7 +1,7 @@
 // CREDPROXY_KEYRING and CREDPROXY_KEYRING_SERVICE, validated at the edge, and the
 // saved backend choice (storage.json) that keeps credentials from moving silently.
 import { join } from 'node:path'
-import { z } from 'zod'
+import * as z from 'zod'
 import { CliError, UsageError } from '../cli-io.js'
 import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'

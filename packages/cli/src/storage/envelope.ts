@@ -1,14 +1,21 @@
 // The encrypted file format: AES-256-GCM in a versioned JSON envelope, key from
-// scrypt over the machine secret. See dev-docs/storage.md "File format".
-import { createCipheriv, createDecipheriv, createHash, randomBytes, scrypt } from 'node:crypto'
-import { z } from 'zod'
+// HKDF-SHA256 over the machine secret (version 2; version 1 files, keyed with
+// scrypt, are still read and become version 2 on their next write).
+// See dev-docs/storage.md "File format".
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, scrypt } from 'node:crypto'
+import * as z from 'zod'
 
 export const ENVELOPE_FORMAT = 'credproxy-secret'
-export const ENVELOPE_VERSION = 1
+/** The version every write produces. */
+export const ENVELOPE_VERSION = 2
+/** scrypt-keyed envelopes of credproxy before HKDF: read, never written. */
+export const SCRYPT_ENVELOPE_VERSION = 1
+/** HKDF `info`: binds the derived key to this use of the machine secret. */
+export const HKDF_INFO = 'credproxy/file-key/v2'
 export const AES_KEY_BYTES = 32
 export const GCM_IV_BYTES = 12
 export const GCM_TAG_BYTES = 16
-/** scrypt cost: 2^14 x 8 x 128 bytes = 16 MiB, ~50 ms; the input is already 256 random bits. */
+/** The scrypt cost version 1 files were written with: 2^14 x 8 x 128 bytes = 16 MiB, ~50 ms. */
 export const SCRYPT_PARAMS = { N: 2 ** 14, r: 8, p: 1 } as const
 export const SCRYPT_MAX_MEMORY_BYTES = 64 * 1024 * 1024
 /** Bounds on params read from a file, so a crafted envelope cannot make us burn memory. */
@@ -18,22 +25,34 @@ const KEY_CACHE_ENTRIES = 8
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/)
 
-export const EnvelopeSchema = z.strictObject({
-  format: z.literal(ENVELOPE_FORMAT),
-  version: z.literal(ENVELOPE_VERSION),
-  kdf: z.strictObject({
-    name: z.literal('scrypt'),
-    N: z.number().int().min(2).max(MAX_SCRYPT_N),
-    r: z.number().int().min(1).max(32),
-    p: z.number().int().min(1).max(16),
-    salt: base64,
+const sealedFields = { cipher: z.literal('aes-256-gcm'), iv: base64, tag: base64, ciphertext: base64 }
+
+export const EnvelopeSchema = z.discriminatedUnion('version', [
+  z.strictObject({
+    format: z.literal(ENVELOPE_FORMAT),
+    version: z.literal(ENVELOPE_VERSION),
+    kdf: z.strictObject({ name: z.literal('hkdf-sha256'), salt: base64 }),
+    ...sealedFields,
   }),
-  cipher: z.literal('aes-256-gcm'),
-  iv: base64,
-  tag: base64,
-  ciphertext: base64,
-})
+  z.strictObject({
+    format: z.literal(ENVELOPE_FORMAT),
+    version: z.literal(SCRYPT_ENVELOPE_VERSION),
+    kdf: z.strictObject({
+      name: z.literal('scrypt'),
+      N: z.number().int().min(2).max(MAX_SCRYPT_N),
+      r: z.number().int().min(1).max(32),
+      p: z.number().int().min(1).max(16),
+      salt: base64,
+    }),
+    ...sealedFields,
+  }),
+])
 export type Envelope = z.infer<typeof EnvelopeSchema>
+
+/** AAD of a record in an envelope of `version`: the credential's identity, so a swapped file fails to open. */
+export function envelopeAad(version: number, recordId: string): Buffer {
+  return Buffer.from(`credproxy/v${version}/${recordId}`, 'utf8')
+}
 
 /** Why an envelope could not be opened; the caller adds the path. */
 export class EnvelopeError extends Error {
@@ -48,8 +67,13 @@ interface KdfParams {
 
 const keyCache = new Map<string, Promise<Buffer>>()
 
-/** scrypt is slow on purpose: derive each key once per process. */
-function deriveKey(secret: Buffer, salt: Buffer, params: KdfParams): Promise<Buffer> {
+/** HKDF-SHA256: the machine secret is already 256 random bits, so no stretching is needed (microseconds). */
+function hkdfKey(secret: Buffer, salt: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, salt, HKDF_INFO, AES_KEY_BYTES))
+}
+
+/** scrypt (version 1 files only) is slow on purpose: derive each key once per process. */
+function deriveScryptKey(secret: Buffer, salt: Buffer, params: KdfParams): Promise<Buffer> {
   const id = createHash('sha256').update(secret).update(salt).update(`${params.N}/${params.r}/${params.p}`).digest('hex')
   const cached = keyCache.get(id)
   if (cached !== undefined) return cached
@@ -66,23 +90,26 @@ function deriveKey(secret: Buffer, salt: Buffer, params: KdfParams): Promise<Buf
 }
 
 export class CredentialCipher {
+  /** The key for new envelopes (this salt), derived on first use. */
+  #sealKey: Buffer | undefined
+
   constructor(
     private readonly secret: Buffer,
     /** Salt for new envelopes; old envelopes carry their own. */
     private readonly salt: Buffer,
   ) {}
 
-  /** Encrypt plaintext bound to aad (the credential identity): a swapped file fails to open. */
-  async seal(aad: string, plaintext: string): Promise<string> {
-    const key = await deriveKey(this.secret, this.salt, SCRYPT_PARAMS)
+  /** Encrypt plaintext bound to the record id (see envelopeAad), always as the current version. */
+  seal(recordId: string, plaintext: string): string {
+    this.#sealKey ??= hkdfKey(this.secret, this.salt)
     const iv = randomBytes(GCM_IV_BYTES)
-    const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: GCM_TAG_BYTES })
-    cipher.setAAD(Buffer.from(aad, 'utf8'))
+    const cipher = createCipheriv('aes-256-gcm', this.#sealKey, iv, { authTagLength: GCM_TAG_BYTES })
+    cipher.setAAD(envelopeAad(ENVELOPE_VERSION, recordId))
     const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()])
     const envelope: Envelope = {
       format: ENVELOPE_FORMAT,
       version: ENVELOPE_VERSION,
-      kdf: { name: 'scrypt', ...SCRYPT_PARAMS, salt: this.salt.toString('base64') },
+      kdf: { name: 'hkdf-sha256', salt: this.salt.toString('base64') },
       cipher: 'aes-256-gcm',
       iv: iv.toString('base64'),
       tag: cipher.getAuthTag().toString('base64'),
@@ -91,7 +118,8 @@ export class CredentialCipher {
     return `${JSON.stringify(envelope)}\n`
   }
 
-  async open(aad: string, text: string): Promise<string> {
+  /** The plaintext of an envelope of either version, and which version it was. */
+  async open(recordId: string, text: string): Promise<{ plaintext: string; version: number }> {
     let json: unknown
     try {
       json = JSON.parse(text)
@@ -107,19 +135,25 @@ export class CredentialCipher {
     const iv = Buffer.from(envelope.iv, 'base64')
     const tag = Buffer.from(envelope.tag, 'base64')
     if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw new EnvelopeError('has a bad iv or tag length')
-    const { N, r, p, salt } = envelope.kdf
     let key: Buffer
-    try {
-      key = await deriveKey(this.secret, Buffer.from(salt, 'base64'), { N, r, p })
-    } catch {
-      // In range but refused by scrypt (N not a power of 2, over maxmem): still a bad file, named as one.
-      throw new EnvelopeError(`has unusable scrypt parameters (N=${N}, r=${r}, p=${p})`)
+    if (envelope.version === ENVELOPE_VERSION) {
+      const salt = Buffer.from(envelope.kdf.salt, 'base64')
+      key = salt.equals(this.salt) ? (this.#sealKey ??= hkdfKey(this.secret, this.salt)) : hkdfKey(this.secret, salt)
+    } else {
+      const { N, r, p, salt } = envelope.kdf
+      try {
+        key = await deriveScryptKey(this.secret, Buffer.from(salt, 'base64'), { N, r, p })
+      } catch {
+        // In range but refused by scrypt (N not a power of 2, over maxmem): still a bad file, named as one.
+        throw new EnvelopeError(`has unusable scrypt parameters (N=${N}, r=${r}, p=${p})`)
+      }
     }
     const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: GCM_TAG_BYTES })
-    decipher.setAAD(Buffer.from(aad, 'utf8'))
+    decipher.setAAD(envelopeAad(envelope.version, recordId))
     decipher.setAuthTag(tag)
     try {
-      return Buffer.concat([decipher.update(Buffer.from(envelope.ciphertext, 'base64')), decipher.final()]).toString('utf8')
+      const plaintext = Buffer.concat([decipher.update(Buffer.from(envelope.ciphertext, 'base64')), decipher.final()]).toString('utf8')
+      return { plaintext, version: envelope.version }
     } catch {
       throw new EnvelopeError('failed to decrypt (wrong machine secret, tampered, or another credential\'s file)')
     }

@@ -1,6 +1,7 @@
 // Encrypted file backend: one AES-256-GCM envelope per credential in
 // <dataDir>/credentials. Format and guarantees: dev-docs/storage.md.
-import { readdir, rm, stat } from 'node:fs/promises'
+import type { BigIntStats } from 'node:fs'
+import { lstat, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CliError } from '../cli-io.js'
 import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
@@ -21,11 +22,21 @@ export const CREDENTIALS_DIR = 'credentials'
 export const RECORD_FILE_SUFFIX = '.enc'
 /** Temp files older than this were left by a crashed writer and are removed on open. */
 export const STALE_TEMP_FILE_AGE_MS = 60_000
-/** AAD prefix; the record id follows. Bumped with the envelope version. */
-export const AAD_PREFIX = 'credproxy/v1/'
+/** Decrypted records kept per backend (one per credential file); past it the cache starts over. */
+export const PLAINTEXT_CACHE_ENTRIES = 256
+
+/**
+ * What changes whenever the file's bytes, owner or mode may have: an atomic rename
+ * gives a new inode, an in-place write a new size or mtime, chmod/chown a new ctime.
+ */
+function fileIdentity(info: BigIntStats): string {
+  return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`
+}
 
 export class FileBackend implements RecordBackend {
   readonly name = 'file' as const
+  /** path -> the plaintext of the file version named by identity: decrypt once per version, not per read. */
+  readonly #plain = new Map<string, { identity: string; value: string }>()
 
   private constructor(
     readonly dir: string,
@@ -49,10 +60,25 @@ export class FileBackend implements RecordBackend {
 
   async read(ref: RecordRef): Promise<string | null> {
     const path = this.describe(ref)
+    let identity: string
+    try {
+      identity = fileIdentity(await lstat(path, { bigint: true }))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+      this.#plain.delete(path)
+      return null
+    }
+    const cached = this.#plain.get(path)
+    if (cached?.identity === identity) return cached.value
     const text = await readPrivateFile(path)
     if (text === null) return null
     try {
-      return await this.cipher.open(AAD_PREFIX + recordId(ref), text)
+      const { plaintext } = await this.cipher.open(recordId(ref), text)
+      // Keyed by the identity seen before reading: if the file changed in between, the
+      // next read sees a different identity and reads again (never an older value).
+      if (this.#plain.size >= PLAINTEXT_CACHE_ENTRIES) this.#plain.clear()
+      this.#plain.set(path, { identity, value: plaintext })
+      return plaintext
     } catch (error) {
       if (!(error instanceof EnvelopeError)) throw error
       throw new CliError(
@@ -63,11 +89,13 @@ export class FileBackend implements RecordBackend {
   }
 
   async write(ref: RecordRef, value: string): Promise<void> {
-    const sealed = await this.cipher.seal(AAD_PREFIX + recordId(ref), value)
-    await writeFileAtomic(this.describe(ref), sealed)
+    const path = this.describe(ref)
+    this.#plain.delete(path)
+    await writeFileAtomic(path, this.cipher.seal(recordId(ref), value))
   }
 
   async remove(ref: RecordRef): Promise<boolean> {
+    this.#plain.delete(this.describe(ref))
     try {
       await rm(this.describe(ref))
     } catch (error) {

@@ -1,7 +1,7 @@
 // OS keyring backend: one keyring entry per credential (service from
 // CREDPROXY_KEYRING_SERVICE, default 'credproxy'; account = recordId), plus an
 // index entry, because keyrings cannot list entries portably.
-import { z } from 'zod'
+import * as z from 'zod'
 import { CliError } from '../cli-io.js'
 import type { KeyringClient } from './keyring-client.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'

@@ -1,7 +1,7 @@
 // Thin async wrapper over @napi-rs/keyring: one service name, accounts named by
 // the caller, every failure turned into a CliError that says what to do.
 import { randomBytes } from 'node:crypto'
-import { AsyncEntry, type EntryOptions } from '@napi-rs/keyring'
+import type { AsyncEntry as AsyncEntryType, EntryOptions } from '@napi-rs/keyring'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 
@@ -18,12 +18,21 @@ const ENTRY_OPTIONS: EntryOptions = { linux: { store: 'secret-service' } }
 export const KEYRING_HINT =
   'Start a Secret Service (for example gnome-keyring in a D-Bus session), or set CREDPROXY_KEYRING=off to use encrypted files.'
 
+// The native binding is loaded on the first keyring call: a file-store command never pays for it.
+let binding: Promise<typeof import('@napi-rs/keyring')> | undefined
+
+async function entryFor(service: string, account: string): Promise<AsyncEntryType> {
+  binding ??= import('@napi-rs/keyring')
+  const { AsyncEntry } = await binding
+  return new AsyncEntry(service, account, ENTRY_OPTIONS)
+}
+
 export class KeyringClient {
   constructor(readonly service: string) {}
 
   async get(account: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<string | null> {
     try {
-      return await new AsyncEntry(this.service, account, ENTRY_OPTIONS).getPassword(AbortSignal.timeout(timeoutMs))
+      return await (await entryFor(this.service, account)).getPassword(AbortSignal.timeout(timeoutMs))
     } catch (error) {
       throw keyringError('read', account, error)
     }
@@ -32,7 +41,7 @@ export class KeyringClient {
   /** Writes are read back: a keyring that silently drops or alters a value is an error, not a lost credential. */
   async set(account: string, value: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<void> {
     try {
-      const entry = new AsyncEntry(this.service, account, ENTRY_OPTIONS)
+      const entry = await entryFor(this.service, account)
       await entry.setPassword(value, AbortSignal.timeout(timeoutMs))
       const back = await entry.getPassword(AbortSignal.timeout(timeoutMs))
       if (back !== value) throw new Error('the value read back differs from the value written')
@@ -44,7 +53,7 @@ export class KeyringClient {
   /** true when an entry was deleted. */
   async delete(account: string, timeoutMs = KEYRING_CALL_TIMEOUT_MS): Promise<boolean> {
     try {
-      return await new AsyncEntry(this.service, account, ENTRY_OPTIONS).deletePassword(AbortSignal.timeout(timeoutMs))
+      return await (await entryFor(this.service, account)).deletePassword(AbortSignal.timeout(timeoutMs))
     } catch (error) {
       throw keyringError('delete', account, error)
     }

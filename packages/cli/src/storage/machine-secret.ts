@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto'
 import { link, open, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { z } from 'zod'
+import * as z from 'zod'
 import { CliError } from '../cli-io.js'
 import { PRIVATE_FILE_MODE, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX } from './atomic-write.js'

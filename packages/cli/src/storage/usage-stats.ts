@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BucketName, isReservedName, ProviderName, ProxyError, type BucketStats } from '@credproxy/core'
-import { z } from 'zod'
+import * as z from 'zod'
 import { CliError } from '../cli-io.js'
 import { ensurePrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'

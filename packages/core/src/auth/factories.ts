@@ -2,8 +2,8 @@
 // (CREDPROXY_SOCKET set), the caller's host store otherwise. Calling code keeps
 // its TokenStore / ProviderKeyStorage and never learns which one it got.
 import { isAbsolute } from 'node:path'
-import { z } from 'zod'
 import { ProxySocketClient } from '../client/socket-client.js'
+import { isProxyMode, SOCKET_ENV } from './proxy-mode.js'
 import { ProxyError } from '../protocol/errors.js'
 import { ProxyOAuthAdapter, type LoginUI } from './proxy-oauth-adapter.js'
 import { ProxyProviderKeyStorage } from './proxy-provider-key-storage.js'
@@ -11,15 +11,14 @@ import { ProxyTokenStore } from './proxy-token-store.js'
 import { readSessionSecret } from './session-secret.js'
 import type { ProviderKeyStorage, TokenStore } from './stores.js'
 
-export const SOCKET_ENV = 'CREDPROXY_SOCKET'
 /** Longest socket path in bytes: macOS sun_path holds 104 including the NUL (Linux 108); same as the server's. */
 export const MAX_SOCKET_PATH_BYTES = 103
 
-const SocketPathSchema = z
-  .string()
-  .min(1)
-  .refine((path) => isAbsolute(path), 'must be an absolute path')
-  .refine((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH_BYTES, `must be at most ${MAX_SOCKET_PATH_BYTES} bytes`)
+function socketPathProblem(path: string): string | undefined {
+  if (!isAbsolute(path)) return 'must be an absolute path'
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) return `must be at most ${MAX_SOCKET_PATH_BYTES} bytes`
+  return undefined
+}
 
 // One connection per process per socket path: a process is one sandbox client.
 const sharedClients = new Map<string, ProxySocketClient>()
@@ -28,26 +27,18 @@ export interface FactoryOptions {
   env?: NodeJS.ProcessEnv
 }
 
-/** True when this process runs under a broker (CREDPROXY_SOCKET is set). */
-export function isProxyMode(env: NodeJS.ProcessEnv = process.env): boolean {
-  const value = env[SOCKET_ENV]
-  return value !== undefined && value !== ''
-}
-
 /** The process-wide client for CREDPROXY_SOCKET; reads the session secret on first use. */
 export function getSharedClient(env: NodeJS.ProcessEnv = process.env): ProxySocketClient {
   const raw = env[SOCKET_ENV]
   if (raw === undefined || raw === '') {
     throw new ProxyError('CONNECTION_FAILED', `${SOCKET_ENV} is not set: this process is not running under a credproxy broker`)
   }
-  const parsed = SocketPathSchema.safeParse(raw)
-  if (!parsed.success) {
-    throw new ProxyError('CONNECTION_FAILED', `${SOCKET_ENV} ${parsed.error.issues[0]?.message ?? 'is invalid'} (got ${JSON.stringify(raw.slice(0, 200))})`)
-  }
-  const existing = sharedClients.get(parsed.data)
+  const problem = socketPathProblem(raw)
+  if (problem !== undefined) throw new ProxyError('CONNECTION_FAILED', `${SOCKET_ENV} ${problem} (got ${JSON.stringify(raw.slice(0, 200))})`)
+  const existing = sharedClients.get(raw)
   if (existing !== undefined && existing.state !== 'CLOSED') return existing
-  const client = new ProxySocketClient({ socketPath: parsed.data, secret: readSessionSecret(env) })
-  sharedClients.set(parsed.data, client)
+  const client = new ProxySocketClient({ socketPath: raw, secret: readSessionSecret(env) })
+  sharedClients.set(raw, client)
   return client
 }
 

@@ -2,7 +2,6 @@
 // (CREDPROXY_SECRET_FD), or for other launchers in a host-written 0600 file
 // (CREDPROXY_SECRET_FILE). It is read once per process and kept in memory only.
 import { closeSync, fstatSync, openSync, readSync, constants as fsConstants } from 'node:fs'
-import { z } from 'zod'
 import { ProxyError } from '../protocol/errors.js'
 import { parseSessionSecret } from '../protocol/handshake.js'
 
@@ -15,7 +14,10 @@ export const SECRET_FD_WAIT_MS = 2_000
 const SECRET_FD_POLL_MS = 5
 
 // fds 0-2 are stdio; a secret fd is always one the launcher added.
-const FdSchema = z.coerce.number().int().min(3).max(65_535)
+function parseFd(text: string): number | undefined {
+  const fd = Number(text)
+  return Number.isInteger(fd) && fd >= 3 && fd <= 65_535 ? fd : undefined
+}
 
 const HINT = 'start the sandbox with `credproxy run`, which hands the secret over'
 
@@ -37,9 +39,9 @@ export function readSessionSecret(env: NodeJS.ProcessEnv = process.env): Buffer 
   let secret: Buffer
   if (fdText !== undefined) {
     delete env[SECRET_FD_ENV]
-    const fd = FdSchema.safeParse(fdText)
-    if (!fd.success) throw new ProxyError('UNAUTHORIZED', `${SECRET_FD_ENV} must name an inherited file descriptor (3 or above); ${HINT}`)
-    secret = parse(readFd(fd.data), `${SECRET_FD_ENV}=${fd.data}`)
+    const fd = parseFd(fdText)
+    if (fd === undefined) throw new ProxyError('UNAUTHORIZED', `${SECRET_FD_ENV} must name an inherited file descriptor (3 or above); ${HINT}`)
+    secret = parse(readFd(fd), `${SECRET_FD_ENV}=${fd}`)
   } else if (file !== undefined && file !== '') {
     secret = parse(readPrivateFile(file), `${SECRET_FILE_ENV} (${file})`)
   } else {

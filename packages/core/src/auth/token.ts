@@ -1,15 +1,7 @@
 // OAuth token shape, and the two rules that keep host-only secrets on the host.
-import { z } from 'zod'
-
-/** Provider extras are kept (loose object); only these fields are required. */
-export const OAuthTokenSchema = z.looseObject({
-  access_token: z.string().min(1),
-  refresh_token: z.string().min(1).optional(),
-  /** Unix seconds. */
-  expiry: z.number().finite(),
-  token_type: z.string().min(1),
-  scope: z.string().optional(),
-})
+// No zod at run time here: the sandbox-side client loads this file (token-schema.ts has the schema).
+import type * as z from 'zod'
+import type { OAuthTokenSchema } from './token-schema.js'
 
 export type OAuthToken = z.infer<typeof OAuthTokenSchema>
 

@@ -1,7 +1,7 @@
 // What the client proves in the handshake, and the handshake frames it sends.
 // Normative spec: dev-docs/protocol.md "Handshake".
 import { computeClientProof, computeServerProof, generateNonce, proofsEqual } from '../protocol/handshake.js'
-import { MAX_LEGACY_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION } from '../protocol/messages.js'
+import { MAX_LEGACY_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION } from '../protocol/versions.js'
 
 /** v3: mutual HMAC proof of the session secret. legacy: v1/v2 bearer token. */
 export type ClientAuth = { kind: 'v3'; secret: Buffer } | { kind: 'legacy'; token: string }

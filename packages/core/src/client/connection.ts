@@ -4,7 +4,9 @@
 import { createConnection, type Socket } from 'node:net'
 import { ProxyError } from '../protocol/errors.js'
 import { encodeFrame, FrameDecoder, FrameError, maxFrameBytesFor, PARTIAL_FRAME_TIMEOUT_MS } from '../protocol/frame.js'
-import { HandshakeFinishDataSchema, HandshakeResponseDataSchema, MAX_LEGACY_PROTOCOL_VERSION, ResponseSchema, type Response } from '../protocol/messages.js'
+import type { Response } from '../protocol/messages.js'
+import { MAX_LEGACY_PROTOCOL_VERSION } from '../protocol/versions.js'
+import { asFinishData, asHandshakeData, asResponse } from './answer-checks.js'
 import { buildFinish, buildHello, serverProofValid, V3_PROTOCOL_VERSION, type ClientAuth } from './client-auth.js'
 import { errorFromAnswer } from './server-message.js'
 
@@ -160,13 +162,13 @@ export class ProxyConnection {
   }
 
   #onFrame(frame: Record<string, unknown>): void {
-    const parsed = ResponseSchema.safeParse(frame)
-    if (!parsed.success) {
+    const response = asResponse(frame)
+    if (response === undefined) {
       this.#fail(new ProxyError('PROTOCOL_ERROR', 'the broker sent a frame that is not a response'))
       return
     }
-    if (this.#state === 'READY') this.#options.events.onResponse(this, parsed.data)
-    else if (this.#state === 'HANDSHAKING') this.#onHandshakeAnswer(parsed.data)
+    if (this.#state === 'READY') this.#options.events.onResponse(this, response)
+    else if (this.#state === 'HANDSHAKING') this.#onHandshakeAnswer(response)
     else this.#fail(new ProxyError('PROTOCOL_ERROR', 'the broker spoke before the handshake'))
   }
 
@@ -177,17 +179,17 @@ export class ProxyConnection {
     }
     const auth = this.#options.auth
     if (this.#step === 'AWAIT_FINISH') {
-      const finish = HandshakeFinishDataSchema.safeParse(answer.data)
-      if (!finish.success) {
+      const finish = asFinishData(answer.data)
+      if (finish === undefined) {
         this.#fail(new ProxyError('PROTOCOL_ERROR', 'the broker sent a malformed handshake_finish answer'))
         return
       }
-      this.#session = finish.data.session
+      this.#session = finish.session
       this.#becomeReady()
       return
     }
-    const data = HandshakeResponseDataSchema.safeParse(answer.data)
-    if (!data.success) {
+    const data = asHandshakeData(answer.data)
+    if (data === undefined) {
       this.#fail(
         auth.kind === 'v3'
           ? this.#unverified()
@@ -195,7 +197,7 @@ export class ProxyConnection {
       )
       return
     }
-    const { version, serverNonce, serverProof } = data.data
+    const { version, serverNonce, serverProof } = data
     if (auth.kind === 'legacy') {
       if (version < 1 || version > MAX_LEGACY_PROTOCOL_VERSION) {
         this.#fail(new ProxyError('UNKNOWN_VERSION', `the broker chose protocol v${version}, outside the offered v1..v${MAX_LEGACY_PROTOCOL_VERSION}`))

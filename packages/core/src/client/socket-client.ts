@@ -5,7 +5,9 @@
 // IDLE when the connection closes or idles out; CLOSED after close(), for good.
 import { ProxyError } from '../protocol/errors.js'
 import { MAX_IN_FLIGHT_REQUESTS } from '../protocol/limits.js'
-import { OP_DATA_SCHEMAS, OP_MIN_VERSION, OP_PAYLOAD_SCHEMAS, type OpData, type OpName, type OpPayload, type Response } from '../protocol/messages.js'
+import type { OpData, OpName, OpPayload, Response } from '../protocol/messages.js'
+import { OP_MIN_VERSION } from '../protocol/versions.js'
+import { isValidOpData, payloadProblem } from './answer-checks.js'
 import type { ClientAuth } from './client-auth.js'
 import { ProxyConnection, type ConnectionState } from './connection.js'
 import { errorFromAnswer } from './server-message.js'
@@ -18,6 +20,10 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 10_000
 export const DEFAULT_CONNECT_ATTEMPTS = 3
 /** Delay before the second attempt; doubled for each further attempt. */
 export const DEFAULT_RECONNECT_BASE_DELAY_MS = 100
+/** Times one request is sent again after RATE_LIMITED before the caller sees the error. */
+export const RATE_LIMIT_RETRIES = 5
+/** A RATE_LIMITED whose retryAfter is longer than this (a refresh cool-down) goes to the caller at once. */
+export const MAX_RATE_LIMIT_WAIT_MS = 1_000
 
 export type ClientState = 'IDLE' | ConnectionState
 
@@ -48,9 +54,13 @@ interface Pending {
   readonly reject: (error: ProxyError) => void
   timer: NodeJS.Timeout | undefined
   cleanupAbort: (() => void) | undefined
-  /** The connection it was sent on; undefined while queued. */
+  /** The connection it was sent on; undefined while queued or waiting to retry. */
   sentOn: ProxyConnection | undefined
   settled: boolean
+  /** performance.now() past which the request has timed out. */
+  readonly deadline: number
+  rateLimitRetries: number
+  retryTimer: NodeJS.Timeout | undefined
 }
 
 export class ProxySocketClient {
@@ -71,6 +81,8 @@ export class ProxySocketClient {
   #inFlight = new Map<string, Pending | null>()
   /** The non-null entries of #inFlight, counted so the idle check on every send and answer is O(1). */
   #awaited = 0
+  /** Answered RATE_LIMITED, waiting out the server's retryAfter before going back to #queue. */
+  readonly #retrying = new Set<Pending>()
   #idleTimer: NodeJS.Timeout | undefined
 
   constructor(options: ProxySocketClientOptions) {
@@ -110,11 +122,8 @@ export class ProxySocketClient {
    */
   request<O extends OpName>(op: O, payload: OpPayload<O>, options: RequestOptions = {}): Promise<OpData<O>> {
     if (this.#closed) return Promise.reject(new ProxyError('CONNECTION_FAILED', 'the broker client was closed'))
-    const parsed = OP_PAYLOAD_SCHEMAS[op].safeParse(payload)
-    if (!parsed.success) {
-      const fields = parsed.error.issues.map((issue) => issue.path.join('.') || '(payload)').join(', ')
-      return Promise.reject(new ProxyError('INVALID_REQUEST', `invalid ${op} payload (${fields})`))
-    }
+    const problem = payloadProblem(op, payload)
+    if (problem !== undefined) return Promise.reject(new ProxyError('INVALID_REQUEST', `invalid ${op} payload (${problem})`))
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(new ProxyError('CANCELLED', `${op} was cancelled`))
     const timeoutMs = options.timeoutMs ?? this.#requestTimeoutMs
@@ -123,13 +132,16 @@ export class ProxySocketClient {
       const pending: Pending = {
         id: String(this.#nextId++),
         op,
-        payload: parsed.data,
+        payload,
         resolve: resolve as (data: unknown) => void,
         reject,
         timer: undefined,
         cleanupAbort: undefined,
         sentOn: undefined,
         settled: false,
+        deadline: performance.now() + timeoutMs,
+        rateLimitRetries: 0,
+        retryTimer: undefined,
       }
       // A ref'd timer keeps the process alive while the request is pending.
       pending.timer = setTimeout(() => {
@@ -150,7 +162,7 @@ export class ProxySocketClient {
     if (this.#closed) return
     this.#closed = true
     const error = new ProxyError('CONNECTION_FAILED', 'the broker client was closed')
-    for (const pending of [...this.#queue, ...this.#inFlight.values()]) if (pending) this.#settle(pending, error)
+    for (const pending of [...this.#queue, ...this.#inFlight.values(), ...this.#retrying]) if (pending) this.#settle(pending, error)
     this.#queue = []
     this.#inFlight.clear()
     this.#awaited = 0
@@ -222,6 +234,8 @@ export class ProxySocketClient {
     if (pending.settled) return
     pending.settled = true
     clearTimeout(pending.timer)
+    clearTimeout(pending.retryTimer)
+    this.#retrying.delete(pending)
     pending.cleanupAbort?.()
     if (outcome instanceof ProxyError) pending.reject(outcome)
     else pending.resolve(outcome.data)
@@ -237,16 +251,41 @@ export class ProxySocketClient {
     if (pending) {
       this.#awaited -= 1
       if (!response.ok) {
-        this.#settle(pending, errorFromAnswer(response))
+        const error = errorFromAnswer(response)
+        if (!this.#retryLater(pending, error)) this.#settle(pending, error)
       } else {
-        const data = OP_DATA_SCHEMAS[pending.op].safeParse(response.data ?? {})
+        const data = response.data ?? {}
         this.#settle(
           pending,
-          data.success ? { data: data.data } : new ProxyError('PROTOCOL_ERROR', `the broker sent malformed ${pending.op} data`),
+          isValidOpData(pending.op, data) ? { data } : new ProxyError('PROTOCOL_ERROR', `the broker sent malformed ${pending.op} data`),
         )
       }
     }
     this.#pump()
+  }
+
+  /**
+   * RATE_LIMITED means the server did not run the request: send it again after the
+   * server's retryAfter, doubled on each retry (plus jitter, so queued requests spread
+   * out), while the attempts, the wait cap and the request's own deadline allow.
+   */
+  #retryLater(pending: Pending, error: ProxyError): boolean {
+    if (error.code !== 'RATE_LIMITED' || pending.rateLimitRetries >= RATE_LIMIT_RETRIES) return false
+    const retryAfterMs = (error.retryAfter ?? 0) * 1000
+    if (retryAfterMs > MAX_RATE_LIMIT_WAIT_MS) return false
+    const base = Math.max(retryAfterMs, 10) * 2 ** pending.rateLimitRetries
+    const waitMs = Math.min(MAX_RATE_LIMIT_WAIT_MS, base * (1 + Math.random() / 2))
+    if (performance.now() + waitMs >= pending.deadline) return false
+    pending.rateLimitRetries += 1
+    pending.sentOn = undefined
+    this.#retrying.add(pending)
+    pending.retryTimer = setTimeout(() => {
+      pending.retryTimer = undefined
+      if (!this.#retrying.delete(pending) || pending.settled || this.#closed) return
+      this.#queue.push(pending)
+      this.#pump()
+    }, waitMs)
+    return true
   }
 
   #onClose(connection: ProxyConnection, error: ProxyError): void {
@@ -319,7 +358,7 @@ export class ProxySocketClient {
   /** Keep the process alive and the socket open only while something is pending. */
   #updateIdle(): void {
     const connection = this.#connection
-    const busy = this.#queue.length > 0 || this.#awaited > 0
+    const busy = this.#queue.length > 0 || this.#awaited > 0 || this.#retrying.size > 0
     if (connection === undefined || connection.state !== 'READY') {
       clearTimeout(this.#idleTimer)
       this.#idleTimer = undefined

@@ -1,14 +1,11 @@
 // Typed messages: zod schemas for the handshake, the request envelope, and every
 // operation's payload (strict: unknown keys are a mistake) and data.
 // Normative spec: dev-docs/protocol.md "Operations".
-import { z } from 'zod'
-import { OAuthTokenSchema } from '../auth/token.js'
-import { BucketName, KeyName, ProviderName } from './names.js'
+import * as z from 'zod'
+import { OAuthTokenSchema } from '../auth/token-schema.js'
+import { BucketName, KeyName, ProviderName } from './name-schemas.js'
 
-export const MIN_PROTOCOL_VERSION = 1
-export const MAX_PROTOCOL_VERSION = 3
-/** Highest version a legacy (bearer-token) client can negotiate. */
-export const MAX_LEGACY_PROTOCOL_VERSION = 2
+export { MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION, MAX_LEGACY_PROTOCOL_VERSION, OP_MIN_VERSION } from './versions.js'
 
 const Hex64 = z.string().regex(/^[0-9a-f]{64}$/)
 const Version = z.number().int().min(0).max(1_000_000)
@@ -82,26 +79,6 @@ export const OP_PAYLOAD_SCHEMAS = {
 
 export type OpName = keyof typeof OP_PAYLOAD_SCHEMAS
 export type OpPayload<O extends OpName> = z.infer<(typeof OP_PAYLOAD_SCHEMAS)[O]>
-
-/** The lowest protocol version in which each op exists. */
-export const OP_MIN_VERSION: Record<OpName, number> = {
-  get_token: 1,
-  save_token: 1,
-  remove_token: 1,
-  list_providers: 1,
-  list_buckets: 1,
-  get_bucket_stats: 1,
-  get_api_key: 1,
-  list_api_keys: 1,
-  has_api_key: 1,
-  oauth_initiate: 1,
-  oauth_exchange: 1,
-  oauth_poll: 1,
-  oauth_cancel: 1,
-  refresh_token: 1,
-  cancel: 2,
-  session_info: 3,
-}
 
 export function isOpName(value: string): value is OpName {
   return Object.hasOwn(OP_PAYLOAD_SCHEMAS, value)

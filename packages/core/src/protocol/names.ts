@@ -1,5 +1,5 @@
 // Name rules shared by every edge (wire, CLI, storage). See dev-docs/protocol.md "Names".
-import { z } from 'zod'
+// No zod here: the sandbox-side client loads this file (name-schemas.ts has the zod forms).
 
 /**
  * Names that are JavaScript object machinery: a map keyed by one of them would reach
@@ -14,10 +14,6 @@ export const PROVIDER_NAME_PATTERN = new RegExp(`^${NOT_RESERVED}[a-zA-Z0-9._@-]
 export const BUCKET_NAME_PATTERN = PROVIDER_NAME_PATTERN
 export const KEY_NAME_PATTERN = new RegExp(`^${NOT_RESERVED}[a-zA-Z0-9._-]{1,64}$`)
 export const DEFAULT_BUCKET = 'default'
-
-export const ProviderName = z.string().regex(PROVIDER_NAME_PATTERN)
-export const BucketName = z.string().regex(BUCKET_NAME_PATTERN)
-export const KeyName = z.string().regex(KEY_NAME_PATTERN)
 
 export function isReservedName(value: string): boolean {
   return RESERVED_NAMES.includes(value)

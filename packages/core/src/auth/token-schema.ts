@@ -1,0 +1,12 @@
+// The OAuth token schema: provider extras are kept (loose object); only these fields are required.
+// The sandbox-side client checks the same rules by hand (client/answer-checks.ts).
+import * as z from 'zod'
+
+export const OAuthTokenSchema = z.looseObject({
+  access_token: z.string().min(1),
+  refresh_token: z.string().min(1).optional(),
+  /** Unix seconds. */
+  expiry: z.number().finite(),
+  token_type: z.string().min(1),
+  scope: z.string().optional(),
+})
