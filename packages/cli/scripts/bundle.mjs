@@ -22,7 +22,7 @@ await build({
   // Read from dist/*.js.map, so stack traces name the TypeScript sources.
   sourcemap: true,
   // Native addons and CommonJS packages load from node_modules as they are.
-  external: ['@napi-rs/keyring', 'koffi', 'proper-lockfile', 'openid-client'],
+  external: ['@napi-rs/keyring', 'koffi', 'openid-client'],
   // Chunks sit at the depth of dist/<dir>/*.js: code that finds bin/credproxy.js from
   // import.meta.url (sandbox/shim.ts) resolves the same path bundled or not.
   chunkNames: '[name]-[hash]',
