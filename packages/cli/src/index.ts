@@ -12,7 +12,7 @@ export {
   type CredentialProxyServerOptions,
   type StartedServer,
   type PeerSummary,
-} from './server/credential-proxy-server.js'
+} from './broker/credential-proxy-server.js'
 export {
   SessionGrants,
   parseProviderGrant,
@@ -21,14 +21,14 @@ export {
   type GrantChange,
   type Capability,
   type ProviderGrant,
-} from './server/grants.js'
-export { DEFAULT_SERVER_LIMITS, type ServerLimits } from './server/limits.js'
-export type { AuditEntry, AuditSink, PeerCheck, PeerDecision, PeerInfo } from './server/hooks.js'
-export { createPeerCheck, readPeerCredentials, type PeerCheckOptions } from './server/peer-credentials.js'
-export { AuditLog, auditLogPath, readAuditEntries, type AuditLine } from './server/audit-log.js'
-export { startControlChannel, type ControlChannel } from './server/control.js'
-export { listSessions, type SessionRecord } from './server/session-registry.js'
-export { writeSessionSecretFile } from './server/session-secret-file.js'
+} from './broker/grants.js'
+export { DEFAULT_SERVER_LIMITS, type ServerLimits } from './broker/limits.js'
+export type { AuditEntry, AuditSink, PeerCheck, PeerDecision, PeerInfo } from './broker/hooks.js'
+export { createPeerCheck, readPeerCredentials, type PeerCheckOptions } from './broker/peer-credentials.js'
+export { AuditLog, auditLogPath, readAuditEntries, type AuditLine } from './audit/audit-log.js'
+export { startControlChannel, type ControlChannel } from './control/control-channel.js'
+export { listSessions, type SessionRecord } from './control/session-registry.js'
+export { writeSessionSecretFile } from './broker/session-secret-file.js'
 
 export type { OAuthBroker, OAuthInitiateResult, OAuthPollResult, FlowType } from './oauth/broker.js'
 export { createOAuthBroker, HostOAuthBroker, type CreateOAuthBrokerOptions } from './oauth/host-oauth-broker.js'

@@ -7,8 +7,8 @@ import {
   AUDIT_RECORD_LINES_PER_INTERVAL,
   AUDIT_SUMMARY_KINDS_PER_INTERVAL,
   AuditBudget,
-} from '../src/server/audit-budget.js'
-import type { AuditEntry } from '../src/server/hooks.js'
+} from '../src/audit/audit-budget.js'
+import type { AuditEntry } from '../src/broker/hooks.js'
 
 const PEER = { pid: 42, uid: 1000, gid: 1000 }
 const refused = (outcome: AuditEntry['outcome'] = 'RATE_LIMITED', op = 'get_token'): AuditEntry => ({ session: 's1', event: 'request', op, outcome, peer: PEER, durationMs: 0.1 })

@@ -12,8 +12,8 @@ import {
   formatAuditLine,
   readAuditEntries,
   type AuditLine,
-} from '../src/server/audit-log.js'
-import type { AuditEntry } from '../src/server/hooks.js'
+} from '../src/audit/audit-log.js'
+import type { AuditEntry } from '../src/broker/hooks.js'
 import { captureIO } from './helpers/security-helpers.js'
 
 let home: string

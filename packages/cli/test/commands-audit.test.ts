@@ -2,8 +2,8 @@
 import { parseArgs } from 'node:util'
 import { describe, expect, test } from 'vitest'
 import { formatAuditLine } from '../src/commands/audit.js'
-import { AuditLineSchema } from '../src/server/audit-log.js'
-import { generateSessionId, SESSION_ID_PATTERN } from '../src/server/socket-path.js'
+import { AuditLineSchema } from '../src/audit/audit-log.js'
+import { generateSessionId, SESSION_ID_PATTERN } from '../src/control/socket-path.js'
 
 describe('session ids', () => {
   test('never start with a dash, so `credproxy grant --session ID` takes them as a value', () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, test } from 'vitest'
 import { EXIT } from '../src/exit-codes.js'
 import { resolvePaths } from '../src/paths.js'
-import { sessionsDir } from '../src/server/session-registry.js'
+import { sessionsDir } from '../src/control/session-registry.js'
 import { openHostStores } from '../src/storage/index.js'
 import { makeCliHome, removeCliHomes, runCli } from './helpers/cli-runner.js'
 

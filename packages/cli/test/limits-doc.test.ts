@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import * as refreshCoordinator from '../src/oauth/refresh-coordinator.js'
 import * as sessionManager from '../src/oauth/session-manager.js'
-import * as auditBudget from '../src/server/audit-budget.js'
-import * as control from '../src/server/control.js'
-import * as limits from '../src/server/limits.js'
+import * as auditBudget from '../src/audit/audit-budget.js'
+import * as control from '../src/control/control-channel.js'
+import * as limits from '../src/broker/limits.js'
 import * as locks from '../src/storage/locks.js'
 
 const doc = readFileSync(new URL('../../../dev-docs/protocol.md', import.meta.url), 'utf8')

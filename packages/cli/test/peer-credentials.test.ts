@@ -5,14 +5,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import type { PeerCheck, PeerDecision } from '../src/server/hooks.js'
+import type { PeerCheck, PeerDecision } from '../src/broker/hooks.js'
 import {
   attributeToSandbox,
   createPeerCheck,
   parentPid,
   peerCredentialsSupported,
   readPeerCredentials,
-} from '../src/server/peer-credentials.js'
+} from '../src/broker/peer-credentials.js'
 
 const PEER_CLIENT = fileURLToPath(new URL('./fixtures/peer-client.mjs', import.meta.url))
 const isRoot = process.getuid?.() === 0

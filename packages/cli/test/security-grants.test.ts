@@ -4,7 +4,7 @@
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { main } from '../src/cli.js'
-import { sendControlRequest } from '../src/server/control-client.js'
+import { sendControlRequest } from '../src/control/control-client.js'
 import { captureIO, startSecureSession, type SecureSession } from './helpers/security-helpers.js'
 
 const token = (name: string): OAuthToken => ({ access_token: `at-${name}`, refresh_token: `rt-${name}`, expiry: 4_000_000_000, token_type: 'Bearer' })

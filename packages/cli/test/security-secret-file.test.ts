@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { generateSessionSecret, parseSessionSecret } from '@credproxy/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { UsageError } from '../src/cli-io.js'
-import { writeSessionSecretFile } from '../src/server/session-secret-file.js'
+import { writeSessionSecretFile } from '../src/broker/session-secret-file.js'
 
 let dir: string
 beforeEach(async () => {

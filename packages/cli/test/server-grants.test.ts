@@ -1,6 +1,6 @@
 // SessionGrants: decisions from grants alone, wildcard rules, runtime changes.
 import { describe, expect, test } from 'vitest'
-import { parseProviderGrant, SessionGrants } from '../src/server/grants.js'
+import { parseProviderGrant, SessionGrants } from '../src/broker/grants.js'
 
 const grants = () =>
   new SessionGrants('sess-1234abcd', {

@@ -2,8 +2,8 @@
 // legacy v1/v2 bearer tokens, version negotiation, refusals, deadlines.
 import { computeClientProof, encodeFrame, generateNonce } from '@credproxy/core'
 import { afterEach, describe, expect, test, vi } from 'vitest'
-import { LEGACY_REFUSED_MESSAGE } from '../src/server/connection.js'
-import { CredentialProxyServer } from '../src/server/credential-proxy-server.js'
+import { LEGACY_REFUSED_MESSAGE } from '../src/broker/broker-connection.js'
+import { CredentialProxyServer } from '../src/broker/credential-proxy-server.js'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
 import { memoryStores, type MemoryKeyStorage, type MemoryTokenStore } from './helpers/server-memory-stores.js'
 import { RawClient } from './helpers/server-raw-client.js'

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test, vi } from 'vitest'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
 import type { MemoryKeyStorage, MemoryTokenStore } from './helpers/server-memory-stores.js'
 import { RawClient } from './helpers/server-raw-client.js'
-import { MAX_HANDSHAKE_FRAME_BYTES } from '../src/server/limits.js'
+import { MAX_HANDSHAKE_FRAME_BYTES } from '../src/broker/limits.js'
 
 type Stores = { tokens: MemoryTokenStore; keys: MemoryKeyStorage; backend: 'file' }
 let fx: ServerFixture<Stores> | undefined

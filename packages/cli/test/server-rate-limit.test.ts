@@ -1,6 +1,6 @@
 // The per-connection token bucket, on an injected clock.
 import { describe, expect, test } from 'vitest'
-import { TokenBucket } from '../src/server/rate-limit.js'
+import { TokenBucket } from '../src/broker/rate-limit.js'
 
 describe('TokenBucket', () => {
   test('allows a burst, then refuses with the wait until the next token', () => {

@@ -21,7 +21,7 @@ export {
   type ProxySocketClientOptions,
   type RequestOptions,
 } from './client/socket-client.js'
-export { CLIENT_HANDSHAKE_TIMEOUT_MS } from './client/connection.js'
+export { CLIENT_HANDSHAKE_TIMEOUT_MS } from './client/client-connection.js'
 export { MAX_SERVER_MESSAGE_CHARS } from './client/server-message.js'
 export type { ProxyRequester } from './client/requester.js'
 export { ProxyTokenStore } from './auth/proxy-token-store.js'

@@ -3,8 +3,8 @@
 import { UsageError, writeLine, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
-import { auditLogPath, readAuditEntries, type AuditLine } from '../server/audit-log.js'
-import { isSessionId } from '../server/session-registry.js'
+import { auditLogPath, readAuditEntries, type AuditLine } from '../audit/audit-log.js'
+import { isSessionId } from '../control/session-registry.js'
 import { parseOptions } from './parse-options.js'
 
 const help = `Usage: credproxy audit [--follow] [--json] [--session ID]

@@ -2,7 +2,7 @@
 // meant for the client (they name a command, never a secret), so they use the
 // server's ExposedProxyError marker; anything else crosses as the fixed safe message.
 import { ProxyError, type ErrorCode } from '@credproxy/core'
-import { ExposedProxyError } from '../server/dispatch.js'
+import { ExposedProxyError } from '../broker/dispatch.js'
 
 export function exposedError(code: ErrorCode, message: string, cause?: unknown): ProxyError {
   return new ExposedProxyError(code, message, cause === undefined ? {} : { cause })

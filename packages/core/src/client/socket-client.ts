@@ -9,7 +9,7 @@ import type { OpData, OpName, OpPayload, Response } from '../protocol/messages.j
 import { OP_MIN_VERSION } from '../protocol/versions.js'
 import { isValidOpData, payloadProblem } from './answer-checks.js'
 import type { ClientAuth } from './client-auth.js'
-import { ProxyConnection, type ConnectionState } from './connection.js'
+import { ClientConnection, type ConnectionState } from './client-connection.js'
 import { errorFromAnswer } from './server-message.js'
 
 /** A request not answered by then rejects with TIMEOUT (and is cancelled on the server, v2+). */
@@ -55,7 +55,7 @@ interface Pending {
   timer: NodeJS.Timeout | undefined
   cleanupAbort: (() => void) | undefined
   /** The connection it was sent on; undefined while queued or waiting to retry. */
-  sentOn: ProxyConnection | undefined
+  sentOn: ClientConnection | undefined
   settled: boolean
   /** performance.now() past which the request has timed out. */
   readonly deadline: number
@@ -71,7 +71,7 @@ export class ProxySocketClient {
   readonly #connectAttempts: number
   readonly #reconnectBaseDelayMs: number
   readonly #handshakeTimeoutMs: number | undefined
-  #connection: ProxyConnection | undefined
+  #connection: ClientConnection | undefined
   #connecting = false
   #closed = false
   #nextId = 1
@@ -192,7 +192,7 @@ export class ProxySocketClient {
     this.#updateIdle()
   }
 
-  #send(connection: ProxyConnection, pending: Pending): void {
+  #send(connection: ClientConnection, pending: Pending): void {
     const minVersion = OP_MIN_VERSION[pending.op]
     if (connection.version < minVersion) {
       this.#settle(pending, new ProxyError('UNKNOWN_VERSION', `${pending.op} needs protocol v${minVersion}; the broker speaks v${connection.version}`))
@@ -241,7 +241,7 @@ export class ProxySocketClient {
     else pending.resolve(outcome.data)
   }
 
-  #onResponse(connection: ProxyConnection, response: Response): void {
+  #onResponse(connection: ClientConnection, response: Response): void {
     if (connection !== this.#connection) return
     const id = response.id
     // No id: a connection-level notice; unknown id: the answer to one of our cancels.
@@ -288,7 +288,7 @@ export class ProxySocketClient {
     return true
   }
 
-  #onClose(connection: ProxyConnection, error: ProxyError): void {
+  #onClose(connection: ClientConnection, error: ProxyError): void {
     if (connection !== this.#connection) return
     this.#connection = undefined
     const dropped = [...this.#inFlight.values()]
@@ -310,7 +310,7 @@ export class ProxySocketClient {
         if (attempt > 0) await delay(this.#reconnectBaseDelayMs * 2 ** (attempt - 1))
         if (this.#closed || this.#queue.length === 0) return
         attempts++
-        const connection = new ProxyConnection({
+        const connection = new ClientConnection({
           socketPath: this.socketPath,
           auth: this.#auth,
           events: {

@@ -10,8 +10,8 @@ import { KEY_NAME_PATTERN, PROVIDER_NAME_PATTERN, isErrorCode } from '@credproxy
 import * as z from 'zod'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
-import type { AuditEntry, AuditSink, PeerInfo } from './hooks.js'
-import type { SecurityLog } from './peer-credentials.js'
+import type { AuditEntry, AuditSink, PeerInfo } from '../broker/hooks.js'
+import type { SecurityLog } from '../broker/peer-credentials.js'
 
 /** A log file is rotated before a write would take it past this size. */
 export const DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024

@@ -5,7 +5,7 @@
 // (event, op, outcome, reason) with `count`. A lifetime cap bounds what one session
 // can add to the shared, rotated files, so it cannot push out another session's lines.
 // Guarantees and their tests: dev-docs/security.md "Audit log under flood".
-import type { AuditEntry, AuditSink } from './hooks.js'
+import type { AuditEntry, AuditSink } from '../broker/hooks.js'
 
 /** Length of one budget interval (ms); summaries are written when it ends (and at stop). */
 export const AUDIT_INTERVAL_MS = 60_000

@@ -9,9 +9,9 @@ import { encodeFrame, FrameDecoder, type ErrorCode } from '@credproxy/core'
 import * as z from 'zod'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
-import { GrantChangeSchema, type GrantChange, type SessionGrants } from './grants.js'
-import type { AuditSink, PeerInfo } from './hooks.js'
-import { attributeToSandbox, inOwnPidNamespace, peerCredentialsSupported, readPeerCredentials, type SecurityLog } from './peer-credentials.js'
+import { GrantChangeSchema, type GrantChange, type SessionGrants } from '../broker/grants.js'
+import type { AuditSink, PeerInfo } from '../broker/hooks.js'
+import { attributeToSandbox, inOwnPidNamespace, peerCredentialsSupported, readPeerCredentials, type SecurityLog } from '../broker/peer-credentials.js'
 import { registerSession, unregisterSession } from './session-registry.js'
 
 /** Control messages are small; anything larger is a mistake or an attack. */

@@ -19,9 +19,9 @@ type HandshakeStep = 'AWAIT_HELLO' | 'AWAIT_FINISH'
 
 export interface ConnectionEvents {
   /** A response frame after the handshake. */
-  onResponse(connection: ProxyConnection, response: Response): void
+  onResponse(connection: ClientConnection, response: Response): void
   /** The connection closed after it was READY (not called for a failed handshake: `ready` rejects instead). */
-  onClose(connection: ProxyConnection, error: ProxyError): void
+  onClose(connection: ClientConnection, error: ProxyError): void
 }
 
 export interface ConnectionOptions {
@@ -31,7 +31,7 @@ export interface ConnectionOptions {
   handshakeTimeoutMs?: number
 }
 
-export class ProxyConnection {
+export class ClientConnection {
   #state: ConnectionState = 'CONNECTING'
   #step: HandshakeStep = 'AWAIT_HELLO'
   #version = 0

@@ -6,9 +6,9 @@ import { encodeFrame, generateSessionSecret, safeMessage, SESSION_SECRET_BYTES }
 import type { OAuthBroker } from '../oauth/broker.js'
 import { resolvePaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
-import { ProxyConnection, type ConnectionSummary } from './connection.js'
+import { BrokerConnection, type ConnectionSummary } from './broker-connection.js'
 import { SessionGrants, type GrantSet } from './grants.js'
-import { AuditBudget, type AuditBudgetOptions } from './audit-budget.js'
+import { AuditBudget, type AuditBudgetOptions } from '../audit/audit-budget.js'
 import type { AuditEntry, AuditSink, PeerCheck, PeerInfo } from './hooks.js'
 import { resolveLimits, type ServerLimits } from './limits.js'
 import type { Clock } from './rate-limit.js'
@@ -19,7 +19,7 @@ import {
   SESSION_ID_PATTERN,
   unbind,
   type BoundSocket,
-} from './socket-path.js'
+} from '../control/socket-path.js'
 
 export interface CredentialProxyServerOptions {
   stores: HostStores
@@ -69,10 +69,10 @@ export class CredentialProxyServer {
   readonly #secret: Buffer
   readonly #grants: SessionGrants
   readonly #limits: ServerLimits
-  readonly #connections = new Set<ProxyConnection>()
+  readonly #connections = new Set<BrokerConnection>()
   /** Two budgets (limits.ts): still in the handshake, oldest first; and authenticated. */
-  readonly #pending = new Set<ProxyConnection>()
-  readonly #established = new Set<ProxyConnection>()
+  readonly #pending = new Set<BrokerConnection>()
+  readonly #established = new Set<BrokerConnection>()
   readonly #refused = new Set<Socket>()
   /** The audit sink behind this session's budget (a flood is summarized, not written line by line). */
   readonly #auditSink: AuditBudget | undefined
@@ -199,7 +199,7 @@ export class CredentialProxyServer {
         oldest.evict()
       }
     }
-    const connection = new ProxyConnection(socket, peer, {
+    const connection = new BrokerConnection(socket, peer, {
       sessionId: this.#sessionId,
       secret: this.#secret,
       allowLegacyClients: this.#options.allowLegacyClients ?? false,
@@ -228,10 +228,10 @@ export class CredentialProxyServer {
    * least recently active idle one gives up its slot (only the sandbox's own clients
    * hold these, and the client library reconnects on its next request).
    */
-  #admit(connection: ProxyConnection): boolean {
+  #admit(connection: BrokerConnection): boolean {
     this.#pending.delete(connection)
     if (this.#established.size >= this.#limits.maxConnectionsPerSession) {
-      let victim: ProxyConnection | undefined
+      let victim: BrokerConnection | undefined
       for (const c of this.#established) {
         if (c.idle && (victim === undefined || c.lastActiveAt < victim.lastActiveAt)) victim = c
       }

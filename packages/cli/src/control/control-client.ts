@@ -3,7 +3,7 @@ import { connect } from 'node:net'
 import { encodeFrame, FrameDecoder } from '@credproxy/core'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { MAX_CONTROL_FRAME_BYTES, ControlResponseSchema, type ControlOp } from './control.js'
+import { MAX_CONTROL_FRAME_BYTES, ControlResponseSchema, type ControlOp } from './control-channel.js'
 
 /** How long a host command waits for a session to answer. */
 export const CONTROL_REQUEST_TIMEOUT_MS = 3_000

@@ -58,7 +58,7 @@ export interface ConnectionHost {
   log: (line: string) => void
   clock?: Clock
   /** Called when the handshake succeeds: false if no authenticated slot can be freed. */
-  admit?: (connection: ProxyConnection) => boolean
+  admit?: (connection: BrokerConnection) => boolean
 }
 
 export const LEGACY_REFUSED_MESSAGE =
@@ -97,7 +97,7 @@ export interface ConnectionSummary {
   inFlight: number
 }
 
-export class ProxyConnection {
+export class BrokerConnection {
   readonly connectedAt = Date.now()
   readonly closed: Promise<void>
   #state: State = 'AWAIT_HANDSHAKE'
