@@ -92,7 +92,7 @@ async function loginOnHost(login: LoginArgs, io: CliIO): Promise<OAuthToken> {
       allowPaste: true,
       ...(login.browser ? { openUrl: (url: string) => openBrowser(url, io.env) } : {}),
     })
-    const adapter = new ProxyOAuthAdapter(createLocalRequester(broker, login.flow === undefined ? {} : { flow: login.flow }), ui)
+    const adapter = new ProxyOAuthAdapter(createLocalRequester(broker.logins, login.flow === undefined ? {} : { flow: login.flow }), ui)
     return await adapter.login(login.provider, login.bucket).catch((error: unknown) => {
       throw explain(error, login, 'host')
     })

@@ -60,7 +60,7 @@ async function fetchToken(provider: string, bucket: string, io: CliIO): Promise<
   const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
   const oauth = await createOAuthBroker({ stores, env: io.env, schedule: false, log: logLineTo(io.stderr) })
   try {
-    return oauth === null ? await stores.tokens.getToken(provider, bucket) : await oauth.getFreshToken(provider, bucket)
+    return oauth === null ? await stores.tokens.getToken(provider, bucket) : await oauth.credentials.freshToken(provider, bucket)
   } finally {
     await oauth?.close()
   }
