@@ -2,7 +2,7 @@
 // gets when no providers.json exists. The refreshing one runs against a real
 // authorization server in oauth-refresh.test.ts.
 import { describe, expect, test } from 'vitest'
-import { StoredCredentialSource } from '../src/session/credential-source.js'
+import { StoredCredentialSource } from '../src/credentials/stored-credential-source.js'
 import { TOKEN } from './helpers/server-fixture.js'
 import { memoryStores } from './helpers/server-memory-stores.js'
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuth } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { MAX_OAUTH_SESSIONS } from '../src/oauth/session-manager.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuth } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { createClientConfiguration } from '../src/oauth/oauth-client.js'
 import { RefreshCoordinator } from '../src/oauth/refresh-coordinator.js'
 import { refreshTokenGrant } from '../src/oauth/refresh-grant.js'

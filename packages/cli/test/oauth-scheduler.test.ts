@@ -1,7 +1,7 @@
 // ProactiveScheduler on a test clock (injected now + timers); the refreshes go to a
 // real authorization server through the real coordinator and file store.
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
-import { createOAuthBroker, type HostOAuth } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { MAX_TICK_MS, planRefreshAt, ProactiveScheduler, type SchedulerTimers } from '../src/oauth/proactive-scheduler.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { deviceLogin } from './helpers/oauth-login.js'

@@ -4,7 +4,7 @@
 import type { OAuthToken } from '@credproxy/core'
 import { afterEach, describe, expect, test } from 'vitest'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from '../src/oauth/broker.js'
-import { StoredCredentialSource } from '../src/session/credential-source.js'
+import { StoredCredentialSource } from '../src/credentials/stored-credential-source.js'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
 import { memoryStores, type MemoryKeyStorage, type MemoryTokenStore } from './helpers/server-memory-stores.js'
 import type { RawClient } from './helpers/server-raw-client.js'

@@ -16,7 +16,7 @@ import {
   type OpPayload,
 } from '@credproxy/core'
 import type { OAuthBroker } from '../oauth/broker.js'
-import type { CredentialSource } from '../session/credential-source.js'
+import type { CredentialSource } from '../credentials/credential-source.js'
 import { OP_CAPABILITY, type SessionGrants } from './grants.js'
 import type { ServerLimits } from './limits.js'
 

@@ -1,7 +1,7 @@
 // The contract between the socket server and the host OAuth logins. The server owns
 // grants, sanitizing and audit; the broker owns login flows and storage of the tokens
 // they produce. Reading and refreshing tokens is the credential source's business
-// (session/credential-source.ts). Every failure is a ProxyError with a registry code.
+// (credentials/credential-source.ts). Every failure is a ProxyError with a registry code.
 import type { OAuthToken } from '@credproxy/core'
 
 export type FlowType = 'device_code' | 'pkce_redirect' | 'browser_redirect'

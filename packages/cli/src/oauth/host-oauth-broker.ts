@@ -1,12 +1,10 @@
 // The host OAuth logins the socket server calls (contract: broker.ts): device and
 // PKCE flows via the session manager. Refreshing is the credential source's
-// (session/credential-source.ts); createOAuthBroker builds both over one provider
-// configuration, and a login's token is handed to the source to plan its refresh.
+// (credentials/refreshing-credential-source.ts); credentials/host-oauth.ts builds
+// both over one provider configuration and hands a login's token to the source.
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import type { Configuration } from 'openid-client'
-import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
-import { configuredProvider, RefreshingCredentialSource, type RefreshingCredentialSourceOptions } from '../session/credential-source.js'
 import { accountMismatch } from './account-check.js'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from './broker.js'
 import { startDeviceFlow } from './device-flow.js'
@@ -16,29 +14,9 @@ import type { LoginFlow } from './login-flow.js'
 import { ClientConfigurationCache } from './oauth-client.js'
 import { openBrowser } from './open-browser.js'
 import { startPkceFlow } from './pkce-flow.js'
-import type { SchedulerTimers } from './proactive-scheduler.js'
-import { loadProvidersConfig, type ProviderConfig, type ProvidersConfig } from './provider-config.js'
-import type { RefreshCoordinatorOptions } from './refresh-coordinator.js'
+import { configuredProvider, type ProviderConfig, type ProvidersConfig } from './provider-config.js'
 import { OAuthSessionManager, type LoginRateLimits, type StartOptions } from './session-manager.js'
 import { escapeUntrusted } from '../escape.js'
-
-export interface CreateOAuthBrokerOptions {
-  stores: HostStores
-  paths?: CredproxyPaths
-  env?: NodeJS.ProcessEnv
-  /** Host log; never receives a secret. */
-  log?: (line: string) => void
-  /** Already-loaded providers (tests, embedders); otherwise read from <configDir>/providers.json. */
-  providers?: ProvidersConfig
-  /** Start the proactive scheduler (default true). */
-  schedule?: boolean
-  now?: () => number
-  timers?: SchedulerTimers
-  /** Tuning for the refresh coordinator (tests, benchmarks). */
-  refresh?: Partial<Omit<RefreshCoordinatorOptions, 'tokens' | 'grant'>>
-  /** Overrides of the login rate limits (tests of other rules). */
-  loginRateLimits?: Partial<LoginRateLimits>
-}
 
 export interface HostOAuthBrokerOptions {
   env?: NodeJS.ProcessEnv
@@ -151,43 +129,4 @@ function wouldReplace(provider: string, bucket: string): ProxyError {
       'and this session may not replace it: log in again with the same account, start the session with --allow-save, ' +
       `or run \`credproxy auth login ${provider}${bucket === 'default' ? '' : ` --bucket ${bucket}`}\` on the host`,
   )
-}
-
-/** The two halves of host OAuth over one providers.json: logins, and the credentials they keep fresh. */
-export interface HostOAuth {
-  logins: HostOAuthBroker
-  credentials: RefreshingCredentialSource
-  /** Logins first, then the source (scheduler stop, last write of unsaved tokens). Idempotent. */
-  close(): Promise<void>
-}
-
-/** null when no providers.json exists: the server then answers PROVIDER_NOT_CONFIGURED for logins. */
-export async function createOAuthBroker(options: CreateOAuthBrokerOptions): Promise<HostOAuth | null> {
-  const config = options.providers ?? (await loadProvidersConfig(options.paths ?? resolvePaths(options.env ?? process.env)))
-  if (config === null) return null
-  const { stores, log, now, env, timers, refresh, loginRateLimits } = options
-  const clients = new ClientConfigurationCache()
-  const sourceOptions: RefreshingCredentialSourceOptions = {}
-  if (log !== undefined) sourceOptions.log = log
-  if (now !== undefined) sourceOptions.now = now
-  if (timers !== undefined) sourceOptions.timers = timers
-  if (refresh !== undefined) sourceOptions.refresh = refresh
-  const credentials = new RefreshingCredentialSource(stores, config, clients, sourceOptions)
-  const loginOptions: HostOAuthBrokerOptions = { clients, onTokenStored: (p, b, token) => credentials.plan(p, b, token) }
-  if (log !== undefined) loginOptions.log = log
-  if (now !== undefined) loginOptions.now = now
-  if (env !== undefined) loginOptions.env = env
-  if (loginRateLimits !== undefined) loginOptions.loginRateLimits = loginRateLimits
-  const logins = new HostOAuthBroker(stores, config, loginOptions)
-  if (options.schedule !== false) {
-    await credentials.startScheduler().catch((error: unknown) => {
-      log?.(`oauth: could not start the refresh scheduler: ${(error as Error).message}`)
-    })
-  }
-  let closed: Promise<void> | undefined
-  return {
-    logins,
-    credentials,
-    close: () => (closed ??= logins.close().then(() => credentials.close())),
-  }
 }

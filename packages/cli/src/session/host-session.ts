@@ -12,12 +12,13 @@ import { createPeerCheck } from '../broker/peer-credentials.js'
 import { writeSessionSecretFile } from '../broker/session-secret-file.js'
 import { startControlChannel } from '../control/control-channel.js'
 import { pruneStaleSessions } from '../control/stale-sessions.js'
-import { createOAuthBroker, type HostOAuth } from '../oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../credentials/host-oauth.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import { openHostStores } from '../storage/index.js'
 import type { HostStores } from '../storage/types.js'
 import { NO_SANDBOX_PID } from '../sandbox/launch.js'
-import { StoredCredentialSource, type CredentialSource } from './credential-source.js'
+import type { CredentialSource } from '../credentials/credential-source.js'
+import { StoredCredentialSource } from '../credentials/stored-credential-source.js'
 
 export interface HostSessionOptions {
   env: NodeJS.ProcessEnv

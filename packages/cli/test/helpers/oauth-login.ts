@@ -1,6 +1,6 @@
 // Log in through the host broker's device flow, approved at the test authorization server.
 import type { OAuthToken } from '@credproxy/core'
-import type { HostOAuth } from '../../src/oauth/host-oauth-broker.js'
+import type { HostOAuth } from '../../src/credentials/host-oauth.js'
 import type { AuthServer } from './auth-server.js'
 
 let logins = 0
