@@ -23,8 +23,8 @@ import {
   INITIAL_HANDSHAKE_STATE,
   refuseAdmission,
   type HandshakeConfig,
+  type HandshakeFailure,
   type HandshakeState,
-  type HandshakeStep,
 } from './handshake-machine.js'
 import type { AuditEntry, PeerInfo } from './hooks.js'
 import { MAX_HANDSHAKE_FRAME_BYTES, type ServerLimits } from './limits.js'
@@ -368,7 +368,7 @@ export class BrokerConnection {
         this.#send(step.send)
         return
       case 'fail':
-        this.#failHandshake(step)
+        this.#failHandshake({ next: { phase: 'failed' }, send: step.send, action: step.action })
         return
       case 'settle':
         if (!this.#settle(step.action.version, step.action.op)) return
@@ -395,8 +395,7 @@ export class BrokerConnection {
   }
 
   /** Answer, half-close, and destroy within failedHandshakeCloseMs. */
-  #failHandshake(step: HandshakeStep): void {
-    if (step.action.type !== 'fail') return
+  #failHandshake(step: HandshakeFailure): void {
     this.#handshake = step.next
     this.#audit({ event: 'handshake_failed', outcome: step.action.code, reason: step.action.reason })
     this.#state = 'CLOSING'

@@ -64,12 +64,18 @@ export interface HandshakeStep {
   action: HandshakeAction
 }
 
-function fail(op: string, v: number, code: ErrorCode, message: string, reason: string): HandshakeStep {
+/** A refusal: the frame to send and what to audit. */
+export interface HandshakeFailure extends HandshakeStep {
+  next: { phase: 'failed' }
+  action: Extract<HandshakeAction, { type: 'fail' }>
+}
+
+function fail(op: string, v: number, code: ErrorCode, message: string, reason: string): HandshakeFailure {
   return { next: { phase: 'failed' }, send: { v, op, ok: false, code, error: message }, action: { type: 'fail', code, reason } }
 }
 
 /** The refusal of an authenticated client when every slot of the session is busy. */
-export function refuseAdmission(op: string, version: number, maxConnections: number): HandshakeStep {
+export function refuseAdmission(op: string, version: number, maxConnections: number): HandshakeFailure {
   const message = `All ${maxConnections} connections of this session are busy with requests; retry shortly.`
   return fail(op, version, 'RESOURCE_EXHAUSTED', message, 'too-many-connections')
 }
