@@ -25,7 +25,7 @@ export interface AuditEntry {
   /** ISO time; filled in by the writer when absent. */
   time?: string
   session: string
-  event: 'request' | 'connection_refused' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
+  event: 'request' | 'connection_refused' | 'handshake_failed' | 'handshake_ok' | 'grant_changed' | 'egress'
   peer?: PeerInfo | null
   op?: string
   provider?: string
@@ -37,6 +37,19 @@ export interface AuditEntry {
   /** Short fixed reason for refusals (e.g. 'uid-mismatch', 'bad-proof'); never peer-supplied text. */
   reason?: string
   protocolVersion?: number
+  /** event 'egress': one request through the egress proxy (path without query, never a value). */
+  egress?: EgressAuditFields
+}
+
+export interface EgressAuditFields {
+  rule?: string
+  method: string
+  host: string
+  path: string
+  status: number
+  bytesIn: number
+  bytesOut: number
+  injected: boolean
 }
 
 export interface AuditSink {

@@ -1,0 +1,761 @@
+// The host egress proxy of one session. Listens on a Unix socket (and optionally
+// 127.0.0.1 behind a proxy token) and serves absolute-URL HTTP, CONNECT and
+// reverse routes. Hosts with a granted rule are intercepted (TLS terminated with a
+// session leaf, the credential injected, forwarded over verified TLS); allowed
+// hosts without a rule are tunnelled untouched; everything else is refused.
+import { readFile } from 'node:fs/promises'
+import { chmod, unlink } from 'node:fs/promises'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
+import { connect as netConnect, isIP, type AddressInfo, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { TLSSocket } from 'node:tls'
+import { timingSafeEqual } from 'node:crypto'
+import { SessionCa } from './ca.js'
+import { guardedLookup, isBlockedAddress, TokenBucket } from './guards.js'
+import { checkPlaceholders, injectCredential, isSafeHeaderSecret, stripHopByHop, type Refusal } from './inject.js'
+import { PLACEHOLDER_LOOKALIKE, PlaceholderSet } from './placeholders.js'
+import { scrubHeaders, SecretScrubber, secretForms } from './response-hygiene.js'
+import { findRule, hostMatches, type EgressRule } from './rules.js'
+import type { EgressAuditEvent, EgressProxy, EgressProxyOptions } from './types.js'
+import { UpstreamPool, upstreamFailureReason, type UpstreamTarget } from './upstream.js'
+
+/** Request bodies up to this size are held in memory so a request can be resent (401 refresh, stale connection). */
+export const MAX_REPLAY_BODY_BYTES = 64 * 1024
+/** Longest path written to the audit log. */
+const MAX_AUDIT_PATH_CHARS = 256
+const PROXY_USER = 'credproxy'
+
+interface Destination {
+  scheme: 'https' | 'http'
+  host: string
+  port: number
+}
+
+interface ListenerContext {
+  /** true on the TCP listener: absolute-URL and CONNECT need the proxy token. */
+  tcp: boolean
+}
+
+function auditPath(path: string): string {
+  const bare = path.split('?')[0] ?? ''
+  return bare.replace(new RegExp(PLACEHOLDER_LOOKALIKE.source, 'g'), '<placeholder>').slice(0, MAX_AUDIT_PATH_CHARS)
+}
+
+/** host and port of an authority (`host:port`, `[v6]:port`), lower-cased; null when malformed. */
+export function parseAuthority(authority: string, defaultPort: number): { host: string; port: number } | null {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(authority.trim())
+  if (match === null) return null
+  const host = (match[1] ?? match[2] ?? '').toLowerCase().replace(/\.$/, '')
+  const port = match[3] === undefined ? defaultPort : Number(match[3])
+  if (host === '' || port < 1 || port > 65_535) return null
+  return { host, port }
+}
+
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+}
+
+async function readSmallBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of req) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+class Engine {
+  readonly ca: SessionCa
+  readonly placeholders: PlaceholderSet
+  readonly #options: EgressProxyOptions
+  readonly #pool = new UpstreamPool()
+  readonly #ruleCa = new Map<string, string>()
+  readonly #buckets = new Map<string, TokenBucket>()
+  readonly #expectedAuth: Buffer | null
+  readonly #intercepted = new WeakMap<Duplex, Destination>()
+  readonly #openSockets = new Set<Duplex>()
+  readonly interceptServer: Server
+
+  constructor(options: EgressProxyOptions, ca: SessionCa, ruleCa: Map<string, string>) {
+    this.#options = options
+    this.ca = ca
+    this.placeholders = new PlaceholderSet(options.rules)
+    this.#ruleCa = ruleCa
+    this.#expectedAuth =
+      options.proxyToken === undefined ? null : Buffer.from(`Basic ${Buffer.from(`${PROXY_USER}:${options.proxyToken}`).toString('base64')}`)
+    for (const rule of options.rules) {
+      if (rule.rateLimit !== undefined) this.#buckets.set(rule.name, new TokenBucket(rule.rateLimit.perSecond, rule.rateLimit.burst))
+    }
+    this.interceptServer = this.#createServer({ tcp: false }, true)
+  }
+
+  #createServer(context: ListenerContext, intercept = false): Server {
+    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 30_000 })
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+      const handled = intercept ? this.#onInterceptedRequest(req, res) : this.#onListenerRequest(req, res, context)
+      handled.catch((error: unknown) => this.#fail(res, error))
+    }
+    server.on('request', onRequest)
+    // Expect: 100-continue is forwarded: the client's body waits for the upstream's 100.
+    server.on('checkContinue', onRequest)
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.#track(socket)
+      const handled = intercept ? this.#onInterceptedUpgrade(req, socket, head) : this.#onListenerUpgrade(req, socket, head, context)
+      handled.catch(() => socket.destroy())
+    })
+    if (!intercept) {
+      server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        this.#track(socket)
+        this.#onConnect(req, socket, head, context).catch(() => socket.destroy())
+      })
+    }
+    server.on('connection', (socket: Socket) => this.#track(socket))
+    server.on('clientError', (_error, socket: Duplex) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+      else socket.destroy()
+    })
+    return server
+  }
+
+  createListener(context: ListenerContext): Server {
+    return this.#createServer(context)
+  }
+
+  #track(socket: Duplex): void {
+    if (this.#openSockets.has(socket)) return
+    this.#openSockets.add(socket)
+    socket.once('close', () => this.#openSockets.delete(socket))
+  }
+
+  #granted(): ReadonlySet<string> {
+    return this.#options.grantedRules()
+  }
+
+  #ruleFor(host: string): EgressRule | undefined {
+    return findRule(this.#options.rules, this.#granted(), host)
+  }
+
+  #isAllowedHost(host: string): boolean {
+    return (this.#options.allowedHosts ?? []).some((pattern) => hostMatches(pattern.toLowerCase(), host))
+  }
+
+  #proxyAuthorized(req: IncomingMessage, context: ListenerContext): boolean {
+    if (!context.tcp) return true
+    const given = req.headers['proxy-authorization']
+    if (this.#expectedAuth === null || typeof given !== 'string') return false
+    const buffer = Buffer.from(given.trim())
+    return buffer.length === this.#expectedAuth.length && timingSafeEqual(buffer, this.#expectedAuth)
+  }
+
+  #audit(event: Omit<EgressAuditEvent, 'session'>): void {
+    try {
+      this.#options.audit({ session: this.#options.session, ...event, path: auditPath(event.path) })
+    } catch {
+      // The audit sink must not break the request path.
+    }
+  }
+
+  #refuse(res: ServerResponse, req: IncomingMessage, dest: { host: string }, path: string, refusal: Refusal & { rule?: string }, started: number): void {
+    const body = `credproxy egress: refused (${refusal.reason})\n`
+    const headers: OutgoingHttpHeaders = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }
+    if (refusal.status === 407) headers['proxy-authenticate'] = `Basic realm="${PROXY_USER}"`
+    if (refusal.status === 429 && 'retryAfter' in refusal) headers['retry-after'] = String(refusal.retryAfter)
+    if (!res.headersSent) res.writeHead(refusal.status, headers)
+    res.end(body)
+    // A refused request body is not read: close the connection instead of draining it.
+    if (hasBody(req.headers) && !req.complete) res.once('finish', () => req.socket.destroySoon())
+    this.#audit({
+      ...(refusal.rule === undefined ? {} : { rule: refusal.rule }),
+      method: req.method ?? '',
+      host: dest.host,
+      path,
+      status: refusal.status,
+      bytesIn: 0,
+      bytesOut: 0,
+      durationMs: performance.now() - started,
+      injected: false,
+      reason: refusal.reason,
+    })
+  }
+
+  #fail(res: ServerResponse, error: unknown): void {
+    void error
+    if (!res.headersSent) {
+      res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8' })
+      res.end('credproxy egress: internal error\n')
+    } else {
+      res.destroy()
+    }
+  }
+
+  // ---- entry points -------------------------------------------------------
+
+  async #onListenerRequest(req: IncomingMessage, res: ServerResponse, context: ListenerContext): Promise<void> {
+    const started = performance.now()
+    const url = req.url ?? '/'
+    if (/^https?:\/\//i.test(url)) {
+      let parsed: URL
+      try {
+        parsed = new URL(url)
+      } catch {
+        this.#refuse(res, req, { host: '' }, '', { status: 400, reason: 'bad-url' }, started)
+        return
+      }
+      const dest = parseAuthority(parsed.host, parsed.protocol === 'https:' ? 443 : 80)
+      const path = `${parsed.pathname}${parsed.search}`
+      if (dest === null) {
+        this.#refuse(res, req, { host: '' }, path, { status: 400, reason: 'bad-url' }, started)
+        return
+      }
+      if (!this.#proxyAuthorized(req, context)) {
+        this.#refuse(res, req, dest, path, { status: 407, reason: 'proxy-auth-required' }, started)
+        return
+      }
+      const mismatch = this.#hostMismatch(req, dest.host, dest.port, parsed.protocol === 'https:' ? 443 : 80)
+      if (mismatch) {
+        this.#refuse(res, req, dest, path, { status: 403, reason: 'host-mismatch' }, started)
+        return
+      }
+      const rule = this.#ruleFor(dest.host)
+      // A rule host is always reached over TLS, also when the client asked for plain http.
+      const scheme: 'https' | 'http' = rule !== undefined ? 'https' : parsed.protocol === 'https:' ? 'https' : 'http'
+      const port = rule !== undefined && parsed.protocol === 'http:' && parsed.port === '' ? 443 : dest.port
+      await this.#forward(req, res, { scheme, host: dest.host, port }, path, rule, { requirePlaceholder: false }, started)
+      return
+    }
+    const routed = this.#route(url)
+    if (routed === null) {
+      this.#refuse(res, req, { host: '' }, url, { status: 404, reason: 'no-route' }, started)
+      return
+    }
+    const { rule, path } = routed
+    const host = rule.hosts[0] ?? ''
+    if (!this.#granted().has(rule.name)) {
+      this.#refuse(res, req, { host }, path, { status: 403, reason: 'rule-not-granted', rule: rule.name }, started)
+      return
+    }
+    // On the TCP listener a route needs the proxy token or the rule's placeholder: a local process holding neither gets nothing.
+    const requirePlaceholder = context.tcp && !this.#proxyAuthorized(req, context)
+    await this.#forward(req, res, { scheme: 'https', host, port: 443 }, path, rule, { requirePlaceholder }, started)
+  }
+
+  #route(url: string): { rule: EgressRule; path: string } | null {
+    for (const rule of this.#options.rules) {
+      if (rule.route === undefined) continue
+      if (url === rule.route || url.startsWith(`${rule.route}/`) || url.startsWith(`${rule.route}?`)) {
+        const rest = url.slice(rule.route.length)
+        return { rule, path: rest === '' ? '/' : rest.startsWith('?') ? `/${rest}` : rest }
+      }
+    }
+    return null
+  }
+
+  /** true when the client's Host header names another destination than the one decided (URL or CONNECT target). */
+  #hostMismatch(req: IncomingMessage, host: string, port: number, defaultPort: number): boolean {
+    const given = req.headers.host
+    if (given === undefined) return false
+    const parsed = parseAuthority(given, defaultPort)
+    return parsed === null || parsed.host !== host || parsed.port !== port
+  }
+
+  async #onInterceptedRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now()
+    const dest = this.#intercepted.get(req.socket)
+    if (dest === undefined) {
+      res.destroy()
+      return
+    }
+    let path = req.url ?? '/'
+    if (/^https?:\/\//i.test(path)) {
+      // Absolute form inside the tunnel: allowed only for the CONNECT target itself.
+      const parsed = URL.canParse(path) ? new URL(path) : null
+      const authority = parsed === null ? null : parseAuthority(parsed.host, 443)
+      if (authority === null || authority.host !== dest.host || authority.port !== dest.port) {
+        this.#refuse(res, req, dest, '', { status: 403, reason: 'host-mismatch' }, started)
+        return
+      }
+      path = `${parsed?.pathname ?? '/'}${parsed?.search ?? ''}`
+    }
+    if (this.#hostMismatch(req, dest.host, dest.port, 443)) {
+      this.#refuse(res, req, dest, path, { status: 403, reason: 'host-mismatch' }, started)
+      return
+    }
+    // Grants are checked per request: a rule revoked mid-connection stops injecting at once.
+    const rule = this.#ruleFor(dest.host)
+    if (rule === undefined) {
+      this.#refuse(res, req, dest, path, { status: 403, reason: 'rule-not-granted' }, started)
+      return
+    }
+    await this.#forward(req, res, dest, path, rule, { requirePlaceholder: false }, started)
+  }
+
+  // ---- forwarding ---------------------------------------------------------
+
+  async #prepare(
+    req: IncomingMessage,
+    dest: Destination,
+    path: string,
+    rule: EgressRule | undefined,
+    gate: { requirePlaceholder: boolean },
+    upgrade: boolean,
+  ): Promise<
+    | { ok: false; refusal: Refusal & { rule?: string; retryAfter?: number } }
+    | { ok: true; target: UpstreamTarget; headers: OutgoingHttpHeaders; path: string; secret: string | null; reinject: (forceRefresh: boolean) => Promise<{ headers: OutgoingHttpHeaders; path: string; secret: string } | null> }
+  > {
+    const ruleName = rule === undefined ? {} : { rule: rule.name }
+    if (req.method === 'TRACE' || req.method === 'TRACK') return { ok: false, refusal: { status: 405, reason: 'trace-refused', ...ruleName } }
+    if (rule === undefined && !this.#isAllowedHost(dest.host)) return { ok: false, refusal: { status: 403, reason: 'host-not-allowed' } }
+    const headers = stripHopByHop(req.headers, upgrade)
+    const checked = checkPlaceholders(this.placeholders, rule, headers, path)
+    if ('status' in checked) return { ok: false, refusal: { ...checked, ...ruleName } }
+    if (gate.requirePlaceholder && !checked.hits.some((hit) => hit.rule === rule?.name)) {
+      return { ok: false, refusal: { status: 407, reason: 'proxy-auth-required', ...ruleName } }
+    }
+    if (rule === undefined) {
+      const literal = isIP(dest.host) !== 0 && this.#isAllowedHost(dest.host)
+      const target: UpstreamTarget = {
+        scheme: dest.scheme,
+        host: dest.host,
+        port: dest.port,
+        extraCa: this.#options.extraCaCerts ?? [],
+        // An IP literal the user listed as allowed is an explicit choice, like a pinned upstream.
+        ...(literal ? { pinned: { host: dest.host, port: dest.port } } : {}),
+      }
+      return { ok: true, target, headers, path, secret: null, reinject: () => Promise.resolve(null) }
+    }
+    const retryAfter = this.#buckets.get(rule.name)?.take() ?? 0
+    if (retryAfter > 0) return { ok: false, refusal: { status: 429, reason: 'rate-limited', retryAfter, ...ruleName } }
+    const placeholder = this.placeholders.byRule.get(rule.name) ?? ''
+    const target = await this.#ruleTarget(rule, dest)
+    const reinject = async (forceRefresh: boolean): Promise<{ headers: OutgoingHttpHeaders; path: string; secret: string } | null> => {
+      const secret = await this.#secretFor(rule, forceRefresh)
+      if (secret === null) return null
+      const injected = injectCredential(rule, dest.host, placeholder, secret, headers, path)
+      return { ...injected, secret }
+    }
+    const first = await reinject(false)
+    if (first === null) return { ok: false, refusal: { status: 502, reason: 'credential-missing', ...ruleName } }
+    // Nothing placeholder-like may leave in any encoding (e.g. a percent-encoded one in a header).
+    const leftover = checkPlaceholders(this.placeholders, undefined, first.headers, first.path)
+    if ('status' in leftover) return { ok: false, refusal: { status: 403, reason: 'unswapped-placeholder', ...ruleName } }
+    return { ok: true, target, headers: first.headers, path: first.path, secret: first.secret, reinject }
+  }
+
+  async #secretFor(rule: EgressRule, forceRefresh: boolean): Promise<string | null> {
+    const credential = rule.credential
+    const secret =
+      'key' in credential
+        ? await this.#options.credentials.apiKey(credential.key)
+        : await this.#options.credentials.accessToken(credential.oauth, credential.bucket, forceRefresh ? { forceRefresh: true } : {})
+    return secret !== null && isSafeHeaderSecret(secret) ? secret : null
+  }
+
+  async #ruleTarget(rule: EgressRule, dest: Destination): Promise<UpstreamTarget> {
+    const extraCa = [...(this.#options.extraCaCerts ?? [])]
+    const ruleCa = this.#ruleCa.get(rule.name)
+    if (ruleCa !== undefined) extraCa.push(ruleCa)
+    const target: UpstreamTarget = { scheme: 'https', host: dest.host, port: dest.port, extraCa }
+    if (rule.upstream !== undefined) {
+      const pinned = parseAuthority(rule.upstream, 443)
+      if (pinned !== null) target.pinned = pinned
+    }
+    if (rule.clientCert !== undefined) {
+      const [cert, key] = await Promise.all([this.#options.credentials.apiKey(rule.clientCert.cert), this.#options.credentials.apiKey(rule.clientCert.key)])
+      if (cert !== null && key !== null) target.clientCert = { cert, key }
+    }
+    return target
+  }
+
+  async #forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    dest: Destination,
+    path: string,
+    rule: EgressRule | undefined,
+    gate: { requirePlaceholder: boolean },
+    started: number,
+  ): Promise<void> {
+    const prepared = await this.#prepare(req, dest, path, rule, gate, false)
+    if (!prepared.ok) {
+      this.#refuse(res, req, dest, path, prepared.refusal, started)
+      return
+    }
+    let bytesIn = 0
+    let body: Buffer | IncomingMessage | null = null
+    const expectContinue = /100-continue/i.test(String(req.headers.expect ?? ''))
+    if (hasBody(req.headers)) {
+      const length = Number(req.headers['content-length'] ?? Number.NaN)
+      if (!expectContinue && Number.isSafeInteger(length) && length <= MAX_REPLAY_BODY_BYTES) {
+        body = await readSmallBody(req)
+        bytesIn = body.length
+      } else {
+        req.on('data', (chunk: Buffer) => {
+          bytesIn += chunk.length
+        })
+        body = req
+      }
+    }
+    const replayable = body === null || Buffer.isBuffer(body)
+    const onContinue = expectContinue ? () => res.writeContinue() : undefined
+    let { headers, path: upstreamPath, secret } = prepared
+    let answer
+    try {
+      answer = await this.#pool.request(prepared.target, { method: req.method ?? 'GET', path: upstreamPath, headers, body }, onContinue)
+      // OAuth: one refresh and one resend after a 401, when the body can be sent again.
+      if (answer.response.statusCode === 401 && rule !== undefined && 'oauth' in rule.credential && replayable) {
+        const again = await prepared.reinject(true)
+        if (again !== null && again.secret !== secret) {
+          answer.response.resume()
+          ;({ headers, path: upstreamPath, secret } = again)
+          answer = await this.#pool.request(prepared.target, { method: req.method ?? 'GET', path: upstreamPath, headers, body }, onContinue)
+        }
+      }
+    } catch (error) {
+      const reason = upstreamFailureReason(error)
+      this.#refuse(res, req, dest, path, { status: 502, reason, ...(rule === undefined ? {} : { rule: rule.name }) }, started)
+      return
+    }
+    const upstream = answer.response
+    const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
+    const forms = secret === null ? [] : secretForms(secret, placeholder)
+    const responseHeaders = stripHopByHop(upstream.headers)
+    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(upstream.headers as IncomingHttpHeaders, forms)
+    if (forms.length > 0) {
+      for (const name of Object.keys(outHeaders)) if (!(name in responseHeaders)) delete outHeaders[name]
+      // A swap changes the body length when the placeholder and the secret differ in length.
+      if (placeholder.length !== (secret ?? '').length) delete outHeaders['content-length']
+    }
+    res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, outHeaders)
+    let bytesOut = 0
+    upstream.on('data', (chunk: Buffer) => {
+      bytesOut += chunk.length
+    })
+    const source = forms.length === 0 ? upstream : upstream.pipe(new SecretScrubber(forms))
+    source.pipe(res)
+    upstream.once('error', () => res.destroy())
+    res.once('close', () => {
+      if (!upstream.complete) upstream.destroy()
+      this.#audit({
+        ...(rule === undefined ? {} : { rule: rule.name }),
+        method: req.method ?? '',
+        host: dest.host,
+        path,
+        status: upstream.statusCode ?? 502,
+        bytesIn,
+        bytesOut,
+        durationMs: performance.now() - started,
+        injected: secret !== null,
+      })
+    })
+    // The client went away mid-upload: stop the upstream request too.
+    req.once('close', () => {
+      if (!req.complete) answer.request.destroy()
+    })
+  }
+
+  // ---- CONNECT ------------------------------------------------------------
+
+  async #onConnect(req: IncomingMessage, socket: Duplex, head: Buffer, context: ListenerContext): Promise<void> {
+    const started = performance.now()
+    const target = parseAuthority(req.url ?? '', 443)
+    const deny = (status: number, reason: string, rule?: string): void => {
+      const text = status === 407 ? 'Proxy Authentication Required' : status === 400 ? 'Bad Request' : 'Forbidden'
+      const extra = status === 407 ? `proxy-authenticate: Basic realm="${PROXY_USER}"\r\n` : ''
+      socket.end(`HTTP/1.1 ${status} ${text}\r\n${extra}content-length: 0\r\nconnection: close\r\n\r\n`)
+      this.#audit({
+        ...(rule === undefined ? {} : { rule }),
+        method: 'CONNECT',
+        host: target?.host ?? '',
+        path: '',
+        status,
+        bytesIn: 0,
+        bytesOut: 0,
+        durationMs: performance.now() - started,
+        injected: false,
+        reason,
+      })
+    }
+    if (target === null || !/:\d+$/.test(req.url ?? '')) {
+      deny(400, 'bad-connect-target')
+      return
+    }
+    if (!this.#proxyAuthorized(req, context)) {
+      deny(407, 'proxy-auth-required')
+      return
+    }
+    const rule = this.#ruleFor(target.host)
+    if (rule !== undefined) {
+      await this.#intercept(socket, head, { scheme: 'https', host: target.host, port: target.port }, deny)
+      return
+    }
+    if (!this.#isAllowedHost(target.host)) {
+      deny(403, 'host-not-allowed')
+      return
+    }
+    this.#tunnel(socket, head, target, started)
+  }
+
+  async #intercept(socket: Duplex, head: Buffer, dest: Destination, deny: (status: number, reason: string) => void): Promise<void> {
+    let leaf
+    try {
+      leaf = await this.ca.leafFor(dest.host)
+    } catch {
+      deny(403, 'leaf-failed')
+      return
+    }
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+    if (head.length > 0) socket.unshift(head)
+    const tlsSocket = new TLSSocket(socket as Socket, {
+      isServer: true,
+      secureContext: leaf.context,
+      ALPNProtocols: ['http/1.1'],
+      // The CONNECT target decides the destination: a client naming another host in SNI is refused.
+      SNICallback: (servername, callback) => {
+        if (servername.toLowerCase().replace(/\.$/, '') === dest.host) callback(null, leaf.context)
+        else callback(new Error('sni-mismatch'))
+      },
+    })
+    tlsSocket.on('error', () => tlsSocket.destroy())
+    this.#intercepted.set(tlsSocket, dest)
+    this.#track(tlsSocket)
+    this.interceptServer.emit('connection', tlsSocket)
+  }
+
+  #tunnel(socket: Duplex, head: Buffer, target: { host: string; port: number }, started: number): void {
+    const literal = isIP(target.host) !== 0
+    if (literal && isBlockedAddress(target.host) && !this.#isAllowedHostExact(target.host)) {
+      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n')
+      return
+    }
+    const upstream = netConnect({ host: target.host, port: target.port, ...(literal ? {} : { lookup: guardedLookup }) })
+    this.#track(upstream)
+    let status = 200
+    let reason: string | undefined
+    upstream.once('connect', () => {
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length > 0) upstream.write(head)
+      socket.pipe(upstream)
+      upstream.pipe(socket)
+    })
+    upstream.once('error', (error) => {
+      if (!upstream.readyState.includes('open') && socket.writable && status === 200 && upstream.bytesRead === 0 && upstream.bytesWritten === 0) {
+        status = 502
+        reason = upstreamFailureReason(error)
+        socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n`)
+      } else {
+        socket.destroy()
+      }
+    })
+    socket.once('error', () => upstream.destroy())
+    socket.once('close', () => upstream.destroy())
+    upstream.once('close', () => {
+      socket.destroy()
+      this.#audit({
+        method: 'CONNECT',
+        host: target.host,
+        path: '',
+        status,
+        bytesIn: upstream.bytesWritten,
+        bytesOut: upstream.bytesRead,
+        durationMs: performance.now() - started,
+        injected: false,
+        ...(reason === undefined ? {} : { reason }),
+      })
+    })
+  }
+
+  #isAllowedHostExact(host: string): boolean {
+    return (this.#options.allowedHosts ?? []).some((pattern) => pattern.toLowerCase() === host)
+  }
+
+  // ---- upgrades (WebSocket) -----------------------------------------------
+
+  async #onListenerUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, context: ListenerContext): Promise<void> {
+    const started = performance.now()
+    const url = req.url ?? '/'
+    if (/^https?:\/\//i.test(url)) {
+      const parsed = URL.canParse(url) ? new URL(url) : null
+      const dest = parsed === null ? null : parseAuthority(parsed.host, parsed.protocol === 'https:' ? 443 : 80)
+      if (parsed === null || dest === null || !this.#proxyAuthorized(req, context)) {
+        this.#refuseSocket(socket, req, dest?.host ?? '', url, parsed === null || dest === null ? 400 : 407, 'proxy-auth-required', started)
+        return
+      }
+      const rule = this.#ruleFor(dest.host)
+      const scheme: 'https' | 'http' = rule !== undefined || parsed.protocol === 'https:' ? 'https' : 'http'
+      const port = rule !== undefined && parsed.protocol === 'http:' && parsed.port === '' ? 443 : dest.port
+      await this.#upgrade(req, socket, head, { scheme, host: dest.host, port }, `${parsed.pathname}${parsed.search}`, rule, { requirePlaceholder: false }, started)
+      return
+    }
+    const routed = this.#route(url)
+    if (routed === null || !this.#granted().has(routed.rule.name)) {
+      this.#refuseSocket(socket, req, routed?.rule.hosts[0] ?? '', url, routed === null ? 404 : 403, routed === null ? 'no-route' : 'rule-not-granted', started)
+      return
+    }
+    const requirePlaceholder = context.tcp && !this.#proxyAuthorized(req, context)
+    const host = routed.rule.hosts[0] ?? ''
+    await this.#upgrade(req, socket, head, { scheme: 'https', host, port: 443 }, routed.path, routed.rule, { requirePlaceholder }, started)
+  }
+
+  async #onInterceptedUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const started = performance.now()
+    const dest = this.#intercepted.get(req.socket)
+    const path = req.url ?? '/'
+    if (dest === undefined || this.#hostMismatch(req, dest.host, dest.port, 443)) {
+      this.#refuseSocket(socket, req, dest?.host ?? '', path, 403, 'host-mismatch', started)
+      return
+    }
+    const rule = this.#ruleFor(dest.host)
+    if (rule === undefined) {
+      this.#refuseSocket(socket, req, dest.host, path, 403, 'rule-not-granted', started)
+      return
+    }
+    await this.#upgrade(req, socket, head, dest, path, rule, { requirePlaceholder: false }, started)
+  }
+
+  #refuseSocket(socket: Duplex, req: IncomingMessage, host: string, path: string, status: number, reason: string, started: number): void {
+    const extra = status === 407 ? `proxy-authenticate: Basic realm="${PROXY_USER}"\r\n` : ''
+    socket.end(`HTTP/1.1 ${status} Refused\r\n${extra}content-length: 0\r\nconnection: close\r\n\r\n`)
+    this.#audit({ method: req.method ?? '', host, path, status, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: false, reason })
+  }
+
+  async #upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    dest: Destination,
+    path: string,
+    rule: EgressRule | undefined,
+    gate: { requirePlaceholder: boolean },
+    started: number,
+  ): Promise<void> {
+    const prepared = await this.#prepare(req, dest, path, rule, gate, true)
+    if (!prepared.ok) {
+      this.#refuseSocket(socket, req, dest.host, path, prepared.refusal.status, prepared.refusal.reason, started)
+      return
+    }
+    let answer
+    try {
+      answer = await this.#pool.request(prepared.target, { method: req.method ?? 'GET', path: prepared.path, headers: prepared.headers, body: null })
+    } catch (error) {
+      this.#refuseSocket(socket, req, dest.host, path, 502, upstreamFailureReason(error), started)
+      return
+    }
+    const { response, upgraded } = answer
+    const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
+    const forms = prepared.secret === null ? [] : secretForms(prepared.secret, placeholder)
+    const headers = forms.length === 0 ? response.headers : (scrubHeaders(response.headers, forms) as IncomingHttpHeaders)
+    let headText = `HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ''}\r\n`
+    for (let i = 0; i < response.rawHeaders.length; i += 2) {
+      const name = response.rawHeaders[i] ?? ''
+      const value = headers[name.toLowerCase()]
+      const text = Array.isArray(value) ? value.join(', ') : (value ?? '')
+      headText += `${name}: ${String(text).replace(/[\r\n]/g, ' ')}\r\n`
+    }
+    headText += '\r\n'
+    this.#audit({
+      ...(rule === undefined ? {} : { rule: rule.name }),
+      method: req.method ?? '',
+      host: dest.host,
+      path,
+      status: response.statusCode ?? 502,
+      bytesIn: 0,
+      bytesOut: 0,
+      durationMs: performance.now() - started,
+      injected: prepared.secret !== null,
+    })
+    if (upgraded === undefined) {
+      // No switch: relay the answer and close.
+      socket.write(headText)
+      response.pipe(socket)
+      return
+    }
+    socket.write(headText)
+    if (upgraded.head.length > 0) socket.write(upgraded.head)
+    if (head.length > 0) upgraded.socket.write(head)
+    this.#track(upgraded.socket)
+    upgraded.socket.pipe(socket)
+    socket.pipe(upgraded.socket)
+    upgraded.socket.once('error', () => socket.destroy())
+    socket.once('error', () => upgraded.socket.destroy())
+    upgraded.socket.once('close', () => socket.destroy())
+    socket.once('close', () => upgraded.socket.destroy())
+  }
+
+  close(): void {
+    this.#pool.close()
+    for (const socket of this.#openSockets) socket.destroy()
+    this.#openSockets.clear()
+  }
+}
+
+function listen(server: Server, target: string | { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    const done = (): void => {
+      server.off('error', reject)
+      resolve()
+    }
+    if (typeof target === 'string') server.listen(target, done)
+    else server.listen(target.port, target.host, done)
+  })
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()))
+}
+
+export async function startEgressProxy(options: EgressProxyOptions): Promise<EgressProxy> {
+  if (options.tcp !== undefined && (options.proxyToken === undefined || options.proxyToken.length < 16)) {
+    throw new Error('the egress proxy TCP listener needs a proxyToken of at least 16 characters')
+  }
+  if (options.tcp !== undefined && options.tcp.host !== '127.0.0.1') throw new Error('the egress proxy TCP listener binds 127.0.0.1 only')
+  const ruleCa = new Map<string, string>()
+  for (const rule of options.rules) {
+    if (rule.ca === undefined) continue
+    try {
+      ruleCa.set(rule.name, await readFile(rule.ca, 'utf8'))
+    } catch (error) {
+      throw new Error(`egress rule ${rule.name}: cannot read ca file ${rule.ca}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, { cause: error })
+    }
+  }
+  const ca = await SessionCa.create(options.session)
+  const engine = new Engine(options, ca, ruleCa)
+  const servers: Server[] = []
+  let socketPath: string | null = null
+  let tcpAddress: { host: string; port: number } | null = null
+  try {
+    if (options.socketPath !== undefined) {
+      const server = engine.createListener({ tcp: false })
+      await unlink(options.socketPath).catch(() => undefined)
+      await listen(server, options.socketPath)
+      servers.push(server)
+      await chmod(options.socketPath, 0o600)
+      socketPath = options.socketPath
+    }
+    if (options.tcp !== undefined) {
+      const server = engine.createListener({ tcp: true })
+      await listen(server, options.tcp)
+      servers.push(server)
+      const address = server.address() as AddressInfo
+      tcpAddress = { host: address.address, port: address.port }
+    }
+  } catch (error) {
+    engine.close()
+    await Promise.all(servers.map(closeServer))
+    throw error
+  }
+  let closing: Promise<void> | null = null
+  return {
+    caCertPem: ca.certPem,
+    placeholders: engine.placeholders.byRule,
+    socketPath,
+    tcpAddress,
+    close() {
+      closing ??= (async () => {
+        const closed = Promise.all(servers.map(closeServer))
+        engine.close()
+        await closed
+        await closeServer(engine.interceptServer)
+        if (socketPath !== null) await unlink(socketPath).catch(() => undefined)
+      })()
+      return closing
+    },
+  }
+}
