@@ -15,6 +15,8 @@ import { WebSocketServer } from 'ws'
 export const UPSTREAM_NAMES = [
   'api.egress.test',
   'other.egress.test',
+  'query.egress.test',
+  'oauth.egress.test',
   'git.egress.test',
   'ws.egress.test',
   'kube.egress.test',
