@@ -1,0 +1,138 @@
+// Upstream identity kept on the host (a client certificate from the key store,
+// presented by the proxy) and WebSocket upgrades passing through with injection
+// on the upgrade request.
+import { execFile, execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Duplex } from 'node:stream'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { startEgressProxy, type EgressProxy } from '../src/egress/index.js'
+import { EgressRuleSchema } from '../src/egress/rules.js'
+import { startTestUpstream, type TestUpstream } from './helpers/egress-test-upstream.js'
+
+const run = promisify(execFile)
+const TOKEN = 'mtls-proxy-token-0123456789'
+let dir: string
+let mtlsUpstream: TestUpstream
+let wsUpstream: TestUpstream
+let proxy: EgressProxy
+const keys = new Map<string, string>()
+const upgrades: Array<Record<string, unknown>> = []
+
+function openssl(args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'cp-egress-mtls-'))
+  // A client CA and a client certificate (clientAuth), as a Kubernetes API server would demand.
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'cca.key', '-out', 'cca.pem', '-subj', '/CN=test client CA', '-days', '1', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'])
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=host-held-client'])
+  writeFileSync(join(dir, 'ext.cnf'), 'extendedKeyUsage=clientAuth\n')
+  openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'cca.pem', '-CAkey', 'cca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '1', '-extfile', 'ext.cnf'])
+  keys.set('KUBE_CERT', readFileSync(join(dir, 'client.pem'), 'utf8'))
+  keys.set('KUBE_KEY', readFileSync(join(dir, 'client.key'), 'utf8'))
+  keys.set('KUBE_TOKEN', 'kube-real-token')
+  keys.set('WS_KEY', 'ws-real-key')
+  mtlsUpstream = await startTestUpstream(
+    dir,
+    (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{"kind":"Status"}')
+    },
+    { names: ['kube.example.test', 'kube2.example.test'], clientCaPem: readFileSync(join(dir, 'cca.pem'), 'utf8') },
+  )
+  wsUpstream = await startTestUpstream(dir, (_req, res) => res.end('no upgrade'), { names: ['ws.example.test'] })
+  wsUpstream.server.on('upgrade', (req: { headers: Record<string, unknown> }, socket: Duplex) => {
+    upgrades.push(req.headers)
+    const accept = createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`)
+    // After the switch the upstream echoes raw bytes: the proxy must be a transparent pipe.
+    socket.on('data', (chunk: Buffer) => socket.write(chunk))
+  })
+  const base = { credential: { key: 'KUBE_TOKEN' }, inject: { header: 'authorization', format: 'Bearer {}' }, upstream: `127.0.0.1:${mtlsUpstream.port}`, ca: mtlsUpstream.caFile }
+  proxy = await startEgressProxy({
+    session: 'mtls-test',
+    rules: [
+      EgressRuleSchema.parse({ ...base, name: 'kube', hosts: ['kube.example.test'], clientCert: { cert: 'KUBE_CERT', key: 'KUBE_KEY' } }),
+      EgressRuleSchema.parse({ ...base, name: 'kube-nocert', hosts: ['kube2.example.test'] }),
+      EgressRuleSchema.parse({
+        name: 'ws',
+        hosts: ['ws.example.test'],
+        credential: { key: 'WS_KEY' },
+        inject: { header: 'authorization', format: 'Bearer {}' },
+        upstream: `127.0.0.1:${wsUpstream.port}`,
+        ca: wsUpstream.caFile,
+        route: '/ws',
+      }),
+    ],
+    grantedRules: () => new Set(['kube', 'kube-nocert', 'ws']),
+    credentials: { apiKey: (name) => Promise.resolve(keys.get(name) ?? null), accessToken: () => Promise.resolve(null) },
+    audit: () => undefined,
+    tcp: { host: '127.0.0.1', port: 0 },
+    proxyToken: TOKEN,
+  })
+  writeFileSync(join(dir, 'session-ca.pem'), proxy.caCertPem)
+})
+
+afterAll(async () => {
+  await proxy.close()
+  await mtlsUpstream.close()
+  await wsUpstream.close()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+async function curl(url: string): Promise<number> {
+  const result = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '20', '--proxy', `http://credproxy:${TOKEN}@127.0.0.1:${proxy.tcpAddress?.port ?? 0}`, '--cacert', join(dir, 'session-ca.pem'), url]).catch(
+    (error: { stdout?: string }) => ({ stdout: error.stdout ?? '0' }),
+  )
+  return Number(result.stdout)
+}
+
+describe('mTLS kept on the host', () => {
+  test('the proxy presents the stored client certificate; the client holds none', async () => {
+    const from = mtlsUpstream.received.length
+    expect(await curl('https://kube.example.test/api/v1/namespaces')).toBe(200)
+    const seen = mtlsUpstream.received.slice(from)
+    expect(seen[0]?.clientCn).toBe('host-held-client')
+    expect(seen[0]?.headers.authorization).toBe('Bearer kube-real-token')
+  })
+
+  test('without a client certificate the upstream refuses the handshake: 502, nothing received', async () => {
+    const from = mtlsUpstream.received.length
+    expect(await curl('https://kube2.example.test/api')).toBe(502)
+    expect(mtlsUpstream.received.slice(from)).toHaveLength(0)
+  })
+})
+
+describe('WebSocket upgrade', () => {
+  test('passes through a reverse route with the credential injected on the upgrade request, then pipes bytes both ways', async () => {
+    const placeholder = proxy.placeholders.get('ws') ?? ''
+    const echoed = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest({
+        host: '127.0.0.1',
+        port: proxy.tcpAddress?.port ?? 0,
+        path: '/ws/socket',
+        headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13', authorization: `Bearer ${placeholder}` },
+      })
+      req.on('upgrade', (res, socket) => {
+        if (res.statusCode !== 101) reject(new Error(`status ${res.statusCode ?? 0}`))
+        socket.once('data', (chunk: Buffer) => {
+          resolve(chunk.toString())
+          socket.destroy()
+        })
+        socket.write('hello through the proxy')
+      })
+      req.on('response', (res) => reject(new Error(`no upgrade: ${res.statusCode ?? 0}`)))
+      req.on('error', reject)
+      req.end()
+    })
+    expect(echoed).toBe('hello through the proxy')
+    expect(upgrades.at(-1)?.authorization).toBe('Bearer ws-real-key')
+    expect(upgrades.at(-1)?.upgrade).toBe('websocket')
+  })
+})
