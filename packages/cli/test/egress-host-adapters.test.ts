@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { OAuthToken } from '@credproxy/core'
 import { afterAll, describe, expect, test } from 'vitest'
 import { egressAuditSink, hostEgressCredentials } from '../src/egress/index.js'
+import { formatAuditLine as formatForTerminal } from '../src/commands/audit.js'
 import { AuditLog, formatAuditLine } from '../src/server/audit-log.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'cp-egress-adapt-'))
@@ -56,6 +57,9 @@ describe('egress audit lines', () => {
     expect(lines).toHaveLength(2)
     expect(lines[0]).toMatchObject({ session: 's1', event: 'egress', outcome: 'ok', egress: { rule: 'github', method: 'GET', host: 'api.github.com', path: '/user', status: 200, bytesOut: 42, injected: true } })
     expect(lines[1]).toMatchObject({ event: 'egress', outcome: 'FORBIDDEN', reason: 'host-not-allowed', egress: { method: 'CONNECT', host: 'evil.test', status: 403, injected: false } })
+    // `credproxy audit` shows what went where.
+    expect(formatForTerminal(lines[0] as Parameters<typeof formatForTerminal>[0])).toContain('GET api.github.com/user 200 rule github injected')
+    expect(formatForTerminal(lines[1] as Parameters<typeof formatForTerminal>[0])).toMatch(/CONNECT evil\.test 403 +FORBIDDEN \(host-not-allowed\)/)
   })
 
   test('a path with quotes, spaces or escapes is written as <invalid>, never raw', () => {
