@@ -51,6 +51,7 @@ async function run(cmd: string, args: string[], cwd: string): Promise<void> {
   })
 }
 
+const CLIENT_COMMON_NAME = 'credproxy-egress-test-client'
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes']
 
 /** A test CA, a server certificate for UPSTREAM_NAMES + 127.0.0.1, and a client CA + client certificate (openssl CLI). */
@@ -71,11 +72,15 @@ export async function makeTestPki(): Promise<TestPki> {
     ].join('\n') + '\n'
   await writeFile(join(dir, 'server.ext'), leafExt('serverAuth', san))
   await writeFile(join(dir, 'client.ext'), leafExt('clientAuth', null))
-  const clientCommonName = 'credproxy-egress-test-client'
   await run('openssl', ['req', '-new', ...EC, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=egress test upstream'], dir)
   await run('openssl', ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'server.ext', '-out', 'server.pem'], dir)
-  await run('openssl', ['req', '-new', ...EC, '-keyout', 'client.key', '-out', 'client.csr', '-subj', `/O=system:masters/CN=${clientCommonName}`], dir)
+  await run('openssl', ['req', '-new', ...EC, '-keyout', 'client.key', '-out', 'client.csr', '-subj', `/O=system:masters/CN=${CLIENT_COMMON_NAME}`], dir)
   await run('openssl', ['x509', '-req', '-in', 'client.csr', '-CA', 'client-ca.pem', '-CAkey', 'client-ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'client.ext', '-out', 'client.pem'], dir)
+  return loadTestPki(dir)
+}
+
+/** The PKI makeTestPki wrote into `dir` (a bench child process reads it back). */
+export async function loadTestPki(dir: string): Promise<TestPki> {
   const read = (name: string): Promise<string> => readFile(join(dir, name), 'utf8')
   return {
     dir,
@@ -86,7 +91,7 @@ export async function makeTestPki(): Promise<TestPki> {
     clientCaPem: await read('client-ca.pem'),
     clientCertPem: await read('client.pem'),
     clientKeyPem: await read('client.key'),
-    clientCommonName,
+    clientCommonName: CLIENT_COMMON_NAME,
     cleanup: () => rm(dir, { recursive: true, force: true }),
   }
 }
@@ -146,14 +151,15 @@ export interface Recorder extends Upstream {
 }
 
 /**
- * The HTTPS recorder. Endpoints:
+ * The HTTPS recorder (`record: false` keeps nothing, for benches). Endpoints:
  * - `/sse`: text/event-stream, SSE_EVENTS events SSE_INTERVAL_MS apart (the first after one interval);
  * - `/upload`: any method, counts the body's bytes without keeping them, answers `{ bytes }`;
  * - `/echo-auth`: echoes the Authorization header in a response header and in the JSON body (response hygiene);
  * - `/needs-token`: 401 with WWW-Authenticate until the token matches `acceptedToken`;
  * - anything else: 200 JSON `{ ok, method, path, query }` (the body is drained first).
  */
-export async function startRecorder(pki: TestPki): Promise<Recorder> {
+export async function startRecorder(pki: TestPki, options: { record?: boolean } = {}): Promise<Recorder> {
+  const keep = options.record !== false
   const state: Recorder = {
     port: 0,
     requests: [],
@@ -163,7 +169,8 @@ export async function startRecorder(pki: TestPki): Promise<Recorder> {
   }
   const server: HttpsServer = createHttpsServer({ cert: pki.serverCertPem, key: pki.serverKeyPem, keepAliveTimeout: 30_000 }, (req, res) => {
     const rec = record(req)
-    state.requests.push(rec)
+    // A bench sends millions of requests: it turns recording off.
+    if (keep) state.requests.push(rec)
     if (rec.path === '/upload') {
       let bytes = 0
       req.on('data', (chunk: Buffer) => (bytes += chunk.length))
