@@ -5,9 +5,16 @@
 // hosts without a rule are tunnelled untouched; everything else is refused.
 import { readFile } from 'node:fs/promises'
 import { chmod, unlink } from 'node:fs/promises'
+import {
+  constants as http2Constants,
+  createServer as createHttp2Server,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders as Http2IncomingHeaders,
+  type ServerHttp2Stream,
+} from 'node:http2'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import { connect as netConnect, isIP, type AddressInfo, type Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
+import { Duplex as DuplexStream, type Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
 import { timingSafeEqual } from 'node:crypto'
 import { SessionCa } from './ca.js'
@@ -59,6 +66,49 @@ async function readSmallBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = []
   for await (const chunk of req) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks)
+}
+
+/**
+ * A plain Duplex over a TLS socket whose handshake is done. Node's HTTP/2 session cannot
+ * take over such a socket's native handle (it never sees the client preface); through a
+ * JS stream it reads the decrypted bytes like any other stream.
+ */
+function streamOf(tls: TLSSocket): Duplex {
+  const duplex = new DuplexStream({
+    read() {
+      tls.resume()
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      tls.write(chunk, callback)
+    },
+    final(callback) {
+      tls.end()
+      callback()
+    },
+    destroy(error, callback) {
+      tls.destroy(error ?? undefined)
+      callback(error)
+    },
+  })
+  tls.on('data', (chunk: Buffer) => {
+    if (!duplex.push(chunk)) tls.pause()
+  })
+  tls.once('end', () => duplex.push(null))
+  tls.once('close', () => duplex.destroy())
+  tls.once('error', (error) => duplex.destroy(error))
+  // The HTTP/2 server checks the negotiated protocol on the socket it is given.
+  Object.defineProperty(duplex, 'alpnProtocol', { value: 'h2' })
+  return duplex
+}
+
+function waitForResponse(stream: ClientHttp2Stream): Promise<Http2IncomingHeaders> {
+  return new Promise((resolve, reject) => {
+    stream.once('response', (headers) => {
+      stream.off('error', reject)
+      resolve(headers)
+    })
+    stream.once('error', reject)
+  })
 }
 
 class Engine {
@@ -289,12 +339,13 @@ class Engine {
   // ---- forwarding ---------------------------------------------------------
 
   async #prepare(
-    req: IncomingMessage,
+    req: { method?: string | undefined; headers: IncomingHttpHeaders },
     dest: Destination,
     path: string,
     rule: EgressRule | undefined,
     gate: { requirePlaceholder: boolean },
     upgrade: boolean,
+    h2 = false,
   ): Promise<
     | { ok: false; refusal: Refusal & { rule?: string; retryAfter?: number } }
     | { ok: true; target: UpstreamTarget; headers: OutgoingHttpHeaders; path: string; secret: string | null; reinject: (forceRefresh: boolean) => Promise<{ headers: OutgoingHttpHeaders; path: string; secret: string } | null> }
@@ -303,6 +354,8 @@ class Engine {
     if (req.method === 'TRACE' || req.method === 'TRACK') return { ok: false, refusal: { status: 405, reason: 'trace-refused', ...ruleName } }
     if (rule === undefined && !this.#isAllowedHost(dest.host)) return { ok: false, refusal: { status: 403, reason: 'host-not-allowed' } }
     const headers = stripHopByHop(req.headers, upgrade)
+    // gRPC over HTTP/2 needs `te: trailers` end to end (the one TE value HTTP/2 allows).
+    if (h2 && req.headers.te === 'trailers') headers.te = 'trailers'
     const checked = checkPlaceholders(this.placeholders, rule, headers, path)
     if ('status' in checked) return { ok: false, refusal: { ...checked, ...ruleName } }
     if (gate.requirePlaceholder && !checked.hits.some((hit) => hit.rule === rule?.name)) {
@@ -482,7 +535,7 @@ class Engine {
     }
     const rule = this.#ruleFor(target.host)
     if (rule !== undefined) {
-      await this.#intercept(socket, head, { scheme: 'https', host: target.host, port: target.port }, deny)
+      await this.#intercept(socket, head, { scheme: 'https', host: target.host, port: target.port }, rule, deny)
       return
     }
     if (!this.#isAllowedHost(target.host)) {
@@ -492,10 +545,12 @@ class Engine {
     this.#tunnel(socket, head, target, started)
   }
 
-  async #intercept(socket: Duplex, head: Buffer, dest: Destination, deny: (status: number, reason: string) => void): Promise<void> {
+  async #intercept(socket: Duplex, head: Buffer, dest: Destination, rule: EgressRule, deny: (status: number, reason: string) => void): Promise<void> {
     let leaf
+    let protocol: 'h2' | 'http/1.1'
     try {
-      leaf = await this.ca.leafFor(dest.host)
+      // HTTP/2 is offered to the client only when the upstream speaks it (gRPC); otherwise HTTP/1.1 end to end.
+      ;[leaf, protocol] = await Promise.all([this.ca.leafFor(dest.host), this.#ruleTarget(rule, dest).then((target) => this.#pool.protocolOf(target))])
     } catch {
       deny(403, 'leaf-failed')
       return
@@ -505,7 +560,7 @@ class Engine {
     const tlsSocket = new TLSSocket(socket as Socket, {
       isServer: true,
       secureContext: leaf.context,
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: protocol === 'h2' ? ['h2', 'http/1.1'] : ['http/1.1'],
       // The CONNECT target decides the destination: a client naming another host in SNI is refused.
       SNICallback: (servername, callback) => {
         if (servername.toLowerCase().replace(/\.$/, '') === dest.host) callback(null, leaf.context)
@@ -515,7 +570,114 @@ class Engine {
     tlsSocket.on('error', () => tlsSocket.destroy())
     this.#intercepted.set(tlsSocket, dest)
     this.#track(tlsSocket)
-    this.interceptServer.emit('connection', tlsSocket)
+    if (protocol !== 'h2') {
+      this.interceptServer.emit('connection', tlsSocket)
+      return
+    }
+    tlsSocket.once('secure', () => {
+      if (tlsSocket.alpnProtocol !== 'h2') {
+        this.interceptServer.emit('connection', tlsSocket)
+        return
+      }
+      // One HTTP/2 server object per intercepted connection: its streams all go to this CONNECT target.
+      const h2 = createHttp2Server()
+      h2.on('stream', (stream, headers) => {
+        this.#onH2Stream(stream, headers, dest).catch(() => stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR))
+      })
+      h2.on('sessionError', () => tlsSocket.destroy())
+      h2.emit('connection', streamOf(tlsSocket))
+    })
+  }
+
+  async #onH2Stream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, dest: Destination): Promise<void> {
+    const started = performance.now()
+    const method = String(headers[':method'] ?? '')
+    const path = String(headers[':path'] ?? '/')
+    const authority = headers[':authority'] ?? headers.host
+    const plain: IncomingHttpHeaders = {}
+    for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':')) plain[name] = value
+    const respondRefusal = (status: number, reason: string, ruleName?: string): void => {
+      if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8' })
+      stream.end(`credproxy egress: refused (${reason})\n`)
+      this.#audit({ ...(ruleName === undefined ? {} : { rule: ruleName }), method, host: dest.host, path, status, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: false, reason })
+    }
+    const given = typeof authority === 'string' ? parseAuthority(authority, 443) : null
+    if (given === null || given.host !== dest.host || given.port !== dest.port) {
+      respondRefusal(403, 'host-mismatch')
+      return
+    }
+    if (method === 'CONNECT') {
+      respondRefusal(405, 'connect-in-tunnel')
+      return
+    }
+    const rule = this.#ruleFor(dest.host)
+    if (rule === undefined) {
+      respondRefusal(403, 'rule-not-granted')
+      return
+    }
+    const prepared = await this.#prepare({ method, headers: plain }, dest, path, rule, { requirePlaceholder: false }, false, true)
+    if (!prepared.ok) {
+      respondRefusal(prepared.refusal.status, prepared.refusal.reason, rule.name)
+      return
+    }
+    const bodyless = stream.endAfterHeaders
+    const send = async (outHeaders: OutgoingHttpHeaders, outPath: string): Promise<ClientHttp2Stream> => {
+      const session = await this.#pool.h2Session(prepared.target)
+      const upstreamStream = session.request(
+        { ...outHeaders, ':method': method, ':path': outPath, ':authority': dest.port === 443 ? dest.host : `${dest.host}:${dest.port}`, ':scheme': 'https' },
+        { endStream: bodyless },
+      )
+      return upstreamStream
+    }
+    let secret = prepared.secret
+    let upstreamStream: ClientHttp2Stream
+    let response: IncomingHttpHeaders
+    try {
+      upstreamStream = await send(prepared.headers, prepared.path)
+      if (!bodyless) stream.pipe(upstreamStream)
+      response = await waitForResponse(upstreamStream)
+      // OAuth: one refresh and one resend after a 401 when there is no body to replay.
+      if (Number(response[':status']) === 401 && bodyless && 'oauth' in rule.credential) {
+        const again = await prepared.reinject(true)
+        if (again !== null && again.secret !== secret) {
+          upstreamStream.close()
+          secret = again.secret
+          upstreamStream = await send(again.headers, again.path)
+          response = await waitForResponse(upstreamStream)
+        }
+      }
+    } catch (error) {
+      respondRefusal(502, upstreamFailureReason(error), rule.name)
+      return
+    }
+    const placeholder = this.placeholders.byRule.get(rule.name) ?? ''
+    const forms = secret === null ? [] : secretForms(secret, placeholder)
+    const status = Number(response[':status'] ?? 502)
+    const outHeaders: OutgoingHttpHeaders = {}
+    for (const [name, value] of Object.entries(stripHopByHop(response))) if (!name.startsWith(':')) outHeaders[name] = value
+    const scrubbed = forms.length === 0 ? outHeaders : scrubHeaders(outHeaders as IncomingHttpHeaders, forms)
+    if (forms.length > 0 && placeholder.length !== (secret ?? '').length) delete scrubbed['content-length']
+    let trailers: IncomingHttpHeaders = {}
+    upstreamStream.once('trailers', (received: IncomingHttpHeaders) => {
+      trailers = received
+    })
+    stream.respond({ ...scrubbed, ':status': status }, { waitForTrailers: true })
+    stream.once('wantTrailers', () => {
+      const clean: OutgoingHttpHeaders = {}
+      for (const [name, value] of Object.entries(trailers)) if (!name.startsWith(':')) clean[name] = value
+      stream.sendTrailers(forms.length === 0 ? clean : scrubHeaders(clean as IncomingHttpHeaders, forms))
+    })
+    let bytesOut = 0
+    upstreamStream.on('data', (chunk: Buffer) => {
+      bytesOut += chunk.length
+    })
+    const source = forms.length === 0 ? upstreamStream : upstreamStream.pipe(new SecretScrubber(forms))
+    source.pipe(stream)
+    upstreamStream.once('error', () => stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR))
+    stream.once('close', () => {
+      if (!upstreamStream.closed) upstreamStream.close()
+      this.#audit({ rule: rule.name, method, host: dest.host, path, status, bytesIn: 0, bytesOut, durationMs: performance.now() - started, injected: secret !== null })
+    })
   }
 
   #tunnel(socket: Duplex, head: Buffer, target: { host: string; port: number }, started: number): void {

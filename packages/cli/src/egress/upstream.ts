@@ -7,7 +7,8 @@ import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type In
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { isIP } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
-import { rootCertificates } from 'node:tls'
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2'
+import { connect as tlsConnect, rootCertificates, type ConnectionOptions, type TLSSocket } from 'node:tls'
 import { guardedLookup, isBlockedAddress, BlockedAddressError } from './guards.js'
 
 /** Idle pooled sockets are closed after this, below the common 5 s server keep-alive, so few go stale. */
@@ -54,14 +55,95 @@ function hostHeader(target: UpstreamTarget): string {
   return target.port === defaultPort ? name : `${name}:${target.port}`
 }
 
+/** How long an upstream's ALPN answer (h2 or http/1.1) is remembered. */
+export const ALPN_CACHE_MS = 10 * 60 * 1000
+
+function targetKey(target: UpstreamTarget): string {
+  const certHash =
+    target.clientCert === undefined ? '' : createHash('sha256').update(target.clientCert.cert).update('\0').update(target.clientCert.key).digest('hex')
+  const caHash = createHash('sha256').update(target.extraCa.join('\0')).digest('hex')
+  return [target.scheme, target.host, target.port, target.pinned?.host ?? '', target.pinned?.port ?? '', caHash, certHash].join('|')
+}
+
+/** TLS options for a verified connection to `target` (system roots + extra CAs, SNI, guard, client cert). */
+function tlsOptions(target: UpstreamTarget, alpn: string[]): ConnectionOptions {
+  return {
+    host: (target.pinned?.host ?? target.host).replace(/^\[|\]$/g, ''),
+    port: target.pinned?.port ?? target.port,
+    ...(isIP(target.host) === 0 ? { servername: target.host } : {}),
+    ca: [...rootCertificates, ...target.extraCa],
+    ...(target.clientCert === undefined ? {} : { cert: target.clientCert.cert, key: target.clientCert.key }),
+    ...(target.pinned === undefined ? { lookup: guardedLookup } : {}),
+    ALPNProtocols: alpn,
+  }
+}
+
+function connectVerified(target: UpstreamTarget, alpn: string[]): Promise<TLSSocket> {
+  if (target.pinned === undefined && isIP(target.host) !== 0 && isBlockedAddress(target.host)) {
+    return Promise.reject(new BlockedAddressError(`${target.host} is a loopback, private or metadata address`))
+  }
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect(tlsOptions(target, alpn), () => {
+      socket.off('error', reject)
+      resolve(socket)
+    })
+    socket.once('error', reject)
+  })
+}
+
 export class UpstreamPool {
   readonly #agents = new Map<string, HttpAgent>()
+  readonly #alpn = new Map<string, { protocol: string; at: number }>()
+  readonly #sessions = new Map<string, Promise<ClientHttp2Session>>()
+
+  /**
+   * Whether the upstream speaks HTTP/2 (its ALPN choice when offered h2 and http/1.1),
+   * remembered per target; 'http/1.1' when it cannot be reached (the request will report why).
+   */
+  async protocolOf(target: UpstreamTarget): Promise<'h2' | 'http/1.1'> {
+    const key = targetKey(target)
+    const known = this.#alpn.get(key)
+    if (known !== undefined && Date.now() - known.at < ALPN_CACHE_MS) return known.protocol === 'h2' ? 'h2' : 'http/1.1'
+    let protocol = 'http/1.1'
+    try {
+      const socket = await connectVerified(target, ['h2', 'http/1.1'])
+      protocol = socket.alpnProtocol === 'h2' ? 'h2' : 'http/1.1'
+      socket.destroy()
+    } catch {
+      return 'http/1.1'
+    }
+    this.#alpn.set(key, { protocol, at: Date.now() })
+    return protocol === 'h2' ? 'h2' : 'http/1.1'
+  }
+
+  /** A shared HTTP/2 session to `target` (one connection, many streams), opened on first use. */
+  h2Session(target: UpstreamTarget): Promise<ClientHttp2Session> {
+    const key = targetKey(target)
+    const existing = this.#sessions.get(key)
+    if (existing !== undefined) return existing
+    const opening = connectVerified(target, ['h2']).then((socket) => {
+      if (socket.alpnProtocol !== 'h2') {
+        socket.destroy()
+        throw Object.assign(new Error('the upstream does not speak HTTP/2'), { code: 'ERR_UPSTREAM_NO_H2' })
+      }
+      const session = http2Connect(`https://${target.host}:${target.port}`, { createConnection: () => socket })
+      const forget = (): void => {
+        if (this.#sessions.get(key) === opening) this.#sessions.delete(key)
+      }
+      session.once('close', forget)
+      session.once('error', forget)
+      session.once('goaway', forget)
+      // An idle session does not keep the proxy alive.
+      session.unref()
+      return session
+    })
+    this.#sessions.set(key, opening)
+    opening.catch(() => this.#sessions.delete(key))
+    return opening
+  }
 
   #agentFor(target: UpstreamTarget): HttpAgent {
-    const certHash =
-      target.clientCert === undefined ? '' : createHash('sha256').update(target.clientCert.cert).update('\0').update(target.clientCert.key).digest('hex')
-    const caHash = createHash('sha256').update(target.extraCa.join('\0')).digest('hex')
-    const key = [target.scheme, target.host, target.port, target.pinned?.host ?? '', target.pinned?.port ?? '', caHash, certHash].join('|')
+    const key = targetKey(target)
     let agent = this.#agents.get(key)
     if (agent === undefined) {
       const common = { keepAlive: true, maxFreeSockets: UPSTREAM_MAX_FREE_SOCKETS, timeout: UPSTREAM_IDLE_TIMEOUT_MS, scheduling: 'lifo' as const }
@@ -142,6 +224,8 @@ export class UpstreamPool {
   close(): void {
     for (const agent of this.#agents.values()) agent.destroy()
     this.#agents.clear()
+    for (const session of this.#sessions.values()) session.then((open) => open.destroy(), () => undefined).catch(() => undefined)
+    this.#sessions.clear()
   }
 }
 
