@@ -5,7 +5,7 @@
 // HTTP/1.1 client over raw sockets (one request in flight per connection), so its own cost is small and the
 // same for every column. Targets (issue 11): 16-conn req/s >= 5x mitmdump on both paths, added p50 at
 // 1 conn <= 0.5 ms, leaf <= 10 ms, 1,000 idle tunnels <= 64 MiB.
-// EGRESS_BENCH_SECONDS (default 5) sets the measured time per cell.
+// EGRESS_BENCH_SECONDS (default 5) sets the measured time per cell; EGRESS_BENCH_PROFILE=DIR profiles the children.
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -34,8 +34,10 @@ interface ForkedChild {
 }
 
 async function forkChild(args: string[], env: Record<string, string>): Promise<ForkedChild> {
+  // EGRESS_BENCH_PROFILE=DIR writes a CPU profile of each child there (open it in Chrome DevTools).
+  const profile = process.env['EGRESS_BENCH_PROFILE']
   const child = fork(fileURLToPath(new URL('./egress-child.ts', import.meta.url)), args, {
-    execArgv: ['--import', 'tsx', '--expose-gc'],
+    execArgv: ['--import', 'tsx', '--expose-gc', ...(profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`])],
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
