@@ -6,7 +6,7 @@ import { fork, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
-import { connect as netConnect, type Socket } from 'node:net'
+import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
@@ -186,6 +186,7 @@ beforeAll(async () => {
     audit: (event) => audit.push(event),
     tcp: { host: '127.0.0.1', port: 0 },
     proxyToken,
+    socketPath: join(work, 'egress.sock'),
   })
   const address = proxy.tcpAddress
   if (address === null) throw new Error('the proxy has no tcp listener')
@@ -279,6 +280,47 @@ describe('curl through CONNECT interception', () => {
     const noToken = await runClient('curl', ['-sS', '--max-time', '20', 'https://api.egress.test/v1/items'], env)
     expect(noToken.code).not.toBe(0)
     expect(noToken.stderr).toMatch(/407/)
+  })
+})
+
+describe('curl through the Unix socket, bridged by socat as inside a sandbox', () => {
+  it('reaches the rule host with the real token; the socket needs no proxy token', async () => {
+    const socketPath = proxy.socketPath
+    if (socketPath === null) throw new Error('the proxy has no Unix socket')
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo
+        probe.close(() => resolve(free))
+      })
+    })
+    // The sandbox's bridge: a loopback TCP port inside, the session's Unix socket outside.
+    const socat = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${socketPath}`], { stdio: 'ignore' })
+    try {
+      for (let i = 0; i < 50; i++) {
+        const up = await new Promise<boolean>((resolve) => {
+          const probe = netConnect({ host: '127.0.0.1', port }, () => {
+            probe.destroy()
+            resolve(true)
+          })
+          probe.on('error', () => resolve(false))
+        })
+        if (up) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      const before = recorder.requests.length
+      const bridge = `http://127.0.0.1:${port}`
+      const run = await runClient(
+        'curl',
+        ['-sS', '--max-time', '20', '-w', '\n%{http_code}', '-H', `authorization: Bearer ${placeholder('api')}`, 'https://api.egress.test/v1/over-socket'],
+        clientEnv({ CURL_CA_BUNDLE: sessionCaFile, HTTPS_PROXY: bridge, https_proxy: bridge }),
+      )
+      expect(run.stderr).toBe('')
+      expect(run.stdout.trim().split('\n').pop()).toBe('200')
+      const seen = recorder.requests.slice(before)
+      expect(seen.map((r) => [r.path, r.headers.authorization])).toEqual([['/v1/over-socket', `Bearer ${SECRETS.API_TOKEN}`]])
+    } finally {
+      socat.kill('SIGTERM')
+    }
   })
 })
 
