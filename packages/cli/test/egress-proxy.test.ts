@@ -22,12 +22,12 @@ let upstream: TestUpstream
 let proxy: EgressProxy
 let caFile: string
 const audit: EgressAuditEvent[] = []
-const granted = new Set(['example', 'other', 'basic', 'keepuser', 'query', 'oauth', 'stale', 'limited', 'wrongca', 'private'])
+const granted = new Set(['example', 'other', 'basic', 'keepuser', 'query', 'oauth', 'stale', 'limited', 'wrongca', 'private', 'missing', 'broken'])
 const keys = new Map<string, string>([
   ['EXAMPLE_KEY', SECRET],
   ['OTHER_KEY', 'other-secret-value'],
 ])
-const oauth = { current: 'tok-1', refreshes: 0, afterRefresh: 'tok-2', accept: 'tok-2' }
+const oauth = { current: 'tok-1', refreshes: 0, afterRefresh: 'tok-2', accept: 'tok-2', refreshFails: false }
 const sse = { release: (): void => undefined, ended: false }
 const staleRequestsPerSocket = new WeakMap<object, number>()
 
@@ -138,13 +138,19 @@ beforeAll(async () => {
       rule({ name: 'limited', hosts: ['limited.example.test'], ...pin, rateLimit: { perSecond: 0.01, burst: 1 } }),
       // Pinned to the same upstream but without its CA: verification must fail and nothing is sent.
       rule({ name: 'wrongca', hosts: ['wrongca.example.test'], upstream: `127.0.0.1:${upstream.port}` }),
+      rule({ name: 'missing', hosts: ['missing.example.test'], credential: { key: 'NOT_STORED' }, ...pin, route: '/missing' }),
+      rule({ name: 'broken', hosts: ['broken.example.test'], credential: { key: 'STORE_FAILS' }, ...pin, route: '/broken' }),
       // No pinned upstream: the name resolves to loopback and the guard refuses it.
       rule({ name: 'private', hosts: ['localhost'], ca: upstream.caFile }),
     ],
     grantedRules: () => granted,
     credentials: {
-      apiKey: (name) => Promise.resolve(keys.get(name) ?? null),
+      apiKey: (name) => (name === 'STORE_FAILS' ? Promise.reject(new Error('keyring locked')) : Promise.resolve(keys.get(name) ?? null)),
       accessToken: (_provider, _bucket, options) => {
+        if (options?.forceRefresh === true && oauth.refreshFails) {
+          oauth.refreshes += 1
+          return Promise.reject(new Error('REFRESH_FAILED'))
+        }
         if (options?.forceRefresh === true) {
           oauth.refreshes += 1
           oauth.current = oauth.afterRefresh
@@ -268,6 +274,34 @@ describe('injection', () => {
     } finally {
       Object.assign(oauth, { afterRefresh: 'tok-2', accept: 'tok-2' })
     }
+  })
+
+  test('OAuth: a refresh that fails on the host leaves the upstream 401 as the answer', async () => {
+    Object.assign(oauth, { current: 'tok-1', refreshes: 0, refreshFails: true })
+    try {
+      const result = await proxyRequest('/oauth/call', { headers: { authorization: `Bearer ${placeholder('oauth')}` } })
+      expect(result.status).toBe(401)
+      expect(result.body).toBe('expired')
+      expect(oauth.refreshes).toBe(1)
+    } finally {
+      oauth.refreshFails = false
+    }
+  })
+
+  test('a credential not stored on the host: 502 naming the key and the command, nothing forwarded', async () => {
+    const from = upstream.received.length
+    const result = await proxyRequest('/missing/x', { headers: { authorization: `Bearer ${placeholder('missing')}` } })
+    expect(result.status).toBe(502)
+    expect(result.body).toContain('credential-missing')
+    expect(result.body).toContain('credproxy key set NOT_STORED')
+    expect(received(from)).toHaveLength(0)
+  })
+
+  test('a host store that fails: 502 credential-unavailable, no detail leaked', async () => {
+    const result = await proxyRequest('/broken/x', { headers: { authorization: `Bearer ${placeholder('broken')}` } })
+    expect(result.status).toBe(502)
+    expect(result.body).toContain('credential-unavailable')
+    expect(result.body).not.toContain('keyring locked')
   })
 
   test('a stale pooled connection is replaced transparently for a replayable request', async () => {

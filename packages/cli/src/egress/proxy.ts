@@ -58,6 +58,14 @@ export function parseAuthority(authority: string, defaultPort: number): { host: 
   return { host, port }
 }
 
+/** What to do when a rule's credential is not stored on the host (names only, never a value). */
+function missingHint(rule: EgressRule): string {
+  const credential = rule.credential
+  return 'key' in credential
+    ? `No API key ${credential.key} is stored on the host for egress rule ${rule.name}: run \`credproxy key set ${credential.key}\` on the host.`
+    : `No OAuth token for ${credential.oauth}/${credential.bucket} is stored on the host for egress rule ${rule.name}: run \`credproxy auth login ${credential.oauth}${credential.bucket === 'default' ? '' : ` --bucket ${credential.bucket}`}\` on the host.`
+}
+
 function hasBody(headers: IncomingHttpHeaders): boolean {
   return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
 }
@@ -202,8 +210,8 @@ class Engine {
     }
   }
 
-  #refuse(res: ServerResponse, req: IncomingMessage, dest: { host: string }, path: string, refusal: Refusal & { rule?: string }, started: number): void {
-    const body = `credproxy egress: refused (${refusal.reason})\n`
+  #refuse(res: ServerResponse, req: IncomingMessage, dest: { host: string }, path: string, refusal: Refusal & { rule?: string; hint?: string }, started: number): void {
+    const body = `credproxy egress: refused (${refusal.reason})\n${refusal.hint === undefined ? '' : `${refusal.hint}\n`}`
     const headers: OutgoingHttpHeaders = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }
     if (refusal.status === 407) headers['proxy-authenticate'] = `Basic realm="${PROXY_USER}"`
     if (refusal.status === 429 && 'retryAfter' in refusal) headers['retry-after'] = String(refusal.retryAfter)
@@ -347,7 +355,7 @@ class Engine {
     upgrade: boolean,
     h2 = false,
   ): Promise<
-    | { ok: false; refusal: Refusal & { rule?: string; retryAfter?: number } }
+    | { ok: false; refusal: Refusal & { rule?: string; retryAfter?: number; hint?: string } }
     | { ok: true; target: UpstreamTarget; headers: OutgoingHttpHeaders; path: string; secret: string | null; reinject: (forceRefresh: boolean) => Promise<{ headers: OutgoingHttpHeaders; path: string; secret: string } | null> }
   > {
     const ruleName = rule === undefined ? {} : { rule: rule.name }
@@ -383,8 +391,14 @@ class Engine {
       const injected = injectCredential(rule, dest.host, placeholder, secret, headers, path)
       return { ...injected, secret }
     }
-    const first = await reinject(false)
-    if (first === null) return { ok: false, refusal: { status: 502, reason: 'credential-missing', ...ruleName } }
+    let first
+    try {
+      first = await reinject(false)
+    } catch {
+      // The store or the OAuth refresh failed on the host (details stay in the host log).
+      return { ok: false, refusal: { status: 502, reason: 'credential-unavailable', ...ruleName } }
+    }
+    if (first === null) return { ok: false, refusal: { status: 502, reason: 'credential-missing', ...ruleName, hint: missingHint(rule) } }
     // Nothing placeholder-like may leave in any encoding (e.g. a percent-encoded one in a header).
     const leftover = checkPlaceholders(this.placeholders, undefined, first.headers, first.path)
     if ('status' in leftover) return { ok: false, refusal: { status: 403, reason: 'unswapped-placeholder', ...ruleName } }
@@ -453,7 +467,8 @@ class Engine {
       answer = await this.#pool.request(prepared.target, { method: req.method ?? 'GET', path: upstreamPath, headers, body }, onContinue)
       // OAuth: one refresh and one resend after a 401, when the body can be sent again.
       if (answer.response.statusCode === 401 && rule !== undefined && 'oauth' in rule.credential && replayable) {
-        const again = await prepared.reinject(true)
+        // A failed refresh leaves the upstream's 401 as the answer.
+        const again = await prepared.reinject(true).catch(() => null)
         if (again !== null && again.secret !== secret) {
           answer.response.resume()
           ;({ headers, path: upstreamPath, secret } = again)
@@ -638,7 +653,8 @@ class Engine {
       response = await waitForResponse(upstreamStream)
       // OAuth: one refresh and one resend after a 401 when there is no body to replay.
       if (Number(response[':status']) === 401 && bodyless && 'oauth' in rule.credential) {
-        const again = await prepared.reinject(true)
+        // A failed refresh leaves the upstream's 401 as the answer.
+        const again = await prepared.reinject(true).catch(() => null)
         if (again !== null && again.secret !== secret) {
           upstreamStream.close()
           secret = again.secret
