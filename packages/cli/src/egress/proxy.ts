@@ -21,13 +21,15 @@ import { SessionCa } from './ca.js'
 import { guardedLookup, isBlockedAddress, TokenBucket } from './guards.js'
 import { checkPlaceholders, injectCredential, isSafeHeaderSecret, stripHopByHop, type Refusal } from './inject.js'
 import { PLACEHOLDER_LOOKALIKE, PlaceholderSet } from './placeholders.js'
-import { scrubHeaders, SecretScrubber, secretForms } from './response-hygiene.js'
+import { scrubBuffer, scrubHeaders, SecretScrubber, secretForms } from './response-hygiene.js'
 import { findRule, hostMatches, type EgressRule } from './rules.js'
 import type { EgressAuditEvent, EgressProxy, EgressProxyOptions } from './types.js'
 import { UpstreamPool, upstreamFailureReason, type UpstreamTarget } from './upstream.js'
 
 /** Request bodies up to this size are held in memory so a request can be resent (401 refresh, stale connection). */
 export const MAX_REPLAY_BODY_BYTES = 64 * 1024
+/** Injected responses with a declared length up to this are scrubbed whole, keeping an exact Content-Length. */
+export const MAX_SCRUB_BUFFER_BYTES = 64 * 1024
 /** Longest path written to the audit log. */
 const MAX_AUDIT_PATH_CHARS = 256
 const PROXY_USER = 'credproxy'
@@ -70,7 +72,7 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
   return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
 }
 
-async function readSmallBody(req: IncomingMessage): Promise<Buffer> {
+async function readSmallBody(req: AsyncIterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = []
   for await (const chunk of req) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks)
@@ -481,22 +483,15 @@ class Engine {
       return
     }
     const upstream = answer.response
+    const status = upstream.statusCode ?? 502
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
     const forms = secret === null ? [] : secretForms(secret, placeholder)
     const responseHeaders = stripHopByHop(upstream.headers)
-    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(upstream.headers as IncomingHttpHeaders, forms)
-    if (forms.length > 0) {
-      for (const name of Object.keys(outHeaders)) if (!(name in responseHeaders)) delete outHeaders[name]
-      // A swap changes the body length when the placeholder and the secret differ in length.
-      if (placeholder.length !== (secret ?? '').length) delete outHeaders['content-length']
-    }
-    res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, outHeaders)
+    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(responseHeaders as IncomingHttpHeaders, forms)
     let bytesOut = 0
     upstream.on('data', (chunk: Buffer) => {
       bytesOut += chunk.length
     })
-    const source = forms.length === 0 ? upstream : upstream.pipe(new SecretScrubber(forms))
-    source.pipe(res)
     upstream.once('error', () => res.destroy())
     res.once('close', () => {
       if (!upstream.complete) upstream.destroy()
@@ -505,7 +500,7 @@ class Engine {
         method: req.method ?? '',
         host: dest.host,
         path,
-        status: upstream.statusCode ?? 502,
+        status,
         bytesIn,
         bytesOut,
         durationMs: performance.now() - started,
@@ -516,6 +511,33 @@ class Engine {
     req.once('close', () => {
       if (!req.complete) answer.request.destroy()
     })
+    const noBody = req.method === 'HEAD' || status === 204 || status === 304
+    if (forms.length === 0 || noBody) {
+      res.writeHead(status, upstream.statusMessage, outHeaders)
+      upstream.pipe(res)
+      return
+    }
+    if (placeholder.length !== (secret ?? '').length) {
+      // A swap would change the body length: a small declared body is scrubbed whole (exact Content-Length kept);
+      // anything else streams through the scrubber without a Content-Length.
+      const declared = Number(upstream.headers['content-length'] ?? Number.NaN)
+      if (Number.isSafeInteger(declared) && declared <= MAX_SCRUB_BUFFER_BYTES) {
+        let body: Buffer
+        try {
+          body = scrubBuffer(await readSmallBody(upstream), forms)
+        } catch {
+          res.destroy()
+          return
+        }
+        outHeaders['content-length'] = body.length
+        res.writeHead(status, upstream.statusMessage, outHeaders)
+        res.end(body)
+        return
+      }
+      delete outHeaders['content-length']
+    }
+    res.writeHead(status, upstream.statusMessage, outHeaders)
+    upstream.pipe(new SecretScrubber(forms)).pipe(res)
   }
 
   // ---- CONNECT ------------------------------------------------------------

@@ -36,6 +36,26 @@ function partialMatchAtEnd(buf: Buffer, from: number, needle: Buffer): number {
   return 0
 }
 
+/** `buf` with every secret form replaced by its placeholder (a whole, small body). */
+export function scrubBuffer(buf: Buffer, forms: Array<[Buffer, Buffer]>): Buffer {
+  let out = buf
+  for (const [secret, placeholder] of forms) {
+    if (secret.length === 0) continue
+    let at = out.indexOf(secret)
+    if (at < 0) continue
+    const parts: Buffer[] = []
+    let from = 0
+    while (at >= 0) {
+      parts.push(out.subarray(from, at), placeholder)
+      from = at + secret.length
+      at = out.indexOf(secret, from)
+    }
+    parts.push(out.subarray(from))
+    out = Buffer.concat(parts)
+  }
+  return out
+}
+
 /** A stream that replaces every occurrence of each secret form with its placeholder. */
 export class SecretScrubber extends Transform {
   readonly #forms: Array<[Buffer, Buffer]>
@@ -50,8 +70,8 @@ export class SecretScrubber extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const buf = this.#tail.length === 0 ? chunk : Buffer.concat([this.#tail, chunk])
-    let out = buf
-    for (const [secret, placeholder] of this.#forms) out = this.#replaceAll(out, secret, placeholder)
+    const out = scrubBuffer(buf, this.#forms)
+    if (out !== buf) this.replaced = true
     // Hold back the longest end that could still begin any secret form.
     let hold = 0
     for (const [secret] of this.#forms) hold = Math.max(hold, partialMatchAtEnd(out, 0, secret))
@@ -63,20 +83,5 @@ export class SecretScrubber extends Transform {
   override _flush(callback: TransformCallback): void {
     if (this.#tail.length > 0) this.push(this.#tail)
     callback()
-  }
-
-  #replaceAll(buf: Buffer, secret: Buffer, placeholder: Buffer): Buffer {
-    let at = buf.indexOf(secret)
-    if (at < 0) return buf
-    this.replaced = true
-    const parts: Buffer[] = []
-    let from = 0
-    while (at >= 0) {
-      parts.push(buf.subarray(from, at), placeholder)
-      from = at + secret.length
-      at = buf.indexOf(secret, from)
-    }
-    parts.push(buf.subarray(from))
-    return Buffer.concat(parts)
   }
 }
