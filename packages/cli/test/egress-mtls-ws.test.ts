@@ -5,6 +5,8 @@ import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { connect as netConnect, type Socket } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
@@ -134,5 +136,55 @@ describe('WebSocket upgrade', () => {
     expect(echoed).toBe('hello through the proxy')
     expect(upgrades.at(-1)?.authorization).toBe('Bearer ws-real-key')
     expect(upgrades.at(-1)?.upgrade).toBe('websocket')
+  })
+
+  test('passes through an intercepted CONNECT tunnel, injected on the upgrade request', async () => {
+    const tls = await tunnel('ws.example.test')
+    const placeholder = proxy.placeholders.get('ws') ?? ''
+    const echoed = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest({
+        createConnection: () => tls,
+        host: 'ws.example.test',
+        path: '/socket',
+        headers: { host: 'ws.example.test', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13', authorization: `Bearer ${placeholder}` },
+      })
+      req.on('upgrade', (_res, socket) => {
+        socket.once('data', (chunk: Buffer) => {
+          resolve(chunk.toString())
+          socket.destroy()
+        })
+        socket.write('frame bytes')
+      })
+      req.on('response', (res) => reject(new Error(`no upgrade: ${res.statusCode ?? 0}`)))
+      req.on('error', reject)
+      req.end()
+    })
+    expect(echoed).toBe('frame bytes')
+    expect(upgrades.at(-1)?.authorization).toBe('Bearer ws-real-key')
+  })
+})
+
+/** CONNECT through the proxy, then TLS inside the tunnel with `servername` (default: the target). */
+async function tunnel(target: string, servername = target, anyName = false): Promise<TLSSocket> {
+  const socket: Socket = netConnect({ host: '127.0.0.1', port: proxy.tcpAddress?.port ?? 0 })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => socket.write(`CONNECT ${target}:443 HTTP/1.1\r\nproxy-authorization: Basic ${Buffer.from(`credproxy:${TOKEN}`).toString('base64')}\r\n\r\n`))
+    socket.once('data', (chunk: Buffer) => (chunk.toString().startsWith('HTTP/1.1 200') ? resolve() : reject(new Error(chunk.toString()))))
+    socket.once('error', reject)
+  })
+  const tls = tlsConnect({ socket, servername, ca: proxy.caCertPem, ...(anyName ? { checkServerIdentity: () => undefined } : {}) })
+  await new Promise<void>((resolve, reject) => {
+    tls.once('secureConnect', resolve)
+    tls.once('error', reject)
+  })
+  return tls
+}
+
+describe('the CONNECT target decides', () => {
+  test('a TLS client naming another host in SNI than the CONNECT target gets no handshake', async () => {
+    // The client accepts any name here, so only the proxy's own SNI check can refuse.
+    await expect(tunnel('ws.example.test', 'kube.example.test', true)).rejects.toThrow()
+    const ok = await tunnel('ws.example.test', 'ws.example.test', true)
+    ok.destroy()
   })
 })

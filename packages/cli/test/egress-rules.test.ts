@@ -90,6 +90,11 @@ describe('presets', () => {
     expect(rules.some((rule) => rule.name === 'sentry')).toBe(false)
     expect(rules.find((rule) => rule.name === 'svc')?.inject).toEqual({ header: 'authorization', format: 'Bearer {}' })
   })
+
+  test("a user rule covering a preset's host wins over the preset when both are granted", () => {
+    const rules = parseEgressRules(JSON.stringify({ rules: [{ ...valid, name: 'mine', hosts: ['api.openai.com'] }] }), FILE)
+    expect(findRule(rules, new Set(['openai', 'mine']), 'api.openai.com')?.name).toBe('mine')
+  })
 })
 
 describe('host matching', () => {

@@ -184,16 +184,15 @@ export function parseEgressRules(text: string, file: string): EgressRule[] {
     throw new CliError(`${file}: invalid field ${field}: ${issue?.message ?? 'invalid'}`, 'Fix the field; see dev-docs/egress.md for the format.')
   }
   const disabled = new Set(parsed.data.disablePresets ?? [])
+  // User rules first: when two granted rules cover one host, the user's own rule wins over a preset.
   const byName = new Map<string, EgressRule>()
-  for (const rule of presetRules()) if (!disabled.has(rule.name)) byName.set(rule.name, rule)
-  const seen = new Set<string>()
   for (const [index, rule] of parsed.data.rules.entries()) {
-    if (seen.has(rule.name)) {
+    if (byName.has(rule.name)) {
       throw new CliError(`${file}: invalid field rules.${index}.name: rule ${rule.name} is defined twice`, 'Give each rule its own name.')
     }
-    seen.add(rule.name)
     byName.set(rule.name, rule)
   }
+  for (const rule of presetRules()) if (!disabled.has(rule.name) && !byName.has(rule.name)) byName.set(rule.name, rule)
   const routes = new Map<string, string>()
   for (const rule of byName.values()) {
     if (rule.route === undefined) continue
