@@ -162,7 +162,7 @@ beforeAll(async () => {
     socketPath: join(dir, 'egress.sock'),
     tcp: { host: '127.0.0.1', port: 0 },
     proxyToken: TOKEN,
-    allowedHosts: ['allowed.example.test', 'localhost'],
+    allowedHosts: ['allowed.example.test', 'localhost', '127.0.0.1'],
   })
   caFile = join(dir, 'session-ca.pem')
   writeFileSync(caFile, proxy.caCertPem)
@@ -322,6 +322,20 @@ describe('injection', () => {
     const result = await curl([...viaProxy(), '-H', 'Expect: 100-continue', '--data-binary', `@${file}`, 'https://api.example.test/upload'])
     expect(result.status).toBe(200)
     expect(received(from)[0]?.body.length).toBe(body.length)
+  })
+})
+
+describe('plain tunnels', () => {
+  test('an allowed host without a rule is tunnelled untouched: no interception, no injection, audited at close', async () => {
+    const from = upstream.received.length
+    // The upstream's own certificate (not the session CA's) reaches curl: -k because it names api.example.test, not the IP.
+    const result = await curl(['--proxy', `http://credproxy:${TOKEN}@127.0.0.1:${proxy.tcpAddress?.port ?? 0}`, '-k', '-H', 'authorization: Bearer client-own', `https://127.0.0.1:${upstream.port}/tunnel`])
+    expect(result.status).toBe(200)
+    expect(received(from)[0]?.headers.authorization).toBe('Bearer client-own')
+    await expect.poll(() => audit.find((event) => event.method === 'CONNECT' && event.host === '127.0.0.1' && event.status === 200)).toBeDefined()
+    const line = audit.find((event) => event.method === 'CONNECT' && event.host === '127.0.0.1' && event.status === 200)
+    expect(line?.injected).toBe(false)
+    expect(line?.bytesOut).toBeGreaterThan(0)
   })
 })
 

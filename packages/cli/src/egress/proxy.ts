@@ -3,8 +3,7 @@
 // reverse routes. Hosts with a granted rule are intercepted (TLS terminated with a
 // session leaf, the credential injected, forwarded over verified TLS); allowed
 // hosts without a rule are tunnelled untouched; everything else is refused.
-import { readFile } from 'node:fs/promises'
-import { chmod, unlink } from 'node:fs/promises'
+import { chmod, readFile, unlink } from 'node:fs/promises'
 import {
   constants as http2Constants,
   createServer as createHttp2Server,
@@ -722,20 +721,24 @@ class Engine {
     const literal = isIP(target.host) !== 0
     if (literal && isBlockedAddress(target.host) && !this.#isAllowedHostExact(target.host)) {
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n')
+      this.#audit({ method: 'CONNECT', host: target.host, path: '', status: 403, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: false, reason: 'blocked-address' })
       return
     }
     const upstream = netConnect({ host: target.host, port: target.port, ...(literal ? {} : { lookup: guardedLookup }) })
     this.#track(upstream)
     let status = 200
     let reason: string | undefined
+    let connected = false
     upstream.once('connect', () => {
+      connected = true
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
       if (head.length > 0) upstream.write(head)
       socket.pipe(upstream)
       upstream.pipe(socket)
     })
     upstream.once('error', (error) => {
-      if (!upstream.readyState.includes('open') && socket.writable && status === 200 && upstream.bytesRead === 0 && upstream.bytesWritten === 0) {
+      // Before the 200 the client can still be told why; after it, the tunnel just closes.
+      if (!connected && socket.writable) {
         status = 502
         reason = upstreamFailureReason(error)
         socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n`)
