@@ -68,7 +68,7 @@ afterAll(async () => {
 })
 
 /** A CONNECT tunnel through the proxy, then HTTP/2 over TLS (ALPN h2) inside it, as a gRPC client does. */
-async function grpcCall(body: Buffer, authorization: string): Promise<{ headers: IncomingHttpHeaders; trailers: IncomingHttpHeaders; data: string; alpn: string | false }> {
+async function grpcCall(body: Buffer, authorization: string): Promise<{ headers: IncomingHttpHeaders; trailers: IncomingHttpHeaders; data: string; alpn: string | false | null }> {
   const socket = netConnect({ host: '127.0.0.1', port: proxy.tcpAddress?.port ?? 0 })
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => socket.write(`CONNECT grpc.example.test:443 HTTP/1.1\r\nhost: grpc.example.test:443\r\nproxy-authorization: Basic ${Buffer.from(`credproxy:${TOKEN}`).toString('base64')}\r\n\r\n`))
