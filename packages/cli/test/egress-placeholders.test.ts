@@ -21,8 +21,8 @@ describe('placeholders', () => {
     const values = new Set(Array.from({ length: 200 }, () => generatePlaceholder(undefined)))
     expect(values.size).toBe(200)
     const one = generatePlaceholder({ prefix: 'ghp_', length: 40 })
-    expect(one).toMatch(new RegExp(`^ghp_${PLACEHOLDER_MARKER}[0-9A-Za-z]{32}$`))
-    // 32 base62 characters after the marker: 190 bits; the schema refuses a length leaving < 22 (130 bits).
+    expect(one).toMatch(new RegExp(`^ghp_${PLACEHOLDER_MARKER}[0-9A-Za-z]{30}$`))
+    // 30 base62 characters after the marker: 178 bits; the schema refuses a length leaving < 22 (130 bits).
     expect(pb).toHaveLength(40)
     expect(EgressRuleSchema.safeParse({ ...rules[1], placeholder: { prefix: 'ghp_', length: 29 } }).success).toBe(false)
   })

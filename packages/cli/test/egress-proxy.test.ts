@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { startEgressProxy, type EgressAuditEvent, type EgressProxy } from '../src/egress/index.js'
-import { EgressRuleSchema, type EgressRule, type EgressRuleInput } from '../src/egress/rules.js'
+import { EgressRuleSchema, PLACEHOLDER_MARKER, type EgressRule, type EgressRuleInput } from '../src/egress/rules.js'
 import { startTestUpstream, type TestUpstream } from './helpers/egress-test-upstream.js'
 
 const run = promisify(execFile)
@@ -218,7 +218,7 @@ describe('injection', () => {
     const params = new URLSearchParams(url.split('?')[1])
     expect(params.get('other')).toBe(SECRET)
     expect(params.get('api_key')).toBe(SECRET)
-    expect(url).not.toContain('cpx0')
+    expect(url).not.toContain(PLACEHOLDER_MARKER)
   })
 
   test('a Node client on the reverse route: placeholder in, real key upstream', async () => {
@@ -406,7 +406,7 @@ describe('fail closed', () => {
 
   test('an unknown placeholder-looking value is refused', async () => {
     const from = upstream.received.length
-    const result = await curl([...viaProxy(), '-H', `authorization: Bearer cpx0${'Ab3'.repeat(10)}`, 'https://api.example.test/x'])
+    const result = await curl([...viaProxy(), '-H', `authorization: Bearer ${PLACEHOLDER_MARKER}${'Ab3'.repeat(10)}`, 'https://api.example.test/x'])
     expect(result.status).toBe(403)
     expect(received(from)).toHaveLength(0)
     expect(refusals('unknown-placeholder-in-header').length).toBeGreaterThan(0)

@@ -15,7 +15,7 @@ export const MAX_EGRESS_FILE_BYTES = 1_048_576
 /** Placeholders carry at least 128 random bits: 22 base62 characters hold 130. */
 export const MIN_PLACEHOLDER_RANDOM_CHARS = 22
 /** Marker every placeholder carries, so an unknown (stale, foreign) placeholder is recognised and refused. */
-export const PLACEHOLDER_MARKER = 'cpx0'
+export const PLACEHOLDER_MARKER = 'cpxph0'
 export const MAX_PLACEHOLDER_LENGTH = 256
 
 export const RULE_NAME_PATTERN = /^[a-zA-Z0-9._-]{1,64}$/
