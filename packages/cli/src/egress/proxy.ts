@@ -586,7 +586,11 @@ class Engine {
     let protocol: 'h2' | 'http/1.1'
     try {
       // HTTP/2 is offered to the client only when the upstream speaks it (gRPC); otherwise HTTP/1.1 end to end.
-      ;[leaf, protocol] = await Promise.all([this.ca.leafFor(dest.host), this.#ruleTarget(rule, dest).then((target) => this.#pool.protocolOf(target))])
+      // A probe that cannot be made means HTTP/1.1; the request itself then reports what failed.
+      const probe = this.#ruleTarget(rule, dest)
+        .then((target) => this.#pool.protocolOf(target))
+        .catch(() => 'http/1.1' as const)
+      ;[leaf, protocol] = await Promise.all([this.ca.leafFor(dest.host), probe])
     } catch {
       deny(403, 'leaf-failed')
       return

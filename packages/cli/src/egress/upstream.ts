@@ -55,6 +55,8 @@ function hostHeader(target: UpstreamTarget): string {
   return target.port === defaultPort ? name : `${name}:${target.port}`
 }
 
+/** The ALPN probe at CONNECT gives up after this (the client waits for it); HTTP/1.1 is then assumed. */
+export const ALPN_PROBE_TIMEOUT_MS = 5_000
 /** How long an upstream's ALPN answer (h2 or http/1.1) is remembered. */
 export const ALPN_CACHE_MS = 10 * 60 * 1000
 
@@ -94,16 +96,21 @@ function tlsOptions(target: UpstreamTarget, alpn: string[]): ConnectionOptions {
   }
 }
 
-function connectVerified(target: UpstreamTarget, alpn: string[]): Promise<TLSSocket> {
+function connectVerified(target: UpstreamTarget, alpn: string[], timeoutMs?: number): Promise<TLSSocket> {
   if (target.pinned === undefined && isIP(target.host) !== 0 && isBlockedAddress(target.host)) {
     return Promise.reject(new BlockedAddressError(`${target.host} is a loopback, private or metadata address`))
   }
   return new Promise((resolve, reject) => {
     const socket = tlsConnect(tlsOptions(target, alpn), () => {
+      clearTimeout(timer)
       socket.off('error', reject)
       resolve(socket)
     })
-    socket.once('error', reject)
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => socket.destroy(new Error('upstream TLS connect timed out')), timeoutMs)
+    socket.once('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
   })
 }
 
@@ -122,7 +129,7 @@ export class UpstreamPool {
     if (known !== undefined && Date.now() - known.at < ALPN_CACHE_MS) return known.protocol === 'h2' ? 'h2' : 'http/1.1'
     let protocol = 'http/1.1'
     try {
-      const socket = await connectVerified(target, ['h2', 'http/1.1'])
+      const socket = await connectVerified(target, ['h2', 'http/1.1'], ALPN_PROBE_TIMEOUT_MS)
       protocol = socket.alpnProtocol === 'h2' ? 'h2' : 'http/1.1'
       socket.destroy()
     } catch {
