@@ -31,6 +31,9 @@ export const MAX_REPLAY_BODY_BYTES = 64 * 1024
 export const MAX_SCRUB_BUFFER_BYTES = 64 * 1024
 /** Longest path written to the audit log. */
 const MAX_AUDIT_PATH_CHARS = 256
+/** Upstream targets remembered per rule and destination (a wildcard rule can name many hosts). */
+const MAX_CACHED_TARGETS = 10_000
+const PLACEHOLDER_LOOKALIKE_ALL = new RegExp(PLACEHOLDER_LOOKALIKE.source, 'g')
 const PROXY_USER = 'credproxy'
 
 interface Destination {
@@ -46,7 +49,7 @@ interface ListenerContext {
 
 function auditPath(path: string): string {
   const bare = path.split('?')[0] ?? ''
-  return bare.replace(new RegExp(PLACEHOLDER_LOOKALIKE.source, 'g'), '<placeholder>').slice(0, MAX_AUDIT_PATH_CHARS)
+  return bare.replace(PLACEHOLDER_LOOKALIKE_ALL, '<placeholder>').slice(0, MAX_AUDIT_PATH_CHARS)
 }
 
 /** host and port of an authority (`host:port`, `[v6]:port`), lower-cased; null when malformed. */
@@ -71,10 +74,21 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
   return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
 }
 
-async function readSmallBody(req: AsyncIterable<unknown>): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of req) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
+function readSmallBody(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let ended = false
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+    stream.once('end', () => {
+      ended = true
+      resolve(chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks))
+    })
+    stream.once('error', reject)
+    // A client that goes away mid-body ends the wait (the Error only then: its stack trace is not free).
+    stream.once('close', () => {
+      if (!ended) reject(new Error('closed before the end of the body'))
+    })
+  })
 }
 
 /**
@@ -127,6 +141,7 @@ class Engine {
   readonly #pool = new UpstreamPool()
   readonly #ruleCa = new Map<string, string>()
   readonly #buckets = new Map<string, TokenBucket>()
+  readonly #targets = new Map<string, UpstreamTarget>()
   readonly #expectedAuth: Buffer | null
   readonly #intercepted = new WeakMap<Duplex, Destination>()
   readonly #openSockets = new Set<Duplex>()
@@ -416,6 +431,12 @@ class Engine {
   }
 
   async #ruleTarget(rule: EgressRule, dest: Destination): Promise<UpstreamTarget> {
+    // Without a client certificate a target never changes: one object per rule and destination.
+    const cacheKey = `${rule.name}|${dest.host}|${dest.port}`
+    if (rule.clientCert === undefined) {
+      const cached = this.#targets.get(cacheKey)
+      if (cached !== undefined) return cached
+    }
     const extraCa = [...(this.#options.extraCaCerts ?? [])]
     const ruleCa = this.#ruleCa.get(rule.name)
     if (ruleCa !== undefined) extraCa.push(ruleCa)
@@ -427,6 +448,9 @@ class Engine {
     if (rule.clientCert !== undefined) {
       const [cert, key] = await Promise.all([this.#options.credentials.apiKey(rule.clientCert.cert), this.#options.credentials.apiKey(rule.clientCert.key)])
       if (cert !== null && key !== null) target.clientCert = { cert, key }
+    } else {
+      if (this.#targets.size >= MAX_CACHED_TARGETS) this.#targets.clear()
+      this.#targets.set(cacheKey, target)
     }
     return target
   }

@@ -60,24 +60,39 @@ export const ALPN_PROBE_TIMEOUT_MS = 5_000
 /** How long an upstream's ALPN answer (h2 or http/1.1) is remembered. */
 export const ALPN_CACHE_MS = 10 * 60 * 1000
 
+/** Keys of targets already seen (the proxy reuses one target object per rule and destination). */
+const keys = new WeakMap<UpstreamTarget, string>()
+
 function targetKey(target: UpstreamTarget): string {
+  const known = keys.get(target)
+  if (known !== undefined) return known
+  const key = computeTargetKey(target)
+  keys.set(target, key)
+  return key
+}
+
+function trustKey(target: UpstreamTarget): string {
   const certHash =
     target.clientCert === undefined ? '' : createHash('sha256').update(target.clientCert.cert).update('\0').update(target.clientCert.key).digest('hex')
   const caHash = createHash('sha256').update(target.extraCa.join('\0')).digest('hex')
-  return [target.scheme, target.host, target.port, target.pinned?.host ?? '', target.pinned?.port ?? '', caHash, certHash].join('|')
+  return `${caHash}|${certHash}`
 }
 
-/** Trust (system roots + extra CAs) and client certificate of a target, parsed once per target. */
+function computeTargetKey(target: UpstreamTarget): string {
+  return [target.scheme, target.host, target.port, target.pinned?.host ?? '', target.pinned?.port ?? '', trustKey(target)].join('|')
+}
+
+/** Trust (system roots + extra CAs) and client certificate, parsed once per distinct set (not per host). */
 const contexts = new Map<string, SecureContext>()
 function secureContextFor(target: UpstreamTarget): SecureContext {
-  const key = targetKey(target)
+  const key = trustKey(target)
   let context = contexts.get(key)
   if (context === undefined) {
     context = createSecureContext({
       ca: [...rootCertificates, ...target.extraCa],
       ...(target.clientCert === undefined ? {} : { cert: target.clientCert.cert, key: target.clientCert.key }),
     })
-    // Bounded: one per (rule, destination, trust, certificate); old ones are dropped first.
+    // Bounded: one per (extra CAs, client certificate); old ones are dropped first.
     if (contexts.size >= 1_000) contexts.delete(contexts.keys().next().value ?? '')
     contexts.set(key, context)
   }
