@@ -3,7 +3,7 @@
 // and relays trailers (scrubbed of the secret like any header).
 import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { connect as http2Connect, createSecureServer, type Http2SecureServer, type IncomingHttpHeaders } from 'node:http2'
+import { connect as http2Connect, constants as http2Constants, createSecureServer, type Http2SecureServer, type IncomingHttpHeaders } from 'node:http2'
 import { connect as netConnect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -68,6 +68,21 @@ afterAll(async () => {
 })
 
 /** A CONNECT tunnel through the proxy, then HTTP/2 over TLS (ALPN h2) inside it, as a gRPC client does. */
+async function h2Session(): Promise<import('node:http2').ClientHttp2Session> {
+  const socket = netConnect({ host: '127.0.0.1', port: proxy.tcpAddress?.port ?? 0 })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => socket.write(`CONNECT grpc.example.test:443 HTTP/1.1\r\nproxy-authorization: Basic ${Buffer.from(`credproxy:${TOKEN}`).toString('base64')}\r\n\r\n`))
+    socket.once('data', () => resolve())
+    socket.once('error', reject)
+  })
+  const tls = tlsConnect({ socket, servername: 'grpc.example.test', ca: proxy.caCertPem, ALPNProtocols: ['h2'] })
+  await new Promise<void>((resolve, reject) => {
+    tls.once('secureConnect', resolve)
+    tls.once('error', reject)
+  })
+  return http2Connect('https://grpc.example.test', { createConnection: () => tls })
+}
+
 async function grpcCall(body: Buffer, authorization: string): Promise<{ headers: IncomingHttpHeaders; trailers: IncomingHttpHeaders; data: string; alpn: string | false | null }> {
   const socket = netConnect({ host: '127.0.0.1', port: proxy.tcpAddress?.port ?? 0 })
   await new Promise<void>((resolve, reject) => {
@@ -127,5 +142,19 @@ describe('HTTP/2 (gRPC) through CONNECT', () => {
     expect(stdout.trim().split('\n').at(-1)).toBe('2 200')
     expect(stdout).toContain('echo:from-curl')
     expect(seen.at(-1)?.authorization).toBe(`Bearer ${SECRET}`)
+  })
+
+  test('a client resetting a stream mid-body, then dropping the connection, does not stop the proxy', async () => {
+    const session = await h2Session()
+    const stream = session.request({ ':method': 'POST', ':path': '/pkg.Service/Upload', 'content-type': 'application/grpc', te: 'trailers' })
+    stream.on('error', () => undefined)
+    stream.write(Buffer.alloc(50_000))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    stream.close(http2Constants.NGHTTP2_CANCEL)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    session.destroy()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const result = await grpcCall(Buffer.from('after'), `Bearer ${proxy.placeholders.get('grpc') ?? ''}`)
+    expect(result.data).toBe('echo:after')
   })
 })

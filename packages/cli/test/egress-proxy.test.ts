@@ -4,6 +4,8 @@
 import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { connect as netConnect } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -322,6 +324,35 @@ describe('injection', () => {
     const result = await curl([...viaProxy(), '-H', 'Expect: 100-continue', '--data-binary', `@${file}`, 'https://api.example.test/upload'])
     expect(result.status).toBe(200)
     expect(received(from)[0]?.body.length).toBe(body.length)
+  })
+})
+
+describe('clients that go away', () => {
+  function connectTunnel(): Promise<import('node:net').Socket> {
+    const socket = netConnect({ host: '127.0.0.1', port: proxy.tcpAddress?.port ?? 0 })
+    return new Promise((resolve, reject) => {
+      socket.once('connect', () => socket.write(`CONNECT api.example.test:443 HTTP/1.1\r\nproxy-authorization: Basic ${Buffer.from(`credproxy:${TOKEN}`).toString('base64')}\r\n\r\n`))
+      socket.once('data', () => resolve(socket))
+      socket.once('error', reject)
+    })
+  }
+
+  test('resets before TLS, mid-upload inside a tunnel and mid-upload on a route never stop the proxy', async () => {
+    ;(await connectTunnel()).resetAndDestroy()
+    const inner = await connectTunnel()
+    const tls = tlsConnect({ socket: inner, servername: 'api.example.test', ca: proxy.caCertPem })
+    await new Promise((resolve) => tls.once('secureConnect', resolve))
+    tls.write(`POST /upload HTTP/1.1\r\nhost: api.example.test\r\ncontent-length: 1000000\r\n\r\n${'x'.repeat(100_000)}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    inner.resetAndDestroy()
+    const routed = netConnect({ host: '127.0.0.1', port: proxy.tcpAddress?.port ?? 0 })
+    await new Promise((resolve) => routed.once('connect', resolve))
+    routed.write(`POST /example/upload HTTP/1.1\r\nhost: x\r\nx-api-key: ${placeholder()}\r\ncontent-length: 1000000\r\n\r\n${'y'.repeat(100_000)}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    routed.resetAndDestroy()
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const after = await curl([...viaProxy(), 'https://api.example.test/still-alive'])
+    expect(after.status).toBe(200)
   })
 })
 

@@ -170,12 +170,15 @@ class Engine {
     // Expect: 100-continue is forwarded: the client's body waits for the upstream's 100.
     server.on('checkContinue', onRequest)
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // The server stops watching a socket it hands over: a reset must not become an uncaught 'error'.
+      socket.on('error', () => socket.destroy())
       this.#track(socket)
       const handled = intercept ? this.#onInterceptedUpgrade(req, socket, head) : this.#onListenerUpgrade(req, socket, head, context)
       handled.catch(() => socket.destroy())
     })
     if (!intercept) {
       server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        socket.on('error', () => socket.destroy())
         this.#track(socket)
         this.#onConnect(req, socket, head, context).catch(() => socket.destroy())
       })
@@ -481,6 +484,8 @@ class Engine {
         req.on('data', (chunk: Buffer) => {
           bytesIn += chunk.length
         })
+        // A client reset mid-upload ends the upstream request (below), not the process.
+        req.on('error', () => undefined)
         body = req
       }
     }
@@ -646,6 +651,8 @@ class Engine {
       // One HTTP/2 server object per intercepted connection: its streams all go to this CONNECT target.
       const h2 = createHttp2Server()
       h2.on('stream', (stream, headers) => {
+        // A client reset (RST_STREAM) must not become an uncaught 'error'.
+        stream.on('error', () => stream.destroy())
         this.#onH2Stream(stream, headers, dest).catch(() => stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR))
       })
       h2.on('sessionError', () => tlsSocket.destroy())
@@ -691,6 +698,8 @@ class Engine {
         { ...outHeaders, ':method': method, ':path': outPath, ':authority': dest.port === 443 ? dest.host : `${dest.host}:${dest.port}`, ':scheme': 'https' },
         { endStream: bodyless },
       )
+      // Errors are handled where the stream is used; this keeps one from being uncaught in between.
+      upstreamStream.on('error', () => undefined)
       return upstreamStream
     }
     let secret = prepared.secret
@@ -738,7 +747,7 @@ class Engine {
     })
     const source = forms.length === 0 ? upstreamStream : upstreamStream.pipe(new SecretScrubber(forms))
     source.pipe(stream)
-    upstreamStream.once('error', () => stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR))
+    upstreamStream.on('error', () => stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR))
     stream.once('close', () => {
       if (!upstreamStream.closed) upstreamStream.close()
       this.#audit({ rule: rule.name, method, host: dest.host, path, status, bytesIn: 0, bytesOut, durationMs: performance.now() - started, injected: secret !== null })
