@@ -356,6 +356,24 @@ describe('clients that go away', () => {
   })
 })
 
+describe('internal failures', () => {
+  test('a failure inside the proxy is a 502 and an audit line, and the next request is served', async () => {
+    const has = granted.has.bind(granted)
+    granted.has = () => {
+      throw new Error('grant store broken')
+    }
+    try {
+      const result = await proxyRequest('/example/x', { headers: { 'x-api-key': placeholder() } })
+      expect(result.status).toBe(502)
+      expect(result.body).not.toContain('grant store broken')
+      expect(audit.some((event) => event.reason === 'internal-error' && event.status === 502)).toBe(true)
+    } finally {
+      granted.has = has
+    }
+    expect((await proxyRequest('/example/x', { headers: { 'x-api-key': placeholder() } })).status).toBe(200)
+  })
+})
+
 describe('plain tunnels', () => {
   test('an allowed host without a rule is tunnelled untouched: no interception, no injection, audited at close', async () => {
     const from = upstream.received.length

@@ -164,7 +164,7 @@ class Engine {
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 30_000 })
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       const handled = intercept ? this.#onInterceptedRequest(req, res) : this.#onListenerRequest(req, res, context)
-      handled.catch((error: unknown) => this.#fail(res, error))
+      handled.catch(() => this.#fail(req, res))
     }
     server.on('request', onRequest)
     // Expect: 100-continue is forwarded: the client's body waits for the upstream's 100.
@@ -252,14 +252,15 @@ class Engine {
     })
   }
 
-  #fail(res: ServerResponse, error: unknown): void {
-    void error
+  /** A bug or an unexpected failure: 502 (or a cut connection), and an audit line saying so. */
+  #fail(req: IncomingMessage, res: ServerResponse): void {
     if (!res.headersSent) {
       res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8' })
       res.end('credproxy egress: internal error\n')
     } else {
       res.destroy()
     }
+    this.#audit({ method: req.method ?? '', host: '', path: req.url ?? '', status: 502, bytesIn: 0, bytesOut: 0, durationMs: 0, injected: false, reason: 'internal-error' })
   }
 
   // ---- entry points -------------------------------------------------------
