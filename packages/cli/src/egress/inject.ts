@@ -71,10 +71,10 @@ export function checkPlaceholders(
     [pathPart, 'path'],
     [queryPart, 'query'],
   ]
+  // Header values are scanned raw, percent-decoded and (when Basic) decoded; names raw.
   for (const [name, value] of Object.entries(headers)) {
-    for (const text of headerValues(value)) views.push([`${name}: ${text}`, 'header'])
-    // Basic is recognised on the value alone.
-    for (const text of headerValues(value)) if (decodeBasic(text) !== null) views.push([text, 'header'])
+    views.push([name, 'header'])
+    for (const text of headerValues(value)) views.push([text, 'header'])
   }
   for (const [text, where] of views) {
     const result = placeholders.scanAll(text, where, allowed, hits)
@@ -85,6 +85,9 @@ export function checkPlaceholders(
 
 /** Replace `placeholder` by `secret` in one header value, including inside Basic credentials. */
 function swapInHeader(value: string, placeholder: string, secret: string): string {
+  // Most headers hold neither the placeholder nor Basic credentials: leave them as they are.
+  const maybeBasic = value.length > 6 && (value.charCodeAt(0) | 0x20) === 0x62 && /^basic[ \t]/i.test(value)
+  if (!maybeBasic) return value.includes(placeholder) ? value.split(placeholder).join(secret) : value
   const basic = decodeBasic(value)
   if (basic !== null && (basic.user.includes(placeholder) || basic.password.includes(placeholder))) {
     return encodeBasic(basic.user.split(placeholder).join(secret), basic.password.split(placeholder).join(secret))

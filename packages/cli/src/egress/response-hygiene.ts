@@ -15,9 +15,10 @@ export function secretForms(secret: string, placeholder: string): Array<[Buffer,
 
 export function scrubHeaders(headers: IncomingHttpHeaders, forms: Array<[Buffer, Buffer]>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
+  const pairs = forms.map(([secret, placeholder]) => [secret.toString(), placeholder.toString()] as const)
   const scrub = (value: string): string => {
     let text = value
-    for (const [secret, placeholder] of forms) text = text.split(secret.toString()).join(placeholder.toString())
+    for (const [secret, placeholder] of pairs) if (text.includes(secret)) text = text.split(secret).join(placeholder)
     return text
   }
   for (const [name, value] of Object.entries(headers)) {
