@@ -7,6 +7,7 @@ import { EGRESS_PRESETS } from '../src/egress/presets.js'
 import * as proxy from '../src/egress/proxy.js'
 import * as rules from '../src/egress/rules.js'
 import * as upstream from '../src/egress/upstream.js'
+import * as wsFrames from '../src/egress/ws-frames.js'
 
 const doc = readFileSync(new URL('../../../dev-docs/egress.md', import.meta.url), 'utf8')
 const limitsSection = doc.slice(doc.indexOf('## Limits'), doc.indexOf('\n## ', doc.indexOf('## Limits') + 1))
@@ -17,7 +18,7 @@ const NOT_LIMITS = new Set(['MIN_PLACEHOLDER_RANDOM_CHARS', 'MAX_PLACEHOLDER_LEN
 
 describe('dev-docs/egress.md', () => {
   test('every egress limit in the code has a row with its value', () => {
-    const code = Object.entries({ ...ca, ...proxy, ...rules, ...upstream }).filter(
+    const code = Object.entries({ ...ca, ...proxy, ...rules, ...upstream, ...wsFrames }).filter(
       (entry): entry is [string, number] => /^[A-Z0-9_]+$/.test(entry[0]) && typeof entry[1] === 'number' && !NOT_LIMITS.has(entry[0]),
     )
     expect(code.length).toBeGreaterThanOrEqual(8)

@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { WebSocket, WebSocketServer } from 'ws'
 import { startEgressProxy, type EgressProxy } from '../src/egress/index.js'
 import { EgressRuleSchema } from '../src/egress/rules.js'
 import { startTestUpstream, type TestUpstream } from './helpers/egress-test-upstream.js'
@@ -21,9 +22,19 @@ const TOKEN = 'mtls-proxy-token-0123456789'
 let dir: string
 let mtlsUpstream: TestUpstream
 let wsUpstream: TestUpstream
+let framesUpstream: TestUpstream
+const framesReceived: string[] = []
+const framesExtensions: Array<string | undefined> = []
 let proxy: EgressProxy
 const keys = new Map<string, string>()
 const upgrades: Array<Record<string, unknown>> = []
+
+/** A masked binary WebSocket frame (client to server), which passes the proxy byte for byte. */
+function binaryFrame(text: string): Buffer {
+  const payload = Buffer.from(text)
+  const mask = Buffer.from([1, 2, 3, 4])
+  return Buffer.concat([Buffer.from([0x82, 0x80 | payload.length]), mask, Buffer.from(payload.map((byte, i) => byte ^ (mask[i & 3] ?? 0)))])
+}
 
 function openssl(args: string[]): void {
   execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
@@ -53,8 +64,20 @@ beforeAll(async () => {
     upgrades.push(req.headers)
     const accept = createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`)
-    // After the switch the upstream echoes raw bytes: the proxy must be a transparent pipe.
+    // After the switch the upstream echoes the bytes: a binary frame must pass the proxy untouched.
     socket.on('data', (chunk: Buffer) => socket.write(chunk))
+  })
+  // A real WebSocket server (ws) that records each text message and echoes it back.
+  framesUpstream = await startTestUpstream(dir, (_req, res) => res.end('no upgrade'), { names: ['frames.example.test'] })
+  const wss = new WebSocketServer({ noServer: true })
+  framesUpstream.server.on('upgrade', (req: import('node:http').IncomingMessage, socket: Duplex, head: Buffer) => {
+    framesExtensions.push(req.headers['sec-websocket-extensions'])
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (data: Buffer) => {
+        framesReceived.push(data.toString())
+        ws.send(`echo ${data.toString()}`)
+      })
+    })
   })
   const base = { credential: { key: 'KUBE_TOKEN' }, inject: { header: 'authorization', format: 'Bearer {}' }, upstream: `127.0.0.1:${mtlsUpstream.port}`, ca: mtlsUpstream.caFile }
   proxy = await startEgressProxy({
@@ -71,8 +94,17 @@ beforeAll(async () => {
         ca: wsUpstream.caFile,
         route: '/ws',
       }),
+      EgressRuleSchema.parse({
+        name: 'frames',
+        hosts: ['frames.example.test'],
+        credential: { key: 'WS_KEY' },
+        inject: { header: 'authorization', format: 'Bearer {}' },
+        upstream: `127.0.0.1:${framesUpstream.port}`,
+        ca: framesUpstream.caFile,
+        route: '/frames',
+      }),
     ],
-    grantedRules: () => new Set(['kube', 'kube-nocert', 'ws']),
+    grantedRules: () => new Set(['kube', 'kube-nocert', 'ws', 'frames']),
     credentials: { apiKey: (name) => Promise.resolve(keys.get(name) ?? null), accessToken: () => Promise.resolve(null) },
     audit: () => undefined,
     tcp: { host: '127.0.0.1', port: 0 },
@@ -85,6 +117,7 @@ afterAll(async () => {
   await proxy.close()
   await mtlsUpstream.close()
   await wsUpstream.close()
+  await framesUpstream.close()
   rmSync(dir, { recursive: true, force: true })
 })
 
@@ -112,7 +145,7 @@ describe('mTLS kept on the host', () => {
 })
 
 describe('WebSocket upgrade', () => {
-  test('passes through a reverse route with the credential injected on the upgrade request, then pipes bytes both ways', async () => {
+  test('passes through a reverse route with the credential injected on the upgrade request, then binary frames both ways', async () => {
     const placeholder = proxy.placeholders.get('ws') ?? ''
     const echoed = await new Promise<string>((resolve, reject) => {
       const req = httpRequest({
@@ -123,17 +156,20 @@ describe('WebSocket upgrade', () => {
       })
       req.on('upgrade', (res, socket) => {
         if (res.statusCode !== 101) reject(new Error(`status ${res.statusCode ?? 0}`))
-        socket.once('data', (chunk: Buffer) => {
-          resolve(chunk.toString())
+        let got = ''
+        socket.on('data', (chunk: Buffer) => {
+          got += chunk.toString('latin1')
+          if (got.length < binaryFrame('hello through the proxy').length) return
+          resolve(got)
           socket.destroy()
         })
-        socket.write('hello through the proxy')
+        socket.write(binaryFrame('hello through the proxy'))
       })
       req.on('response', (res) => reject(new Error(`no upgrade: ${res.statusCode ?? 0}`)))
       req.on('error', reject)
       req.end()
     })
-    expect(echoed).toBe('hello through the proxy')
+    expect(echoed).toBe(binaryFrame('hello through the proxy').toString('latin1'))
     expect(upgrades.at(-1)?.authorization).toBe('Bearer ws-real-key')
     expect(upgrades.at(-1)?.upgrade).toBe('websocket')
   })
@@ -149,17 +185,20 @@ describe('WebSocket upgrade', () => {
         headers: { host: 'ws.example.test', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13', authorization: `Bearer ${placeholder}` },
       })
       req.on('upgrade', (_res, socket) => {
-        socket.once('data', (chunk: Buffer) => {
-          resolve(chunk.toString())
+        let got = ''
+        socket.on('data', (chunk: Buffer) => {
+          got += chunk.toString('latin1')
+          if (got.length < binaryFrame('frame bytes').length) return
+          resolve(got)
           socket.destroy()
         })
-        socket.write('frame bytes')
+        socket.write(binaryFrame('frame bytes'))
       })
       req.on('response', (res) => reject(new Error(`no upgrade: ${res.statusCode ?? 0}`)))
       req.on('error', reject)
       req.end()
     })
-    expect(echoed).toBe('frame bytes')
+    expect(echoed).toBe(binaryFrame('frame bytes').toString('latin1'))
     expect(upgrades.at(-1)?.authorization).toBe('Bearer ws-real-key')
   })
 })
@@ -179,6 +218,57 @@ async function tunnel(target: string, servername = target, anyName = false): Pro
   })
   return tls
 }
+
+describe('WebSocket messages', () => {
+  function open(): Promise<WebSocket> {
+    const ws = new WebSocket(`ws://127.0.0.1:${proxy.tcpAddress?.port ?? 0}/frames/live`, {
+      headers: { authorization: `Bearer ${proxy.placeholders.get('frames') ?? ''}` },
+      perMessageDeflate: true,
+    })
+    return new Promise((resolve, reject) => {
+      ws.once('open', () => resolve(ws))
+      ws.once('error', reject)
+    })
+  }
+
+  test('a placeholder in a text message reaches the upstream as the secret; the echoed secret comes back as the placeholder', async () => {
+    const placeholder = proxy.placeholders.get('frames') ?? ''
+    const ws = await open()
+    const reply = new Promise<string>((resolve) => ws.once('message', (data: Buffer) => resolve(data.toString())))
+    ws.send(JSON.stringify({ type: 'auth', token: placeholder }))
+    expect(await reply).toBe(`echo {"type":"auth","token":"${placeholder}"}`)
+    expect(framesReceived.at(-1)).toBe('{"type":"auth","token":"ws-real-key"}')
+    // Compression was switched off so text frames can be read and rewritten.
+    expect(framesExtensions.at(-1)).toBeUndefined()
+    ws.close()
+  })
+
+  test("another rule's placeholder in a message closes the connection and never reaches the upstream", async () => {
+    const ws = await open()
+    const before = framesReceived.length
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()))
+    ws.send(`steal ${proxy.placeholders.get('kube') ?? ''}`)
+    await closed
+    expect(framesReceived.length).toBe(before)
+  })
+
+  test('binary and large text messages pass (streamed or rewritten whole)', async () => {
+    const ws = await open()
+    const big = 'z'.repeat(200_000)
+    const replies: string[] = []
+    const done = new Promise<void>((resolve) =>
+      ws.on('message', (data: Buffer) => {
+        replies.push(data.toString())
+        if (replies.length === 2) resolve()
+      }),
+    )
+    ws.send(Buffer.from('binary-bytes'))
+    ws.send(big)
+    await done
+    expect(replies).toEqual(['echo binary-bytes', `echo ${big}`])
+    ws.close()
+  })
+})
 
 describe('the CONNECT target decides', () => {
   test('a TLS client naming another host in SNI than the CONNECT target gets no handshake', async () => {

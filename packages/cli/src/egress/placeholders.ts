@@ -22,7 +22,7 @@ export function generatePlaceholder(spec: EgressRule['placeholder']): string {
 /** Where a placeholder was seen in a request, and in which encoding. */
 export interface PlaceholderHit {
   rule: string
-  where: 'header' | 'basic' | 'path' | 'query'
+  where: 'header' | 'basic' | 'path' | 'query' | 'websocket'
 }
 
 export type ScanResult =

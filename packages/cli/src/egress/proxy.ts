@@ -24,6 +24,7 @@ import { scrubBuffer, scrubHeaders, SecretScrubber, secretForms } from './respon
 import { findRule, hostMatches, type EgressRule } from './rules.js'
 import type { EgressAuditEvent, EgressProxy, EgressProxyOptions } from './types.js'
 import { UpstreamPool, upstreamFailureReason, type UpstreamTarget } from './upstream.js'
+import { WsTextRewriter } from './ws-frames.js'
 
 /** Request bodies up to this size are held in memory so a request can be resent (401 refresh, stale connection). */
 export const MAX_REPLAY_BODY_BYTES = 64 * 1024
@@ -871,6 +872,9 @@ class Engine {
       this.#refuseSocket(socket, req, dest.host, path, prepared.refusal.status, prepared.refusal.reason, started)
       return
     }
+    // Text frames of an injected WebSocket are rewritten; without compression they are plain text.
+    const rewriteFrames = prepared.secret !== null && String(req.headers.upgrade ?? '').toLowerCase() === 'websocket'
+    if (rewriteFrames) delete prepared.headers['sec-websocket-extensions']
     let answer
     try {
       answer = await this.#pool.request(prepared.target, { method: req.method ?? 'GET', path: prepared.path, headers: prepared.headers, body: null })
@@ -908,15 +912,39 @@ class Engine {
       return
     }
     socket.write(headText)
-    if (upgraded.head.length > 0) socket.write(upgraded.head)
-    if (head.length > 0) upgraded.socket.write(head)
     this.#track(upgraded.socket)
-    upgraded.socket.pipe(socket)
-    socket.pipe(upgraded.socket)
     upgraded.socket.once('error', () => socket.destroy())
     socket.once('error', () => upgraded.socket.destroy())
     upgraded.socket.once('close', () => socket.destroy())
     socket.once('close', () => upgraded.socket.destroy())
+    if (!rewriteFrames || rule === undefined || prepared.secret === null) {
+      if (upgraded.head.length > 0) socket.write(upgraded.head)
+      if (head.length > 0) upgraded.socket.write(head)
+      upgraded.socket.pipe(socket)
+      socket.pipe(upgraded.socket)
+      return
+    }
+    const secretBytes = Buffer.from(prepared.secret)
+    const placeholderBytes = Buffer.from(placeholder)
+    const allowed: ReadonlySet<string> = new Set([rule.name])
+    const outbound = new WsTextRewriter((payload) => {
+      const scanned = this.placeholders.scan(payload.toString('utf8'), 'websocket', allowed, [])
+      if (!scanned.ok) return new Error(scanned.reason)
+      return scrubBuffer(payload, [[placeholderBytes, secretBytes]])
+    })
+    const inbound = new WsTextRewriter((payload) => scrubBuffer(payload, forms))
+    // A refused frame (foreign or unknown placeholder) closes the whole connection, audited.
+    const fail = (error: Error): void => {
+      socket.destroy()
+      upgraded.socket.destroy()
+      this.#audit({ rule: rule.name, method: 'WEBSOCKET', host: dest.host, path, status: 403, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: true, reason: `${error.message.startsWith('foreign') || error.message.startsWith('unknown') ? error.message : 'frame-refused'}-in-websocket` })
+    }
+    outbound.once('error', fail)
+    inbound.once('error', fail)
+    upgraded.socket.pipe(inbound).pipe(socket)
+    socket.pipe(outbound).pipe(upgraded.socket)
+    if (upgraded.head.length > 0) inbound.write(upgraded.head)
+    if (head.length > 0) outbound.write(head)
   }
 
   close(): void {
