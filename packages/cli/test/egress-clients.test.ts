@@ -439,8 +439,9 @@ describe('Node fetch on a reverse route (base URL, no proxy settings)', () => {
 })
 
 describe('WebSocket through CONNECT', () => {
-  const wsClient = (token: string): Promise<ClientRun> =>
+  const wsClient = (token: string, send: string[] = ['one', 'two', 'three']): Promise<ClientRun> =>
     runClient(process.execPath, [join(FIXTURES, 'egress-ws-client.mjs')], {
+      WS_SEND: JSON.stringify(send),
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
       HOME: clientHome,
       HTTPS_PROXY: proxyUrl,
@@ -457,6 +458,17 @@ describe('WebSocket through CONNECT', () => {
     expect(upgrades).toHaveLength(1)
     expect(upgrades[0]?.headers.authorization).toBe(`Bearer ${SECRETS.WS_TOKEN}`)
     expect(upgrades[0]?.headers.host).toBe('ws.egress.test')
+  })
+
+  it('swaps a placeholder inside a text message for the secret, and the echoed secret back for the placeholder', async () => {
+    const before = wsEcho.messages.length
+    // Over 64 KiB: a 64-bit frame length, read across several TCP chunks (an env string holds at most 128 KiB).
+    const big = `${'x'.repeat(70_000)} ${placeholder('ws')} ${'y'.repeat(30_000)}`
+    const sent = [`{"type":"auth","token":"${placeholder('ws')}"}`, 'plain', big]
+    const run = await wsClient(placeholder('ws'), sent)
+    // The client gets its own text back: the upstream's echo of the secret is scrubbed to the placeholder.
+    expect(JSON.parse(run.stdout)).toEqual({ opened: true, echoes: sent })
+    expect(wsEcho.messages.slice(before)).toEqual(sent.map((m) => m.replace(placeholder('ws'), SECRETS.WS_TOKEN)))
   })
 
   it("refuses the upgrade with another rule's placeholder", async () => {

@@ -329,23 +329,30 @@ export async function startGitServer(pki: TestPki, password: string): Promise<Gi
 export interface WebSocketEcho extends Upstream {
   /** Headers of every upgrade request that reached the WebSocket server. */
   upgrades: RecordedRequest[]
+  /** Every text message received, as the server read it. */
+  messages: string[]
 }
 
 /** A WebSocket echo over HTTPS (any path): every text or binary message comes back unchanged. */
 export async function startWebSocketEcho(pki: TestPki): Promise<WebSocketEcho> {
   const upgrades: RecordedRequest[] = []
+  const messages: string[] = []
   const server = createHttpsServer({ cert: pki.serverCertPem, key: pki.serverKeyPem }, (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('websocket only\n')
   })
   const wss = new WebSocketServer({ server })
   wss.on('connection', (socket, req) => {
     upgrades.push(record(req))
-    socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
+    socket.on('message', (data, isBinary) => {
+      if (!isBinary) messages.push(Buffer.isBuffer(data) ? data.toString() : Buffer.concat(data as Buffer[]).toString())
+      socket.send(data, { binary: isBinary })
+    })
   })
   const port = await listen(server)
   return {
     port,
     upgrades,
+    messages,
     close: async () => {
       for (const client of wss.clients) client.terminate()
       await new Promise<void>((resolve) => wss.close(() => resolve()))
