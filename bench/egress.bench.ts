@@ -5,7 +5,9 @@
 // HTTP/1.1 client over raw sockets (one request in flight per connection), so its own cost is small and the
 // same for every column. Targets (issue 11): 16-conn req/s >= 5x mitmdump on both paths, added p50 at
 // 1 conn <= 0.5 ms, leaf <= 10 ms, 1,000 idle tunnels <= 64 MiB.
-// EGRESS_BENCH_SECONDS (default 5) sets the measured time per cell; EGRESS_BENCH_PROFILE=DIR profiles the children.
+// Each cell is measured in EGRESS_BENCH_ROUNDS rounds (default 3) of EGRESS_BENCH_SECONDS (default 2) s, the columns
+// taking turns, and the median round is reported: drift on a shared machine hits every column alike.
+// EGRESS_BENCH_PROFILE=DIR writes CPU profiles of the children.
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -19,7 +21,8 @@ import { SessionCa } from '../packages/cli/src/egress/ca.js'
 import { makeTestPki, type TestPki } from '../packages/cli/test/helpers/egress-upstreams.js'
 import { fmtMs, summarize } from './stats.js'
 
-const SECONDS = Number(process.env['EGRESS_BENCH_SECONDS'] ?? 5)
+const SECONDS = Number(process.env['EGRESS_BENCH_SECONDS'] ?? 2)
+const ROUNDS = Number(process.env['EGRESS_BENCH_ROUNDS'] ?? 3)
 const WARMUP_MS = 1_000
 const CONNECTIONS = [1, 16] as const
 const IDLE_TUNNELS = 1_000
@@ -349,15 +352,24 @@ export async function run(): Promise<void> {
         },
       )
     }
-    const results = new Map<string, Map<number, Cell>>()
-    for (const connections of CONNECTIONS) {
-      // Columns side by side per connection count, so drift on a shared machine hits all of them alike.
-      for (const column of columns) {
-        const cell = await measure(column.open, column.request, connections)
-        const row = results.get(column.name) ?? new Map<number, Cell>()
-        row.set(connections, cell)
-        results.set(column.name, row)
+    const rounds = new Map<string, Cell[]>()
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const connections of CONNECTIONS) {
+        for (const column of columns) {
+          const key = `${column.name}|${connections}`
+          rounds.set(key, [...(rounds.get(key) ?? []), await measure(column.open, column.request, connections)])
+        }
       }
+    }
+    const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN
+    const results = new Map<string, Map<number, Cell>>()
+    for (const column of columns) {
+      const row = new Map<number, Cell>()
+      for (const connections of CONNECTIONS) {
+        const cells = rounds.get(`${column.name}|${connections}`) ?? []
+        row.set(connections, { rps: median(cells.map((c) => c.rps)), p50: median(cells.map((c) => c.p50)), p99: median(cells.map((c) => c.p99)) })
+      }
+      results.set(column.name, row)
     }
 
     // 1,000 idle intercepted tunnels (CONNECT done, TLS handshake done, no request), in a fresh proxy process:
@@ -379,7 +391,9 @@ export async function run(): Promise<void> {
 
     const direct = results.get('direct HTTPS')
     const cellOf = (name: string, n: number): Cell | undefined => results.get(name)?.get(n)
-    console.log(`requests/s over keep-alive HTTP/1.1 (${SECONDS} s per cell, one request in flight per connection; same upstream and client)`)
+    console.log(
+      `requests/s over keep-alive HTTP/1.1, median of ${ROUNDS} rounds of ${SECONDS} s per cell (one request in flight per connection; same upstream and client)`,
+    )
     console.log('| path | 1 conn req/s | p50 | added p50 vs direct | p99 | 16 conns req/s | 16 conns vs mitmdump |')
     console.log('|---|---|---|---|---|---|---|')
     const mitmFor: Record<string, string> = {
