@@ -8,12 +8,11 @@ import {
   constants as http2Constants,
   createServer as createHttp2Server,
   type ClientHttp2Stream,
-  type IncomingHttpHeaders as Http2IncomingHeaders,
   type ServerHttp2Stream,
 } from 'node:http2'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import { connect as netConnect, isIP, type AddressInfo, type Socket } from 'node:net'
-import { Duplex as DuplexStream, type Duplex } from 'node:stream'
+import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
 import { timingSafeEqual } from 'node:crypto'
 import { SessionCa } from './ca.js'
@@ -24,7 +23,8 @@ import { scrubBuffer, scrubHeaders, SecretScrubber, secretForms } from './respon
 import { findRule, hostMatches, type EgressRule } from './rules.js'
 import type { EgressAuditEvent, EgressProxy, EgressProxyOptions } from './types.js'
 import { UpstreamPool, upstreamFailureReason, type UpstreamTarget } from './upstream.js'
-import { WsTextRewriter } from './ws-frames.js'
+import { relayUpgradedSocket } from './websocket-relay.js'
+import { relayH2Response, streamOf, waitForResponse } from './http2-relay.js'
 
 /** Request bodies up to this size are held in memory so a request can be resent (401 refresh, stale connection). */
 export const MAX_REPLAY_BODY_BYTES = 64 * 1024
@@ -89,49 +89,6 @@ function readSmallBody(stream: NodeJS.ReadableStream): Promise<Buffer> {
     stream.once('close', () => {
       if (!ended) reject(new Error('closed before the end of the body'))
     })
-  })
-}
-
-/**
- * A plain Duplex over a TLS socket whose handshake is done. Node's HTTP/2 session cannot
- * take over such a socket's native handle (it never sees the client preface); through a
- * JS stream it reads the decrypted bytes like any other stream.
- */
-function streamOf(tls: TLSSocket): Duplex {
-  const duplex = new DuplexStream({
-    read() {
-      tls.resume()
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      tls.write(chunk, callback)
-    },
-    final(callback) {
-      tls.end()
-      callback()
-    },
-    destroy(error, callback) {
-      tls.destroy(error ?? undefined)
-      callback(error)
-    },
-  })
-  tls.on('data', (chunk: Buffer) => {
-    if (!duplex.push(chunk)) tls.pause()
-  })
-  tls.once('end', () => duplex.push(null))
-  tls.once('close', () => duplex.destroy())
-  tls.once('error', (error) => duplex.destroy(error))
-  // The HTTP/2 server checks the negotiated protocol on the socket it is given.
-  Object.defineProperty(duplex, 'alpnProtocol', { value: 'h2' })
-  return duplex
-}
-
-function waitForResponse(stream: ClientHttp2Stream): Promise<Http2IncomingHeaders> {
-  return new Promise((resolve, reject) => {
-    stream.once('response', (headers) => {
-      stream.off('error', reject)
-      resolve(headers)
-    })
-    stream.once('error', reject)
   })
 }
 
@@ -727,31 +684,7 @@ class Engine {
       return
     }
     const placeholder = this.placeholders.byRule.get(rule.name) ?? ''
-    const forms = secret === null ? [] : secretForms(secret, placeholder)
-    const status = Number(response[':status'] ?? 502)
-    const outHeaders: OutgoingHttpHeaders = {}
-    for (const [name, value] of Object.entries(stripHopByHop(response))) if (!name.startsWith(':')) outHeaders[name] = value
-    const scrubbed = forms.length === 0 ? outHeaders : scrubHeaders(outHeaders as IncomingHttpHeaders, forms)
-    if (forms.length > 0 && placeholder.length !== (secret ?? '').length) delete scrubbed['content-length']
-    let trailers: IncomingHttpHeaders = {}
-    upstreamStream.once('trailers', (received: IncomingHttpHeaders) => {
-      trailers = received
-    })
-    stream.respond({ ...scrubbed, ':status': status }, { waitForTrailers: true })
-    stream.once('wantTrailers', () => {
-      const clean: OutgoingHttpHeaders = {}
-      for (const [name, value] of Object.entries(trailers)) if (!name.startsWith(':')) clean[name] = value
-      stream.sendTrailers(forms.length === 0 ? clean : scrubHeaders(clean as IncomingHttpHeaders, forms))
-    })
-    let bytesOut = 0
-    upstreamStream.on('data', (chunk: Buffer) => {
-      bytesOut += chunk.length
-    })
-    const source = forms.length === 0 ? upstreamStream : upstreamStream.pipe(new SecretScrubber(forms))
-    source.pipe(stream)
-    upstreamStream.on('error', () => stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR))
-    stream.once('close', () => {
-      if (!upstreamStream.closed) upstreamStream.close()
+    relayH2Response(stream, upstreamStream, response, secret, placeholder, (status, bytesOut) => {
       this.#audit({ rule: rule.name, method, host: dest.host, path, status, bytesIn: 0, bytesOut, durationMs: performance.now() - started, injected: secret !== null })
     })
   }
@@ -913,38 +846,13 @@ class Engine {
     }
     socket.write(headText)
     this.#track(upgraded.socket)
-    upgraded.socket.once('error', () => socket.destroy())
-    socket.once('error', () => upgraded.socket.destroy())
-    upgraded.socket.once('close', () => socket.destroy())
-    socket.once('close', () => upgraded.socket.destroy())
-    if (!rewriteFrames || rule === undefined || prepared.secret === null) {
-      if (upgraded.head.length > 0) socket.write(upgraded.head)
-      if (head.length > 0) upgraded.socket.write(head)
-      upgraded.socket.pipe(socket)
-      socket.pipe(upgraded.socket)
-      return
-    }
-    const secretBytes = Buffer.from(prepared.secret)
-    const placeholderBytes = Buffer.from(placeholder)
-    const allowed: ReadonlySet<string> = new Set([rule.name])
-    const outbound = new WsTextRewriter((payload) => {
-      const scanned = this.placeholders.scan(payload.toString('utf8'), 'websocket', allowed, [])
-      if (!scanned.ok) return new Error(scanned.reason)
-      return scrubBuffer(payload, [[placeholderBytes, secretBytes]])
+    const rewrite =
+      rewriteFrames && rule !== undefined && prepared.secret !== null
+        ? { rule: rule.name, secret: prepared.secret, placeholder, forms, placeholders: this.placeholders }
+        : null
+    relayUpgradedSocket(socket, head, upgraded, rewrite, (reason) => {
+      this.#audit({ ...(rule === undefined ? {} : { rule: rule.name }), method: 'WEBSOCKET', host: dest.host, path, status: 403, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: true, reason })
     })
-    const inbound = new WsTextRewriter((payload) => scrubBuffer(payload, forms))
-    // A refused frame (foreign or unknown placeholder) closes the whole connection, audited.
-    const fail = (error: Error): void => {
-      socket.destroy()
-      upgraded.socket.destroy()
-      this.#audit({ rule: rule.name, method: 'WEBSOCKET', host: dest.host, path, status: 403, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: true, reason: `${error.message.startsWith('foreign') || error.message.startsWith('unknown') ? error.message : 'frame-refused'}-in-websocket` })
-    }
-    outbound.once('error', fail)
-    inbound.once('error', fail)
-    upgraded.socket.pipe(inbound).pipe(socket)
-    socket.pipe(outbound).pipe(upgraded.socket)
-    if (upgraded.head.length > 0) inbound.write(upgraded.head)
-    if (head.length > 0) outbound.write(head)
   }
 
   close(): void {
