@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests need (bubblewrap sandbox, a real Secret
-# Service), only when one is missing. Runs apt-get update once.
+# Service, the egress tests' real clients), only when one is missing. Runs apt-get update once.
 set -euo pipefail
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v keyctl >/dev/null 2>&1 || missing+=(keyutils)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
 command -v dbus-run-session >/dev/null 2>&1 || missing+=(dbus)
-# The README's agent example (readme.test.ts) calls an API with curl from inside a sandbox.
+# Real clients of the README's agent example and of the egress proxy tests (readme.test.ts, egress-clients.test.ts).
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v git >/dev/null 2>&1 || missing+=(git)
+[ -x /usr/lib/git-core/git-http-backend ] || missing+=(git)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${missing[*]}; install them as root:" >&2

@@ -39,6 +39,7 @@ const EVENTS: ReadonlySet<string> = new Set<AuditEntry['event']>([
   'handshake_failed',
   'handshake_ok',
   'grant_changed',
+  'egress',
 ])
 /** Written in place of a peer-supplied value that breaks its name rule (too long, odd characters). */
 export const AUDIT_INVALID_VALUE = '<invalid>'
@@ -84,8 +85,28 @@ export function formatAuditLine(entry: AuditEntry, now: Date = new Date()): stri
     reason: checked(entry.reason, REASON_PATTERN),
     protocolVersion: checkedInt(entry.protocolVersion),
     count: checkedInt(entry.count),
+    egress: formatEgress(entry.egress),
   }
   return JSON.stringify(line)
+}
+
+const EGRESS_METHOD_PATTERN = /^[A-Z]{1,16}$/
+const EGRESS_HOST_PATTERN = /^[A-Za-z0-9.:*_-]{0,253}$/
+/** A path is printable ASCII without quotes or backslashes (the proxy strips the query before). */
+const EGRESS_PATH_PATTERN = /^[\x21\x23-\x5b\x5d-\x7e]{0,256}$/
+
+function formatEgress(egress: AuditEntry['egress']): Record<string, unknown> | undefined {
+  if (egress === undefined) return undefined
+  return {
+    rule: checked(egress.rule, REASON_PATTERN),
+    method: checked(egress.method, EGRESS_METHOD_PATTERN),
+    host: checked(egress.host, EGRESS_HOST_PATTERN),
+    path: checked(egress.path, EGRESS_PATH_PATTERN),
+    status: checkedInt(egress.status),
+    bytesIn: checkedInt(egress.bytesIn),
+    bytesOut: checkedInt(egress.bytesOut),
+    injected: egress.injected === true,
+  }
 }
 
 export interface AuditLogOptions {

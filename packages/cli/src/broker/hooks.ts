@@ -25,7 +25,7 @@ export interface AuditEntry {
   /** ISO time; filled in by the writer when absent. */
   time?: string
   session: string
-  event: 'request' | 'connection_refused' | 'connection_evicted' | 'handshake_failed' | 'handshake_ok' | 'grant_changed'
+  event: 'request' | 'connection_refused' | 'connection_evicted' | 'handshake_failed' | 'handshake_ok' | 'grant_changed' | 'egress'
   peer?: PeerInfo | null
   op?: string
   provider?: string
@@ -39,6 +39,19 @@ export interface AuditEntry {
   protocolVersion?: number
   /** A summary line: this many events like it were counted instead of written (audit-budget.ts). */
   count?: number
+  /** event 'egress': one request through the egress proxy (path without query, never a value). */
+  egress?: EgressAuditFields
+}
+
+export interface EgressAuditFields {
+  rule?: string
+  method: string
+  host: string
+  path: string
+  status: number
+  bytesIn: number
+  bytesOut: number
+  injected: boolean
 }
 
 export interface AuditSink {

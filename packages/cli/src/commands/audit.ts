@@ -25,6 +25,12 @@ Examples:
   credproxy audit --json | jq 'select(.outcome != "ok")'`
 
 function target(line: AuditLine): string {
+  const egress = (line as { egress?: Record<string, unknown> }).egress
+  if (line.event === 'egress' && egress !== undefined) {
+    // One egress request: `GET api.github.com/user 200 rule github injected`.
+    const rule = typeof egress.rule === 'string' ? ` rule ${egress.rule}` : ''
+    return `${String(egress.method)} ${String(egress.host)}${String(egress.path ?? '')} ${String(egress.status)}${rule}${egress.injected === true ? ' injected' : ''}`
+  }
   if (line.provider !== undefined) return line.bucket === undefined ? line.provider : `${line.provider}:${line.bucket}`
   if (line.key !== undefined) return `key ${line.key}`
   if (line.reason?.startsWith('capability:') === true) return line.reason

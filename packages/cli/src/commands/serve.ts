@@ -1,7 +1,9 @@
 // `credproxy serve`: a broker over the host stores for launchers credproxy does
 // not control (e.g. llxprt-code's own sandbox). Prints one JSON line when ready,
 // runs until SIGINT/SIGTERM, and removes its socket and directory on the way out.
-import { readFile, stat } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { readFile, stat, unlink, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
@@ -11,6 +13,7 @@ import { parseProviderGrant, type Capability, type GrantSet } from '../broker/gr
 import type { HostStores } from '../storage/types.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
 import { logLineTo } from '../escape.js'
+import { egressAuditSink, hostEgressCredentials, loadEgressRules, startEgressProxy } from '../egress/index.js'
 
 /** A legacy token longer than this is refused (the wire schema's limit). */
 export const MAX_LEGACY_TOKEN_CHARS = 1024
@@ -32,19 +35,28 @@ Options:
   --grant-key NAME          grant the API key NAME; repeatable
   --grant-all               grant every provider and every API key
   --allow-save              let clients save and remove tokens (default: read and login only)
+  --egress RULE             start the egress proxy and grant it egress rule RULE (a preset or
+                            one from egress.json); repeatable. The ready line then carries
+                            "egress": {socket, caFile, placeholders[, proxyUrl]}
+  --egress-port PORT        also listen for the egress proxy on 127.0.0.1:PORT (0: any free
+                            port), behind a per-session proxy token
   --verbose                 broker log lines on stderr
 
 Grants can change while it runs: credproxy grant --session ID ...
 
 Examples:
   credproxy serve --grant anthropic --grant-key OPENAI_API_KEY --secret-file /run/user/1000/cp.secret
-  credproxy serve --socket /tmp/cp.sock --legacy-token-file ~/.config/llxprt/proxy.token --grant-all`
+  credproxy serve --socket /tmp/cp.sock --legacy-token-file ~/.config/llxprt/proxy.token --grant-all
+  credproxy serve --egress github --egress anthropic --egress-port 0`
 
 export interface ServeOptions {
   socket: string | undefined
   secretFile: string | undefined
   legacyTokenFile: string | undefined
   grants: GrantSet
+  /** Egress rules granted to the egress proxy (none: no egress proxy). */
+  egressRules: string[]
+  egressPort: number | undefined
   verbose: boolean
 }
 
@@ -63,6 +75,8 @@ export function parseServeArgs(args: readonly string[]): ServeOptions {
         'grant-key': { type: 'string', multiple: true },
         'grant-all': { type: 'boolean' },
         'allow-save': { type: 'boolean' },
+        egress: { type: 'string', multiple: true },
+        'egress-port': { type: 'string' },
         verbose: { type: 'boolean' },
       },
     }))
@@ -81,11 +95,22 @@ export function parseServeArgs(args: readonly string[]): ServeOptions {
     grants.providers.push({ provider: '*' })
     grants.keys.push('*')
   }
+  const egressPortText = values['egress-port']
+  const egressPort = egressPortText === undefined ? undefined : Number(egressPortText)
+  if (egressPort !== undefined && (!/^\d{1,5}$/.test(egressPortText ?? '') || egressPort > 65_535)) {
+    throw new UsageError('--egress-port takes a port number 0-65535 (0: any free port)', 'Example: --egress-port 0')
+  }
+  const egressRules = values.egress ?? []
+  if (egressPort !== undefined && egressRules.length === 0) {
+    throw new UsageError('--egress-port needs at least one --egress RULE', 'Example: --egress github --egress-port 0')
+  }
   return {
     socket: values.socket,
     secretFile: values['secret-file'],
     legacyTokenFile: values['legacy-token-file'],
     grants,
+    egressRules,
+    egressPort,
     verbose: values.verbose === true,
   }
 }
@@ -137,6 +162,8 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
       // Listen before the first signal can arrive after "ready", and never miss it.
       const shutdown = (deps.waitForShutdown ?? (() => waitForSignal()))()
       let session: HostSession | undefined
+      // The egress proxy stands on the session: closed before it, in reverse order.
+      const egressCleanups: Array<() => Promise<unknown>> = []
       try {
         const { openStores, createOAuth } = deps
         session = await startHostSession({
@@ -154,10 +181,44 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
           ...(options.secretFile === undefined ? {} : { secretFile: options.secretFile }),
           sandboxed: false,
         })
-        writeLine(io.stdout, JSON.stringify({ socket: session.socketPath, pid: process.pid, session: session.sessionId }))
+        let egress: Record<string, unknown> | undefined
+        if (options.egressRules.length > 0) {
+          const rules = await loadEgressRules(paths.configDir)
+          const unknown = options.egressRules.filter((name) => !rules.some((rule) => rule.name === name))
+          if (unknown.length > 0) {
+            throw new UsageError(`no egress rule named ${unknown.join(', ')}`, `Known rules: ${rules.map((rule) => rule.name).join(', ')} (presets and ${join(paths.configDir, 'egress.json')}).`)
+          }
+          // Beside the broker socket: in its own 0700 session directory, or next to a --socket path.
+          const egressSocket = options.socket === undefined ? join(dirname(session.socketPath), 'egress.sock') : `${options.socket}.egress`
+          const proxyToken = options.egressPort === undefined ? undefined : randomBytes(24).toString('hex')
+          const granted: ReadonlySet<string> = new Set(options.egressRules)
+          const proxy = await startEgressProxy({
+            session: session.sessionId,
+            rules,
+            grantedRules: () => granted,
+            credentials: hostEgressCredentials(session.credentials),
+            audit: egressAuditSink(session.audit),
+            socketPath: egressSocket,
+            ...(options.egressPort === undefined || proxyToken === undefined ? {} : { tcp: { host: '127.0.0.1' as const, port: options.egressPort }, proxyToken }),
+          })
+          egressCleanups.push(() => proxy.close())
+          const caFile = `${egressSocket}.ca.pem`
+          await writeFile(caFile, proxy.caCertPem, { mode: 0o644 })
+          egressCleanups.push(() => unlink(caFile).catch(() => undefined))
+          egress = {
+            socket: egressSocket,
+            caFile,
+            placeholders: Object.fromEntries([...proxy.placeholders].filter(([name]) => granted.has(name))),
+            ...(proxy.tcpAddress === null || proxyToken === undefined ? {} : { proxyUrl: `http://credproxy:${proxyToken}@127.0.0.1:${proxy.tcpAddress.port}` }),
+          }
+        }
+        writeLine(io.stdout, JSON.stringify({ socket: session.socketPath, pid: process.pid, session: session.sessionId, ...(egress === undefined ? {} : { egress }) }))
         await shutdown
         return EXIT.OK
       } finally {
+        for (const cleanup of egressCleanups.reverse()) {
+          await cleanup().catch((error: unknown) => writeLine(io.stderr, `credproxy: cleanup failed: ${(error as Error).message}`))
+        }
         await session?.close()
       }
     },

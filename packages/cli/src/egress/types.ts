@@ -1,0 +1,54 @@
+// The egress proxy's public types (the contract with its callers and tests).
+import type { EgressRule } from './rules.js'
+
+export interface EgressCredentials {
+  /** The stored API key value, or null when none is stored. */
+  apiKey(name: string): Promise<string | null>
+  /** A fresh OAuth access token (refreshed on the host when near expiry). forceRefresh after an upstream 401. */
+  accessToken(provider: string, bucket: string, options?: { forceRefresh?: boolean }): Promise<string | null>
+}
+
+/** One per proxied request or refusal; never a secret, a placeholder or a query string. */
+export interface EgressAuditEvent {
+  session: string
+  rule?: string
+  method: string
+  host: string
+  path: string
+  status: number
+  bytesIn: number
+  bytesOut: number
+  durationMs: number
+  injected: boolean
+  reason?: string
+}
+
+export interface EgressProxyOptions {
+  session: string
+  /** Already parsed (loadEgressRules / presets). */
+  rules: EgressRule[]
+  /** Rule names live for this session right now (checked per request). */
+  grantedRules: () => ReadonlySet<string>
+  credentials: EgressCredentials
+  audit: (event: EgressAuditEvent) => void
+  /** Listen on a Unix socket (0600). */
+  socketPath?: string
+  /** Optional loopback listener (port 0 = any); requires proxyToken. */
+  tcp?: { host: '127.0.0.1'; port: number }
+  /** Required on tcp as Proxy-Authorization: Basic base64("credproxy:" + token). */
+  proxyToken?: string
+  /** Hosts tunnelled without interception (exact or *.suffix); default none. */
+  allowedHosts?: string[]
+  /** PEM, trusted for upstream verification in addition to system roots. */
+  extraCaCerts?: string[]
+}
+
+export interface EgressProxy {
+  /** The per-session CA the sandbox must trust. */
+  caCertPem: string
+  /** Rule name -> placeholder value the sandbox gets. */
+  placeholders: ReadonlyMap<string, string>
+  socketPath: string | null
+  tcpAddress: { host: string; port: number } | null
+  close(): Promise<void>
+}
