@@ -118,7 +118,7 @@ export class LockDirectory {
     const dir = join(stateDir, 'locks')
     await ensurePrivateDir(stateDir)
     await ensurePrivateDir(dir)
-    loadFlock()
+    // flock (koffi, a native addon) loads on the first lock: a read such as `key get` takes none.
     return new LockDirectory(dir, log)
   }
 
