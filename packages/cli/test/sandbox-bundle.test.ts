@@ -1,7 +1,8 @@
-// The in-sandbox entry (scripts/bundle.mjs): inside a sandbox, `key get`, `token` and
-// `exec` load one file that imports only Node built-ins, with no host storage, OAuth,
-// broker or zod code in it; every other command still loads the main bundle. Needs
-// `npm run build` (it checks the built files).
+// What the short commands load (scripts/bundle.mjs, bin/credproxy.js). Inside a sandbox,
+// `key get`, `token` and `exec` load one file that imports only Node built-ins, with no
+// host storage, OAuth, broker or zod code in it; every other command still loads the main
+// bundle. On the host, `key get` and `token` (for a token with time left) load no zod and
+// no OAuth code. Needs `npm run build` (it checks the built files).
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,13 +14,14 @@ const BIN = fileURLToPath(new URL('../bin/credproxy.js', import.meta.url))
 const SANDBOX_BUNDLE = fileURLToPath(new URL('../dist/bundle/credproxy-sandbox.js', import.meta.url))
 const REGISTER = fileURLToPath(new URL('./fixtures/load-log-register.mjs', import.meta.url))
 const scratch = mkdtempSync(join(tmpdir(), 'cp-bundle-'))
+const HOST_ENV = { PATH: process.env['PATH'], HOME: scratch, CREDPROXY_HOME: join(scratch, 'home'), CREDPROXY_KEYRING: 'off' }
 afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
 /** The files (repo-relative) `credproxy args` loads with env, and its result. */
 function filesLoaded(args: string[], env: NodeJS.ProcessEnv): { files: string[]; status: number | null; stderr: string } {
   const log = join(scratch, `load-${Math.random().toString(36).slice(2)}.log`)
   const result = spawnSync(process.execPath, ['--import', REGISTER, BIN, ...args], {
-    env: { PATH: process.env['PATH'], HOME: scratch, CREDPROXY_HOME: join(scratch, 'home'), CREDPROXY_KEYRING: 'off', LOAD_LOG: log, ...env },
+    env: { ...HOST_ENV, LOAD_LOG: log, ...env },
     encoding: 'utf8',
   })
   let text = ''
@@ -35,6 +37,21 @@ function filesLoaded(args: string[], env: NodeJS.ProcessEnv): { files: string[];
   return { files, status: result.status, stderr: result.stderr }
 }
 
+/** The TypeScript/JS sources behind the loaded files (bundle files through their source maps). */
+function sourcesOf(files: string[]): string[] {
+  return files.flatMap((file) => {
+    if (!file.startsWith('dist/bundle/')) return [file]
+    const map = JSON.parse(readFileSync(fileURLToPath(new URL(`../${file}.map`, import.meta.url)), 'utf8')) as { sources: string[] }
+    return map.sources
+  })
+}
+
+function seed(args: string[], input: string): void {
+  const result = spawnSync(process.execPath, [BIN, ...args], { env: HOST_ENV, input, encoding: 'utf8' })
+  expect(result.stderr).not.toMatch(/error/i)
+  expect(result.status).toBe(0)
+}
+
 describe('the in-sandbox bundle', () => {
   test('imports nothing but Node built-ins and holds no host storage, OAuth, broker or zod code', () => {
     const text = readFileSync(SANDBOX_BUNDLE, 'utf8')
@@ -44,7 +61,8 @@ describe('the in-sandbox bundle', () => {
     const { sources } = JSON.parse(readFileSync(`${SANDBOX_BUNDLE}.map`, 'utf8')) as { sources: string[] }
     expect(sources.some((s) => s.includes('commands/key'))).toBe(true)
     // The stubs that stand in for host-only imports (they only throw) are named by their namespace.
-    const code = sources.filter((s) => !s.startsWith('not-in-sandbox-bundle:'))
+    // ...and oauth/refresh-margin.ts is one constant `token` compares with.
+    const code = sources.filter((s) => !s.startsWith('not-in-sandbox-bundle:') && !s.endsWith('oauth/refresh-margin.ts'))
     expect(code.filter((s) => /\/(storage|oauth|broker|control|audit)\/|node_modules\/zod|openid-client/.test(s))).toEqual([])
   })
 
@@ -68,5 +86,31 @@ describe('the in-sandbox bundle', () => {
     const list = filesLoaded(['key', 'list'], { CREDPROXY_SOCKET: join(scratch, 'no-broker.sock') })
     expect(list.files).toContain('dist/bundle/credproxy.js')
     expect(list.files).not.toContain('dist/bundle/credproxy-sandbox.js')
+  })
+})
+
+describe('on the host', () => {
+  // oauth/refresh-margin.ts is the one constant `token` compares with.
+  const noHeavyCode = (sources: string[]): string[] =>
+    sources.filter((s) => /\/oauth\/|node_modules\/zod|openid-client|jose/.test(s) && !s.endsWith('oauth/refresh-margin.ts'))
+
+  test('`key get` on the file store, and `token` for a token with time left, load no zod and no OAuth code', () => {
+    seed(['key', 'set', 'K'], 'sk-host')
+    seed(['auth', 'import', 'p1'], JSON.stringify({ access_token: 'at-1', refresh_token: 'rt-1', token_type: 'Bearer', expiry: 4_000_000_000 }))
+    const get = filesLoaded(['key', 'get', 'K'], {})
+    expect(get.status).toBe(0)
+    expect(noHeavyCode(sourcesOf(get.files))).toEqual([])
+    const token = filesLoaded(['token', 'p1'], {})
+    expect(token.status).toBe(0)
+    expect(noHeavyCode(sourcesOf(token.files))).toEqual([])
+  })
+
+  test('`token` for a token about to expire goes through the OAuth broker (which refreshes where a provider is configured)', () => {
+    const soon = Math.floor(Date.now() / 1000) + 20
+    seed(['auth', 'import', 'p2'], JSON.stringify({ access_token: 'at-2', refresh_token: 'rt-2', token_type: 'Bearer', expiry: soon }))
+    const token = filesLoaded(['token', 'p2'], {})
+    // No providers.json: nothing to refresh with, and the token still has seconds left.
+    expect(token.status).toBe(0)
+    expect(sourcesOf(token.files).some((s) => s.includes('oauth/host-oauth-broker'))).toBe(true)
   })
 })
