@@ -48,18 +48,8 @@ export function setChildSubreaper(on: boolean): boolean {
  * child libuv waits for (reaping one of those would lose its exit status).
  */
 export function orphanedNamespaceInits(procRoot = '/proc'): number[] {
-  const self = process.pid
   const found: number[] = []
-  let entries: string[]
-  try {
-    entries = readdirSync(procRoot)
-  } catch {
-    return found
-  }
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue
-    const pid = Number(entry)
-    if (readProcStat(pid, procRoot)?.ppid !== self) continue
+  for (const pid of childrenOf(process.pid, procRoot)) {
     let status: string
     try {
       status = readFileSync(`${procRoot}/${pid}/status`, 'utf8')
@@ -71,6 +61,36 @@ export function orphanedNamespaceInits(procRoot = '/proc'): number[] {
     if (nspids.length > 1 && nspids.at(-1) === '1') found.push(pid)
   }
   return found
+}
+
+/** This process's children: from /proc/<pid>/task/<tid>/children, else a scan of /proc (a kernel without CONFIG_PROC_CHILDREN). */
+function childrenOf(self: number, procRoot: string): number[] {
+  const read = (tid: string): string | null => {
+    try {
+      return readFileSync(`${procRoot}/${self}/task/${tid}/children`, 'utf8')
+    } catch {
+      return null
+    }
+  }
+  if (read(String(self)) !== null) {
+    const children: number[] = []
+    let tids: string[] = []
+    try {
+      tids = readdirSync(`${procRoot}/${self}/task`)
+    } catch {
+      // Listed below as none.
+    }
+    // A thread that exits meanwhile reads as null: it has no children to hand over.
+    for (const tid of tids) for (const pid of (read(tid) ?? '').split(' ')) if (pid !== '') children.push(Number(pid))
+    return children
+  }
+  let entries: string[]
+  try {
+    entries = readdirSync(procRoot)
+  } catch {
+    return []
+  }
+  return entries.filter((entry) => /^\d+$/.test(entry) && readProcStat(Number(entry), procRoot)?.ppid === self).map(Number)
 }
 
 /**
