@@ -2,7 +2,7 @@
 // sandbox, and prints one JSON object {label: [ms, ...]} on stdout.
 import { spawnSync } from 'node:child_process'
 
-const [bin, runs, key, provider] = process.argv.slice(2)
+const [bin, runs, key, provider, floor] = process.argv.slice(2)
 // The session secret comes on an inherited fd, as it does for a shell's children.
 const secretFd = Number(process.env.CREDPROXY_SECRET_FD)
 const stdio = (stderr) => ['ignore', 'ignore', stderr, ...(Number.isInteger(secretFd) ? Array(secretFd - 2).fill('ignore').fill(secretFd, -1) : [])]
@@ -11,6 +11,7 @@ const commands = {
   'credproxy --version': [bin, '--version'],
   'credproxy key get': [bin, 'key', 'get', key],
   'credproxy token': [bin, 'token', provider],
+  ...(floor === undefined ? {} : { 'floor: core client get_key, one file, no CLI': [floor, key] }),
 }
 const out = {}
 for (const [label, args] of Object.entries(commands)) {

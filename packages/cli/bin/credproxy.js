@@ -8,5 +8,9 @@ import module from 'node:module'
 module.enableCompileCache?.()
 // The stack traces CREDPROXY_DEBUG prints name src/*.ts lines (maps are read only then: they cost start-up time).
 if (process.env.CREDPROXY_DEBUG !== undefined) process.setSourceMapsEnabled(true)
-const bundled = new URL('../dist/bundle/credproxy.js', import.meta.url)
+// Inside a sandbox (CREDPROXY_SOCKET set, as isProxyMode checks) the commands an agent calls
+// before its tool calls run from one file with no chunk to resolve (scripts/bundle.mjs).
+const [command, sub] = process.argv.slice(2)
+const proxied = (process.env.CREDPROXY_SOCKET ?? '') !== '' && (command === 'token' || command === 'exec' || (command === 'key' && sub === 'get'))
+const bundled = new URL(proxied ? '../dist/bundle/credproxy-sandbox.js' : '../dist/bundle/credproxy.js', import.meta.url)
 await import(existsSync(bundled) ? bundled.href : '../dist/bin.js')

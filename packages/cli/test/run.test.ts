@@ -11,6 +11,7 @@ import { makeCliHome, removeCliHomes, runCli, type CliHome } from './helpers/cli
 
 const BIN = fileURLToPath(new URL('../bin/credproxy.js', import.meta.url))
 const PROBE = fileURLToPath(new URL('./fixtures/sandbox-probe.mjs', import.meta.url))
+const SUBREAPER_PARENT = fileURLToPath(new URL('./fixtures/subreaper-parent.mjs', import.meta.url))
 const KEY_VALUE = 'granted-key-value-4f1c9a'
 const OTHER_VALUE = 'ungranted-key-value-77d2e0'
 
@@ -158,6 +159,25 @@ describe('credproxy run --sandbox bwrap', () => {
     const next = await runCli(['run', '--sandbox', 'bwrap', '--', 'true'], { env, cwd })
     expect(next.code).toBe(0)
     expect(leftovers(home)).toEqual([])
+  })
+
+  test('leaves no <defunct> bwrap behind: the namespace init bwrap orphans is reaped before run returns', async () => {
+    const { env, cwd } = await setup()
+    // The parent is a subreaper: whatever run orphans lands there, not with a pid 1 that may reap it later.
+    const parent = spawn(process.execPath, [SUBREAPER_PARENT, BIN, 'run', '--sandbox', 'bwrap', '--', 'true'], {
+      env,
+      cwd,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    parent.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    parent.stderr.on('data', (d: Buffer) => (err += d.toString()))
+    const code = await new Promise<number | null>((resolve) => parent.on('close', (c) => resolve(c)))
+    expect(err).toBe('')
+    expect(code).toBe(0)
+    expect(JSON.parse(out)).toEqual({ code: 0, zombies: [] })
   })
 
   test('usage errors say what is wrong and what to run', async () => {

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { createProviderKeyStorage, isKeyName, isProxyMode, type ProviderKeyStorage } from '@credproxy/core/client'
 import { CliError, UsageError, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { exitCodeOf } from '../sandbox/launch.js'
+import { exitCodeOf } from '../sandbox/exit-code.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { openCommandStores } from './stores.js'
 

@@ -11,6 +11,7 @@ import type { AuditEntry, AuditSink } from '../broker/hooks.js'
 import type { HostStores } from '../storage/index.js'
 import { spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
+import { reapOrphanedNamespaceInits, setChildSubreaper } from '../sandbox/reaper.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { escapeUntrusted, logLineTo } from '../escape.js'
@@ -150,6 +151,25 @@ export async function runCommand(
   openedStores?: HostStores,
 ): Promise<number> {
   const choice = parseSandboxChoice(options.sandbox)
+  // bwrap (the probe too) leaves its namespace init to the nearest subreaper: us, so we reap it (sandbox/reaper.ts).
+  const subreaper = choice !== 'none' && setChildSubreaper(true)
+  try {
+    return await runSession(choice, options, io, onStarted, openedStores)
+  } finally {
+    if (subreaper) {
+      await reapOrphanedNamespaceInits()
+      setChildSubreaper(false)
+    }
+  }
+}
+
+async function runSession(
+  choice: ReturnType<typeof parseSandboxChoice>,
+  options: RunOptions,
+  io: CliIO,
+  onStarted?: (session: StartedSession) => void,
+  openedStores?: HostStores,
+): Promise<number> {
   const paths = resolvePaths(io.env)
   const brokerLog = (line: string): void => {
     if (options.verbose || io.env['CREDPROXY_DEBUG'] !== undefined) writeLine(io.stderr, `credproxy[broker]: ${escapeUntrusted(line)}`)

@@ -15,6 +15,7 @@ import {
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { logLineTo } from '../escape.js'
+import { REFRESH_MARGIN_SECONDS } from '../oauth/refresh-margin.js'
 
 const help = `Usage: credproxy token PROVIDER [--bucket B] [--json]
 
@@ -56,8 +57,13 @@ export function parseTokenArgs(args: readonly string[]): { provider: string; buc
 async function fetchToken(provider: string, bucket: string, io: CliIO): Promise<OAuthToken | null> {
   if (isProxyMode(io.env)) return createTokenStore({ env: io.env }).getToken(provider, bucket)
   // Host-only code, loaded here so the in-sandbox path never reads it.
-  const [{ openHostStores }, { createOAuthBroker }] = await Promise.all([import('../storage/index.js'), import('../credentials/host-oauth.js')])
+  const { openHostStores } = await import('../storage/index.js')
   const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
+  // What the broker's getFreshToken would answer without a refresh; only a token that may need
+  // one loads the OAuth broker (providers.json, openid-client).
+  const stored = await stores.tokens.getToken(provider, bucket)
+  if (stored === null || stored.refresh_token === undefined || secondsUntilExpiry(stored) > REFRESH_MARGIN_SECONDS) return stored
+  const { createOAuthBroker } = await import('../credentials/host-oauth.js')
   const oauth = await createOAuthBroker({ stores, env: io.env, schedule: false, log: logLineTo(io.stderr) })
   try {
     return oauth === null ? await stores.tokens.getToken(provider, bucket) : await oauth.credentials.freshToken(provider, bucket)

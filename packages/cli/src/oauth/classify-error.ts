@@ -1,6 +1,6 @@
 // What an authorization-server failure means for us, decided from the OAuth
 // `error` field first and the HTTP status second (RFC 6749 5.2, RFC 8628 3.5).
-import { ResponseBodyError } from 'openid-client'
+import { loadedOpenidClient } from './openid.js'
 import { escapeUntrusted } from '../escape.js'
 
 export type OAuthFailureKind =
@@ -80,7 +80,8 @@ function networkCode(error: unknown): string | undefined {
 }
 
 export function classifyOAuthError(error: unknown): OAuthFailure {
-  if (error instanceof ResponseBodyError) return fromErrorField(error.error, error.status)
+  const lib = loadedOpenidClient()
+  if (lib !== undefined && error instanceof lib.ResponseBodyError) return fromErrorField(error.error, error.status)
   // An OAuth error redirect (authorization endpoint) or a parsed body without the class.
   const field = (error as { error?: unknown } | null)?.error
   const status = (error as { status?: unknown } | null)?.status

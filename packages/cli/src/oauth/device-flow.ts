@@ -1,11 +1,12 @@
 // RFC 8628 device authorization grant. initiate asks the server for a user code
 // and returns it at once; polling the token endpoint runs in the background.
 import { setTimeout as sleep } from 'node:timers/promises'
-import * as client from 'openid-client'
+import type * as client from 'openid-client'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { clientPollInterval, type LoginFlow } from './login-flow.js'
 import { tokenFromResponse } from './oauth-client.js'
+import { openidClient } from './openid.js'
 import { DEFAULT_DEVICE_POLL_INTERVAL_MS, type ProviderConfig } from './provider-config.js'
 
 export const DEVICE_CODE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:device_code'
@@ -29,6 +30,7 @@ export async function startDeviceFlow(
   provider: ProviderConfig,
   context: FlowContext,
 ): Promise<LoginFlow> {
+  const client = await openidClient()
   const params: Record<string, string> = { ...provider.authorization_params }
   if (provider.scopes.length > 0) params['scope'] = provider.scopes.join(' ')
   let response: client.DeviceAuthorizationResponse

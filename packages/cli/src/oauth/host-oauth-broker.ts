@@ -7,13 +7,10 @@ import type { Configuration } from 'openid-client'
 import type { HostStores } from '../storage/types.js'
 import { accountMismatch } from './account-check.js'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from './broker.js'
-import { startDeviceFlow } from './device-flow.js'
 import { sameAccount } from './account.js'
 import { exposedError } from './errors.js'
 import type { LoginFlow } from './login-flow.js'
 import { ClientConfigurationCache } from './oauth-client.js'
-import { openBrowser } from './open-browser.js'
-import { startPkceFlow } from './pkce-flow.js'
 import { configuredProvider, type ProviderConfig, type ProvidersConfig } from './provider-config.js'
 import { OAuthSessionManager, type LoginRateLimits, type StartOptions } from './session-manager.js'
 import { escapeUntrusted } from '../escape.js'
@@ -111,7 +108,9 @@ export class HostOAuthBroker implements OAuthBroker {
     }
     const configuration = await this.client(provider)
     const context = { now: this.now, log: this.log }
-    if (flow === 'device_code') return startDeviceFlow(configuration, provider, context)
+    // The flows (and node:http for the loopback redirect) load when a login starts, not with every broker.
+    if (flow === 'device_code') return (await import('./device-flow.js')).startDeviceFlow(configuration, provider, context)
+    const [{ startPkceFlow }, { openBrowser }] = await Promise.all([import('./pkce-flow.js'), import('./open-browser.js')])
     return startPkceFlow(configuration, provider, {
       ...context,
       // Login CSRF: a redirect login may not swap the stored account for another one.

@@ -1,7 +1,8 @@
 // openid-client Configuration per provider (discovery or explicit endpoints), and
 // the conversion of a token endpoint response into our stored token shape.
-import * as client from 'openid-client'
+import type * as client from 'openid-client'
 import type { OAuthToken } from '@credproxy/core'
+import { openidClient } from './openid.js'
 import type { ProviderConfig } from './provider-config.js'
 
 /** Per-request timeout towards the authorization server (seconds, openid-client unit). */
@@ -39,19 +40,20 @@ export function checkDiscoveredEndpoints(name: string, metadata: client.ServerMe
   }
 }
 
-function clientAuth(config: ProviderConfig): client.ClientAuth {
+function clientAuth(client: typeof import('openid-client'), config: ProviderConfig): client.ClientAuth {
   return config.client_secret === undefined ? client.None() : client.ClientSecretPost(config.client_secret)
 }
 
 export async function createClientConfiguration(config: ProviderConfig): Promise<client.Configuration> {
   const insecure = needsInsecure(config)
+  const client = await openidClient()
   let configuration: client.Configuration
   if (config.issuer !== undefined) {
     configuration = await client.discovery(
       new URL(config.issuer),
       config.client_id,
       undefined,
-      clientAuth(config),
+      clientAuth(client, config),
       insecure ? { execute: [client.allowInsecureRequests], timeout: OAUTH_HTTP_TIMEOUT_SECONDS } : { timeout: OAUTH_HTTP_TIMEOUT_SECONDS },
     )
     if (insecure) checkDiscoveredEndpoints(config.name, configuration.serverMetadata())
@@ -65,7 +67,7 @@ export async function createClientConfiguration(config: ProviderConfig): Promise
         ? {}
         : { device_authorization_endpoint: config.device_authorization_endpoint }),
     }
-    configuration = new client.Configuration(metadata, config.client_id, undefined, clientAuth(config))
+    configuration = new client.Configuration(metadata, config.client_id, undefined, clientAuth(client, config))
     if (insecure) client.allowInsecureRequests(configuration)
   }
   configuration.timeout = OAUTH_HTTP_TIMEOUT_SECONDS

@@ -1,7 +1,7 @@
 // Authorization code + PKCE (RFC 7636) with a loopback redirect on 127.0.0.1.
 // The code arrives at the listener, or the user pastes it (or the whole redirect
 // URL); both paths exchange with the same verifier, and only the first one counts.
-import * as client from 'openid-client'
+import type * as client from 'openid-client'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { ACCOUNT_REFUSED_MESSAGE } from './account-check.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
@@ -10,6 +10,7 @@ import type { FlowContext } from './device-flow.js'
 import { startLoopbackListener, type LoopbackListener } from './loopback-listener.js'
 import type { LoginFlow } from './login-flow.js'
 import { tokenFromResponse } from './oauth-client.js'
+import { openidClient } from './openid.js'
 import type { ProviderConfig } from './provider-config.js'
 import { escapeUntrusted } from '../escape.js'
 
@@ -28,6 +29,7 @@ export async function startPkceFlow(
   provider: ProviderConfig,
   context: PkceFlowContext,
 ): Promise<LoginFlow> {
+  const client = await openidClient()
   const verifier = client.randomPKCECodeVerifier()
   const challenge = await client.calculatePKCECodeChallenge(verifier)
   const state = client.randomState()

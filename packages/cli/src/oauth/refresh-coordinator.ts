@@ -11,6 +11,7 @@ import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { exposedError, reauthRequired } from './errors.js'
 import { escapeUntrusted } from '../escape.js'
+import { REFRESH_MARGIN_SECONDS } from './refresh-margin.js'
 
 /** After a successful refresh, a second one within this window returns the stored token (ms). */
 export const REFRESH_COOLDOWN_MS = 30_000
@@ -26,8 +27,7 @@ export const REFRESH_BACKOFF_BASE_MS = 250
 export const COORDINATED_REFRESH_LOCK_WAIT_MS = 60_000
 /** A token with less than this left is not "still valid" for fallbacks (seconds). */
 export const MIN_USABLE_VALIDITY_SECONDS = 10
-/** get_token refreshes a token with less than this left (seconds); the scheduler acts much earlier. */
-export const REFRESH_MARGIN_SECONDS = 30
+export { REFRESH_MARGIN_SECONDS }
 /** How long close() waits for the last write of unsaved tokens (ms): a stop must not hang on a held lock. */
 export const CLOSE_FLUSH_TIMEOUT_MS = 5_000
 

@@ -1,8 +1,9 @@
 // The refresh_token grant. Callers (RefreshCoordinator) serialize it: a rotated
 // refresh token must never be sent twice, or the server revokes the grant.
-import * as client from 'openid-client'
+import type * as client from 'openid-client'
 import type { OAuthToken } from '@credproxy/core'
 import { tokenFromResponse } from './oauth-client.js'
+import { openidClient } from './openid.js'
 
 /** The new token as the server sent it; a missing refresh_token means "keep the old one". */
 export async function refreshTokenGrant(
@@ -10,6 +11,6 @@ export async function refreshTokenGrant(
   refreshToken: string,
   nowMs: number,
 ): Promise<OAuthToken> {
-  const response = await client.refreshTokenGrant(configuration, refreshToken)
+  const response = await (await openidClient()).refreshTokenGrant(configuration, refreshToken)
   return tokenFromResponse(response, nowMs)
 }

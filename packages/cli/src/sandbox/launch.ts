@@ -2,11 +2,11 @@
 // stream stdio, forward signals and tear everything down. Cleanup guarantees:
 // dev-docs/sandbox.md "Cleanup".
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
-import { constants } from 'node:os'
 import type { Writable } from 'node:stream'
 import { CliError, writeLine, type CliIO } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { inspectContainerPid, watchContainerPid, type ContainerPidLookup } from './container.js'
+import { exitCodeOf } from './exit-code.js'
 import { closeInheritedFdsOnExec, closeQuietly, openSealedData } from './inherited-fd.js'
 import { descendants, isAlive } from './process-tree.js'
 import type { PreparedLaunch } from './select.js'
@@ -44,11 +44,6 @@ function hasFd(stream: unknown, fd: number): boolean {
   return (stream as { fd?: unknown }).fd === fd
 }
 
-export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
-  if (code !== null) return code
-  const number = signal === null ? undefined : constants.signals[signal]
-  return 128 + (number ?? 1)
-}
 
 export function spawnSandbox(prepared: PreparedLaunch, io: CliIO, options: SpawnOptions = {}): SandboxProcess {
   const { plan } = prepared

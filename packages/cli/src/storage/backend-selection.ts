@@ -1,54 +1,60 @@
 // CREDPROXY_KEYRING and CREDPROXY_KEYRING_SERVICE, validated at the edge, and the
 // saved backend choice (storage.json) that keeps credentials from moving silently.
 import { join } from 'node:path'
-import * as z from 'zod'
 import { CliError, UsageError } from '../cli-io.js'
 import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
+import { extraKey, isJsonObject } from './json-checks.js'
 import { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 import type { BackendName } from './types.js'
 
 export const KEYRING_MODES = ['auto', 'off', 'required'] as const
 export type KeyringMode = (typeof KEYRING_MODES)[number]
 
-const KeyringModeSchema = z.enum(KEYRING_MODES)
 /** A service name goes into D-Bus attributes; keep it plain. */
-const KeyringServiceSchema = z.string().regex(/^[a-zA-Z0-9._-]{1,128}$/)
+const KEYRING_SERVICE = /^[a-zA-Z0-9._-]{1,128}$/
 
 export function keyringMode(env: NodeJS.ProcessEnv): KeyringMode {
   const raw = env['CREDPROXY_KEYRING']
   if (raw === undefined || raw === '') return 'auto'
-  const parsed = KeyringModeSchema.safeParse(raw.trim().toLowerCase())
-  if (!parsed.success) {
+  const mode = raw.trim().toLowerCase()
+  if (!(KEYRING_MODES as readonly string[]).includes(mode)) {
     throw new UsageError(
       `CREDPROXY_KEYRING must be one of ${KEYRING_MODES.join(', ')}`,
       'Unset it for the default (auto), or set CREDPROXY_KEYRING=off to use encrypted files only.',
     )
   }
-  return parsed.data
+  return mode as KeyringMode
 }
 
 export function keyringService(env: NodeJS.ProcessEnv): string {
   const raw = env['CREDPROXY_KEYRING_SERVICE']
   if (raw === undefined || raw === '') return DEFAULT_KEYRING_SERVICE
-  const parsed = KeyringServiceSchema.safeParse(raw)
-  if (!parsed.success) {
+  if (!KEYRING_SERVICE.test(raw)) {
     throw new UsageError(
       'CREDPROXY_KEYRING_SERVICE must be 1-128 characters from a-z A-Z 0-9 . _ -',
       `Unset it to use the default service name '${DEFAULT_KEYRING_SERVICE}'.`,
     )
   }
-  return parsed.data
+  return raw
 }
 
 /** The saved backend choice: <configDir>/storage.json, written on first use (dev-docs/storage.md). */
 export const BACKEND_CHOICE_FILE = 'storage.json'
 
-const BackendChoiceSchema = z.strictObject({
-  version: z.literal(1),
-  backend: z.enum(['keyring', 'file']),
-})
-export type BackendChoice = z.infer<typeof BackendChoiceSchema>
+export interface BackendChoice {
+  version: 1
+  backend: BackendName
+}
+
+/** The first invalid field of a parsed storage.json ('' for the whole) and why; undefined when valid. */
+function backendChoiceProblem(json: unknown): { field: string; message: string } | undefined {
+  if (!isJsonObject(json)) return { field: '', message: 'expected an object' }
+  if (json['version'] !== 1) return { field: 'version', message: 'expected 1' }
+  if (json['backend'] !== 'keyring' && json['backend'] !== 'file') return { field: 'backend', message: 'expected "keyring" or "file"' }
+  const extra = extraKey(json, ['version', 'backend'])
+  return extra === undefined ? undefined : { field: '', message: `unrecognized key ${JSON.stringify(extra)}` }
+}
 
 export function backendChoicePath(configDir: string): string {
   return join(configDir, BACKEND_CHOICE_FILE)
@@ -65,16 +71,15 @@ export async function readBackendChoice(configDir: string): Promise<BackendChoic
   } catch {
     throw new CliError(`${file} is not valid JSON`, `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".`)
   }
-  const parsed = BackendChoiceSchema.safeParse(json)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue?.path.join('.') || '(top level)'
+  const problem = backendChoiceProblem(json)
+  if (problem !== undefined) {
+    const field = problem.field || '(top level)'
     throw new CliError(
-      `${file}: field '${field}' is invalid (${issue?.message ?? 'bad value'})`,
+      `${file}: field '${field}' is invalid (${problem.message})`,
       'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.',
     )
   }
-  return parsed.data
+  return json as unknown as BackendChoice
 }
 
 export async function saveBackendChoice(configDir: string, backend: BackendName): Promise<void> {

@@ -3,7 +3,7 @@
 // scrypt, are still read and become version 2 on their next write).
 // See dev-docs/storage.md "File format".
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, scrypt } from 'node:crypto'
-import * as z from 'zod'
+import { extraKey, isJsonObject, type JsonObject } from './json-checks.js'
 
 export const ENVELOPE_FORMAT = 'credproxy-secret'
 /** The version every write produces. */
@@ -23,31 +23,52 @@ const MAX_SCRYPT_N = 2 ** 20
 /** Derived keys kept per process (one per machine secret + salt + params). */
 const KEY_CACHE_ENTRIES = 8
 
-const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/)
+const BASE64_LOOSE = /^[A-Za-z0-9+/]*={0,2}$/
 
-const sealedFields = { cipher: z.literal('aes-256-gcm'), iv: base64, tag: base64, ciphertext: base64 }
+interface SealedFields {
+  cipher: 'aes-256-gcm'
+  iv: string
+  tag: string
+  ciphertext: string
+}
+export type Envelope = SealedFields &
+  (
+    | { format: typeof ENVELOPE_FORMAT; version: typeof ENVELOPE_VERSION; kdf: { name: 'hkdf-sha256'; salt: string } }
+    | { format: typeof ENVELOPE_FORMAT; version: typeof SCRYPT_ENVELOPE_VERSION; kdf: { name: 'scrypt'; N: number; r: number; p: number; salt: string } }
+  )
 
-export const EnvelopeSchema = z.discriminatedUnion('version', [
-  z.strictObject({
-    format: z.literal(ENVELOPE_FORMAT),
-    version: z.literal(ENVELOPE_VERSION),
-    kdf: z.strictObject({ name: z.literal('hkdf-sha256'), salt: base64 }),
-    ...sealedFields,
-  }),
-  z.strictObject({
-    format: z.literal(ENVELOPE_FORMAT),
-    version: z.literal(SCRYPT_ENVELOPE_VERSION),
-    kdf: z.strictObject({
-      name: z.literal('scrypt'),
-      N: z.number().int().min(2).max(MAX_SCRYPT_N),
-      r: z.number().int().min(1).max(32),
-      p: z.number().int().min(1).max(16),
-      salt: base64,
-    }),
-    ...sealedFields,
-  }),
-])
-export type Envelope = z.infer<typeof EnvelopeSchema>
+const isBase64 = (value: unknown): boolean => typeof value === 'string' && BASE64_LOOSE.test(value)
+const isIntIn = (value: unknown, min: number, max: number): boolean => typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
+
+/** The first invalid field of a parsed envelope ('' for the whole), or undefined when it is one of the two versions. */
+export function envelopeProblem(json: unknown): string | undefined {
+  if (!isJsonObject(json)) return ''
+  const version = json['version']
+  if (version !== ENVELOPE_VERSION && version !== SCRYPT_ENVELOPE_VERSION) return 'version'
+  if (json['format'] !== ENVELOPE_FORMAT) return 'format'
+  const kdf = json['kdf']
+  if (!isJsonObject(kdf)) return 'kdf'
+  const kdfBad = version === ENVELOPE_VERSION ? hkdfProblem(kdf) : scryptProblem(kdf)
+  if (kdfBad !== undefined) return kdfBad === '' ? 'kdf' : `kdf.${kdfBad}`
+  if (json['cipher'] !== 'aes-256-gcm') return 'cipher'
+  for (const field of ['iv', 'tag', 'ciphertext']) if (!isBase64(json[field])) return field
+  return extraKey(json, ['format', 'version', 'kdf', 'cipher', 'iv', 'tag', 'ciphertext']) === undefined ? undefined : ''
+}
+
+function hkdfProblem(kdf: JsonObject): string | undefined {
+  if (kdf['name'] !== 'hkdf-sha256') return 'name'
+  if (!isBase64(kdf['salt'])) return 'salt'
+  return extraKey(kdf, ['name', 'salt']) === undefined ? undefined : ''
+}
+
+function scryptProblem(kdf: JsonObject): string | undefined {
+  if (kdf['name'] !== 'scrypt') return 'name'
+  if (!isIntIn(kdf['N'], 2, MAX_SCRYPT_N)) return 'N'
+  if (!isIntIn(kdf['r'], 1, 32)) return 'r'
+  if (!isIntIn(kdf['p'], 1, 16)) return 'p'
+  if (!isBase64(kdf['salt'])) return 'salt'
+  return extraKey(kdf, ['name', 'N', 'r', 'p', 'salt']) === undefined ? undefined : ''
+}
 
 /** AAD of a record in an envelope of `version`: the credential's identity, so a swapped file fails to open. */
 export function envelopeAad(version: number, recordId: string): Buffer {
@@ -126,12 +147,9 @@ export class CredentialCipher {
     } catch {
       throw new EnvelopeError('is not valid JSON')
     }
-    const parsed = EnvelopeSchema.safeParse(json)
-    if (!parsed.success) {
-      const field = parsed.error.issues[0]?.path.join('.') ?? ''
-      throw new EnvelopeError(`is not a credproxy envelope (field '${field}')`)
-    }
-    const envelope = parsed.data
+    const field = envelopeProblem(json)
+    if (field !== undefined) throw new EnvelopeError(`is not a credproxy envelope (field '${field}')`)
+    const envelope = json as Envelope
     const iv = Buffer.from(envelope.iv, 'base64')
     const tag = Buffer.from(envelope.tag, 'base64')
     if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw new EnvelopeError('has a bad iv or tag length')

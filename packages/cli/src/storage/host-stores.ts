@@ -4,7 +4,6 @@ import {
   BUCKET_NAME_PATTERN,
   DEFAULT_BUCKET,
   KEY_NAME_PATTERN,
-  OAuthTokenSchema,
   PROVIDER_NAME_PATTERN,
   ProxyError,
   RESERVED_NAMES,
@@ -12,8 +11,9 @@ import {
   type LockOptions,
   type OAuthToken,
   type ProviderKeyStorage,
-} from '@credproxy/core'
+} from '@credproxy/core/client'
 import { CliError } from '../cli-io.js'
+import { tokenProblem } from './json-checks.js'
 import {
   LockTimeoutError,
   REFRESH_LOCK_WAIT_MS,
@@ -54,13 +54,11 @@ function keyRef(name: string): RecordRef & { kind: 'key' } {
 
 /** Validate a token for storage; the error names the first bad field, never a value. */
 export function parseToken(value: unknown): OAuthToken {
-  const parsed = OAuthTokenSchema.safeParse(value)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue?.path.join('.') || '(token)'
-    throw new ProxyError('INVALID_REQUEST', `token field '${field}' is invalid: ${issue?.message ?? 'bad value'}`)
+  const problem = tokenProblem(value)
+  if (problem !== undefined) {
+    throw new ProxyError('INVALID_REQUEST', `token field '${problem.field || '(token)'}' is invalid: expected ${problem.expected}`)
   }
-  return parsed.data
+  return value as OAuthToken
 }
 
 function serializeToken(token: OAuthToken): string {
@@ -210,15 +208,15 @@ export class HostTokenStoreImpl implements HostTokenStore {
     } catch {
       json = undefined
     }
-    const parsed = OAuthTokenSchema.safeParse(json)
-    if (!parsed.success) {
-      const field = parsed.error.issues[0]?.path.join('.') ?? ''
+    const problem = tokenProblem(json)
+    if (problem !== undefined) {
+      const field = problem.field
       throw new CliError(
         `${this.backend.describe(ref)} does not hold a valid token (field '${field}')`,
         `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json`,
       )
     }
-    return parsed.data
+    return json as OAuthToken
   }
 
   private withWriteLock<T>(ref: RecordRef, fn: () => Promise<T>): Promise<T> {

@@ -1,8 +1,8 @@
 // OS keyring backend: one keyring entry per credential (service from
 // CREDPROXY_KEYRING_SERVICE, default 'credproxy'; account = recordId), plus an
 // index entry, because keyrings cannot list entries portably.
-import * as z from 'zod'
 import { CliError } from '../cli-io.js'
+import { extraKey, isJsonObject } from './json-checks.js'
 import type { KeyringClient } from './keyring-client.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
 import { recordId, type RecordBackend, type RecordKind, type RecordRef } from './record-backend.js'
@@ -11,7 +11,16 @@ export const INDEX_ACCOUNT = 'index'
 const INDEX_LOCK = 'keyring-index'
 
 const RECORD_ID = /^(?:token:[a-zA-Z0-9._@-]{1,64}:[a-zA-Z0-9._@-]{1,64}|key:[a-zA-Z0-9._-]{1,64})$/
-const IndexSchema = z.strictObject({ version: z.literal(1), records: z.array(z.string().regex(RECORD_ID)) })
+/** {version: 1, records: [record id, ...]} and nothing else. */
+function isIndexJson(json: unknown): json is { version: 1; records: string[] } {
+  return (
+    isJsonObject(json) &&
+    json['version'] === 1 &&
+    Array.isArray(json['records']) &&
+    json['records'].every((id) => typeof id === 'string' && RECORD_ID.test(id)) &&
+    extraKey(json, ['version', 'records']) === undefined
+  )
+}
 
 function parseRecordId(id: string): RecordRef {
   const [kind, a = '', b = ''] = id.split(':')
@@ -59,14 +68,13 @@ export class KeyringBackend implements RecordBackend {
     } catch {
       json = undefined
     }
-    const parsed = IndexSchema.safeParse(json)
-    if (!parsed.success) {
+    if (!isIndexJson(json)) {
       throw new CliError(
         `keyring entry '${this.keyring.service}/${INDEX_ACCOUNT}' is not a valid credproxy index`,
         'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.',
       )
     }
-    return parsed.data.records
+    return json.records
   }
 
   private async updateIndex(change: (ids: Set<string>) => unknown): Promise<void> {

@@ -6,7 +6,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ProxyError, type ErrorCode } from '@credproxy/core'
+import { ProxyError, type ErrorCode } from '@credproxy/core/client'
 import { CliError } from '../cli-io.js'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 
@@ -118,7 +118,7 @@ export class LockDirectory {
     const dir = join(stateDir, 'locks')
     await ensurePrivateDir(stateDir)
     await ensurePrivateDir(dir)
-    loadFlock()
+    // flock (koffi, a native addon) loads on the first lock: a read such as `key get` takes none.
     return new LockDirectory(dir, log)
   }
 

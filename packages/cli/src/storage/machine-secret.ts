@@ -3,10 +3,10 @@
 import { randomBytes } from 'node:crypto'
 import { link, open, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import * as z from 'zod'
 import { CliError } from '../cli-io.js'
 import { PRIVATE_FILE_MODE, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX } from './atomic-write.js'
+import { BASE64, extraKey, isJsonObject } from './json-checks.js'
 import type { KeyringClient } from './keyring-client.js'
 
 export const MACHINE_SECRET_FILE = 'machine-secret.json'
@@ -14,11 +14,21 @@ export const MACHINE_SECRET_ACCOUNT = 'machine-secret'
 export const MACHINE_SECRET_BYTES = 32
 export const KDF_SALT_BYTES = 16
 
-const MachineSecretSchema = z.strictObject({
-  version: z.literal(1),
-  secret: z.base64().refine((s) => Buffer.from(s, 'base64').length === MACHINE_SECRET_BYTES),
-  salt: z.base64().refine((s) => Buffer.from(s, 'base64').length === KDF_SALT_BYTES),
-})
+/** base64 of exactly `bytes` bytes. */
+function base64Of(value: unknown, bytes: number): value is string {
+  return typeof value === 'string' && BASE64.test(value) && Buffer.from(value, 'base64').length === bytes
+}
+
+/** {version: 1, secret, salt} and nothing else. */
+function isMachineSecretJson(json: unknown): json is { version: 1; secret: string; salt: string } {
+  return (
+    isJsonObject(json) &&
+    json['version'] === 1 &&
+    base64Of(json['secret'], MACHINE_SECRET_BYTES) &&
+    base64Of(json['salt'], KDF_SALT_BYTES) &&
+    extraKey(json, ['version', 'secret', 'salt']) === undefined
+  )
+}
 
 export interface MachineSecret {
   secret: Buffer
@@ -42,14 +52,13 @@ function parse(text: string, source: string): MachineSecret {
   } catch {
     json = undefined
   }
-  const parsed = MachineSecretSchema.safeParse(json)
-  if (!parsed.success) {
+  if (!isMachineSecretJson(json)) {
     throw new CliError(
       `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
       'Restore it from a backup, or move the credproxy data directory away and store your credentials again.',
     )
   }
-  return { secret: Buffer.from(parsed.data.secret, 'base64'), salt: Buffer.from(parsed.data.salt, 'base64'), source }
+  return { secret: Buffer.from(json.secret, 'base64'), salt: Buffer.from(json.salt, 'base64'), source }
 }
 
 /** An existing file wins, so credentials written before a keyring appeared stay readable. */

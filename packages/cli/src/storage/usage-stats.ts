@@ -2,22 +2,51 @@
 // kept as plain JSON in <stateDir>/usage.json for both backends.
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { BucketName, isReservedName, ProviderName, ProxyError, type BucketStats } from '@credproxy/core'
-import * as z from 'zod'
+import { BUCKET_NAME_PATTERN, isReservedName, PROVIDER_NAME_PATTERN, ProxyError, type BucketStats } from '@credproxy/core/client'
 import { CliError } from '../cli-io.js'
 import { ensurePrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
+import { extraKey, isJsonObject } from './json-checks.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
 
 export const USAGE_FILE = 'usage.json'
 const USAGE_LOCK = 'usage'
 
-const StoredUseSchema = z.strictObject({ requestCount: z.number().int().min(0), lastUsed: z.number().optional() })
-const UsageSchema = z.strictObject({
-  version: z.literal(1),
-  providers: z.record(ProviderName, z.record(BucketName, StoredUseSchema)),
-})
-type StoredUse = z.infer<typeof StoredUseSchema>
+interface StoredUse {
+  requestCount: number
+  lastUsed?: number
+}
+type UsageJson = { version: 1; providers: Record<string, Record<string, StoredUse>> }
+
+function isStoredUse(value: unknown): value is StoredUse {
+  if (!isJsonObject(value)) return false
+  const { requestCount, lastUsed } = value
+  return (
+    typeof requestCount === 'number' &&
+    Number.isInteger(requestCount) &&
+    requestCount >= 0 &&
+    (lastUsed === undefined || (typeof lastUsed === 'number' && Number.isFinite(lastUsed))) &&
+    extraKey(value, ['requestCount', 'lastUsed']) === undefined
+  )
+}
+
+/** Own entries without a `__proto__` key (JSON.parse makes one an own key): skipped, as zod's records did. */
+function entries<T>(record: Record<string, T>): Array<[string, T]> {
+  return Object.entries(record).filter(([key]) => key !== '__proto__')
+}
+
+/** {version: 1, providers: {provider: {bucket: {requestCount, lastUsed?}}}} with valid names, nothing else. */
+function isUsageJson(json: unknown): json is UsageJson {
+  if (!isJsonObject(json) || json['version'] !== 1 || extraKey(json, ['version', 'providers']) !== undefined) return false
+  const providers = json['providers']
+  if (!isJsonObject(providers)) return false
+  return entries(providers).every(
+    ([provider, buckets]) =>
+      PROVIDER_NAME_PATTERN.test(provider) &&
+      isJsonObject(buckets) &&
+      entries(buckets).every(([bucket, use]) => BUCKET_NAME_PATTERN.test(bucket) && isStoredUse(use)),
+  )
+}
 /** usage.json in Maps: names come from peers, and a plain object keyed by one could reach Object.prototype. */
 type Usage = Map<string, Map<string, StoredUse>>
 
@@ -172,12 +201,11 @@ export class UsageStats {
     } catch {
       json = undefined
     }
-    const parsed = UsageSchema.safeParse(json)
-    if (!parsed.success) {
+    if (!isUsageJson(json)) {
       throw new CliError(`${this.path} is not a valid usage file`, 'Remove it; it only holds request counts and is rebuilt.')
     }
     // Object.entries reads own keys only; the Maps never touch a prototype.
-    return new Map(Object.entries(parsed.data.providers).map(([provider, buckets]) => [provider, new Map(Object.entries(buckets))]))
+    return new Map(entries(json.providers).map(([provider, buckets]) => [provider, new Map(entries(buckets))]))
   }
 
   private async update(change: (usage: Usage) => void): Promise<void> {
