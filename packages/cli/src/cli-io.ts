@@ -1,7 +1,6 @@
 // What a command may touch. Tests pass their own streams and env; only bin.ts
 // binds these to the real process.
 import type { Readable, Writable } from 'node:stream'
-import { EXIT } from './exit-codes.js'
 
 export interface CliIO {
   stdin: Readable & { isTTY?: boolean; setRawMode?: (mode: boolean) => unknown }
@@ -18,25 +17,6 @@ export interface Command {
   /** Help for a subcommand named in args (`credproxy auth login --help`); undefined: use `help`. */
   helpFor?(args: readonly string[]): string | undefined
   run(args: string[], io: CliIO): Promise<number>
-}
-
-/** An expected failure: printed as `credproxy: <message>` plus a next step, no stack. */
-export class CliError extends Error {
-  override name = 'CliError'
-  constructor(
-    message: string,
-    readonly hint?: string,
-    readonly exitCode: number = EXIT.FAILURE,
-  ) {
-    super(message)
-  }
-}
-
-export class UsageError extends CliError {
-  override name = 'UsageError'
-  constructor(message: string, hint?: string) {
-    super(message, hint, EXIT.USAGE)
-  }
 }
 
 export function useColor(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { describe, expect, test } from 'vitest'
-import { CliError } from '../src/cli-io.js'
+import { exitCodeFor } from '../src/cli.js'
+import { CredproxyError } from '../src/errors.js'
 import { CONTAINER_SECRET_DIR, probeEngine, watchContainerPid } from '../src/sandbox/container.js'
 import { NO_SANDBOX_PID, spawnSandbox } from '../src/sandbox/launch.js'
 import type { PreparedLaunch } from '../src/sandbox/select.js'
@@ -95,7 +96,7 @@ describe('docker and podman argv', () => {
   })
 
   test('refuse a working directory inside credproxy\'s own directory', () => {
-    expect(() => buildPodmanArgs({ ...request, cwd: '/home/me/.cp/data' }, options)).toThrow(CliError)
+    expect(() => buildPodmanArgs({ ...request, cwd: '/home/me/.cp/data' }, options)).toThrow(CredproxyError)
   })
 
   test('mount the install\'s package dirs, never the host node nor a dir holding the home or a credproxy dir', () => {
@@ -103,7 +104,7 @@ describe('docker and podman argv', () => {
     expect(volumes).toContain('/opt/credproxy:/opt/credproxy:ro')
     expect(volumes.join(' ')).not.toContain('/home/me/bin/node')
     expect(() => buildDockerArgs({ ...request, runtimeDirs: ['/home/me'] }, options)).toThrow(/contains your home directory \/home\/me/)
-    expect(() => buildPodmanArgs({ ...request, runtimeDirs: ['/home'] }, options)).toThrow(CliError)
+    expect(() => buildPodmanArgs({ ...request, runtimeDirs: ['/home'] }, options)).toThrow(CredproxyError)
     expect(() => buildPodmanArgs({ ...request, hostEnv: {}, runtimeDirs: ['/home/me'] }, options)).toThrow(/credproxy's own directory \/home\/me\/.cp/)
   })
 })
@@ -125,9 +126,9 @@ describe('engine detection and --sandbox', () => {
     } catch (error) {
       caught = error
     }
-    expect(caught).toBeInstanceOf(CliError)
-    expect((caught as CliError).exitCode).toBe(6)
-    expect((caught as CliError).message).toContain('no Docker engine is reachable')
+    expect(caught).toBeInstanceOf(CredproxyError)
+    expect(exitCodeFor(caught as CredproxyError)).toBe(6)
+    expect((caught as CredproxyError).message).toContain('no Docker engine is reachable')
   })
 
   test('auto picks the first that works and says which; none warns every time', () => {

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { LockDirectory, LockLostError } from '../src/storage/locks.js'
+import { LockLostError } from '../src/errors.js'
+import { LockDirectory } from '../src/storage/locks.js'
 
 const HOLDER = fileURLToPath(new URL('./fixtures/lock-holder.mjs', import.meta.url))
 

@@ -7,7 +7,7 @@ export * from './protocol/messages.js'
 export * from './protocol/handshake.js'
 export * from './protocol/limits.js'
 export * from './auth/token.js'
-export * from './auth/token-schema.js'
+export * from './protocol/token-schema.js'
 export * from './auth/stores.js'
 export {
   ProxySocketClient,

@@ -31,7 +31,6 @@ import type { HostStores } from '../storage/types.js'
 import {
   authorize,
   dispatch,
-  ExposedProxyError,
   parseRequest,
   requestNames,
   type DispatchContext,
@@ -554,7 +553,7 @@ export class BrokerConnection {
   }
 
   #errorAnswer(op: string, error: unknown): Answer {
-    if (error instanceof ExposedProxyError) return this.#error(error.code, error.message, error.retryAfter)
+    if (error instanceof ProxyError && error.expose) return this.#error(error.code, error.message, error.retryAfter)
     if (error instanceof ProxyError && !CLIENT_ONLY_CODES.has(error.code)) {
       if (error.code === 'INTERNAL_ERROR') this.host.log(`${op} failed: ${describe(error)}`)
       return this.#error(error.code, safeMessage(error.code), error.retryAfter)

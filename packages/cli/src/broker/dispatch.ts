@@ -20,11 +20,6 @@ import type { HostStores } from '../storage/types.js'
 import { OP_CAPABILITY, type SessionGrants } from './grants.js'
 import type { ServerLimits } from './limits.js'
 
-/** A ProxyError whose message was written here to be read by the client (no raw library text). */
-export class ExposedProxyError extends ProxyError {
-  override name = 'ExposedProxyError'
-}
-
 export type ParsedRequest = { [O in OpName]: { op: O; payload: OpPayload<O> } }[OpName]
 
 export type ParseResult = { ok: true; request: ParsedRequest } | { ok: false; message: string }
@@ -75,7 +70,7 @@ export function authorize(
   request: ParsedRequest,
   grants: SessionGrants,
   names: RequestNames = requestNames(request),
-): ExposedProxyError | null {
+): ProxyError | null {
   const capability = OP_CAPABILITY[request.op]
   if (capability === null) return null
   const decision =
@@ -84,14 +79,14 @@ export function authorize(
       : names.provider !== undefined
         ? grants.checkProvider(names.provider, names.bucket, capability)
         : grants.checkCapability(capability)
-  return decision.ok ? null : new ExposedProxyError('NOT_GRANTED', decision.message)
+  return decision.ok ? null : new ProxyError('NOT_GRANTED', decision.message, { expose: true })
 }
 
 type Data = Record<string, unknown>
 type Handler<O extends OpName> = (ctx: DispatchContext, payload: OpPayload<O>) => Promise<Data>
 
-function notFound(what: string): ExposedProxyError {
-  return new ExposedProxyError('NOT_FOUND', `${what} does not exist on the host`)
+function notFound(what: string): ProxyError {
+  return new ProxyError('NOT_FOUND', `${what} does not exist on the host`, { expose: true })
 }
 
 function tokenData(token: OAuthToken): Data {
@@ -100,7 +95,7 @@ function tokenData(token: OAuthToken): Data {
 
 function requireOAuth(ctx: DispatchContext): OAuthBroker {
   if (ctx.oauth === undefined) {
-    throw new ExposedProxyError('PROVIDER_NOT_CONFIGURED', 'OAuth logins are not configured on this broker')
+    throw new ProxyError('PROVIDER_NOT_CONFIGURED', 'OAuth logins are not configured on this broker', { expose: true })
   }
   return ctx.oauth
 }
@@ -167,7 +162,7 @@ const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
     const stored = await ctx.stores.tokens.getToken(provider, bucket)
     if (stored === null) throw notFound(`a token for ${provider}/${bucket}`)
     if (secondsUntilExpiry(stored) > 0) return tokenData(stored)
-    throw new ExposedProxyError('REFRESH_NOT_AVAILABLE', 'this broker cannot refresh tokens; log in again on the host')
+    throw new ProxyError('REFRESH_NOT_AVAILABLE', 'this broker cannot refresh tokens; log in again on the host', { expose: true })
   },
 
   async oauth_initiate(ctx, { provider, bucket = DEFAULT_BUCKET }) {

@@ -4,7 +4,7 @@
 import { lstat, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { CliError, UsageError, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { loadProvidersConfig } from '../oauth/provider-config.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
@@ -19,6 +19,7 @@ import { KeyringClient } from '../storage/keyring-client.js'
 import { LockDirectory } from '../storage/locks.js'
 import { recordId } from '../storage/record-backend.js'
 import { findOnPath, installCommand } from '../system-deps.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 const help = `Usage: credproxy doctor [--json]
 
@@ -60,7 +61,7 @@ function check(name: string, ok: boolean, detail: string, fix?: string): DoctorC
 }
 
 function message(error: unknown): { detail: string; fix?: string } {
-  if (error instanceof CliError) return error.hint === undefined ? { detail: error.message } : { detail: error.message, fix: error.hint }
+  if (error instanceof CredproxyError) return error.hint === undefined ? { detail: error.message } : { detail: error.message, fix: error.hint }
   return { detail: error instanceof Error ? error.message : String(error) }
 }
 

@@ -2,9 +2,10 @@
 // the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
 import { parseArgs } from 'node:util'
 import { isKeyName, isProxyMode, ProxyError } from '@credproxy/core/client'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { openCommandStores } from './stores.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 const help = `Usage: credproxy key <set|get|list|delete|migrate> [NAME] [options]
 
@@ -45,14 +46,14 @@ function validName(name: string | undefined, sub: string): string {
 }
 
 /** The next step depends on where we are: inside a sandbox (backend broker) keys are set on the host only. */
-function notFound(name: string, sub: 'get' | 'delete', backend: string): CliError {
+function notFound(name: string, sub: 'get' | 'delete', backend: string): CredproxyError {
   const hint =
     sub === 'delete'
       ? 'Nothing was deleted; list the stored keys with: credproxy key list'
       : backend === 'broker'
         ? `Store it on the host (outside the sandbox) with: credproxy key set ${name}`
         : `Store one with: credproxy key set ${name}`
-  return new CliError(`no API key named ${name}`, hint, EXIT.NOT_FOUND)
+  return new CredproxyError('NOT_FOUND', `no API key named ${name}`, { hint: hint })
 }
 
 async function readValue(io: CliIO, name: string): Promise<string> {

@@ -1,7 +1,7 @@
 // The option parsing every command shares: strict flags, no positionals, and a
 // usage error that points at the command's --help.
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { UsageError } from '../cli-io.js'
+import { UsageError } from '../errors.js'
 
 type OptionsConfig = NonNullable<ParseArgsConfig['options']>
 type StrictConfig<O extends OptionsConfig> = { args: string[]; options: O; strict: true; allowPositionals: false }

@@ -3,7 +3,7 @@
 // signals, exits with the command's code, and tears everything down on every path.
 import { basename, dirname } from 'node:path'
 import { KeyName } from '@credproxy/core'
-import { UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { ensurePrivateDir } from '../fs-private.js'
 import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
 import { resolvePaths } from '../paths.js'
@@ -19,6 +19,7 @@ import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/la
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { escapeUntrusted, logLineTo } from '../escape.js'
+import { UsageError } from '../errors.js'
 
 /** Signals credproxy run forwards to the sandbox (the command decides what they mean). */
 export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGWINCH'] as const

@@ -3,7 +3,7 @@
 // runs until SIGINT/SIGTERM, and removes its socket and directory on the way out.
 import { readFile, stat, unlink } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
@@ -19,6 +19,7 @@ import { openHostStores } from '../storage/index.js'
 import type { HostStores } from '../storage/types.js'
 import type { OAuthBroker } from '../oauth/broker.js'
 import { logLineTo } from '../escape.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 /** A legacy token longer than this is refused (the wire schema's limit). */
 export const MAX_LEGACY_TOKEN_CHARS = 1024
@@ -103,7 +104,7 @@ async function readLegacyToken(path: string, io: CliIO): Promise<string> {
   try {
     text = await readFile(path, 'utf8')
   } catch (error) {
-    throw new CliError(`cannot read legacy token file ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, 'Pass --legacy-token-file a file you can read.')
+    throw new CredproxyError('FAILED', `cannot read legacy token file ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, { hint: 'Pass --legacy-token-file a file you can read.' })
   }
   const token = text.trim()
   if (token.length === 0 || token.length > MAX_LEGACY_TOKEN_CHARS || /\s/.test(token)) {

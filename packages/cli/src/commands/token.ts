@@ -12,9 +12,10 @@ import {
   secondsUntilExpiry,
   type OAuthToken,
 } from '@credproxy/core/client'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { logLineTo } from '../escape.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 const help = `Usage: credproxy token PROVIDER [--bucket B] [--json]
 
@@ -74,10 +75,10 @@ export const command: Command = {
     const token = await fetchToken(provider, bucket, io)
     const label = bucket === DEFAULT_BUCKET ? provider : `${provider} --bucket ${bucket}`
     if (token === null) {
-      throw new CliError(`no token stored for ${label}`, `Log in first: credproxy auth login ${label}`, EXIT.NOT_FOUND)
+      throw new CredproxyError('NOT_FOUND', `no token stored for ${label}`, { hint: `Log in first: credproxy auth login ${label}` })
     }
     if (secondsUntilExpiry(token) <= 0) {
-      throw new CliError(`the token for ${label} has expired and could not be refreshed`, `Log in again: credproxy auth login ${label}`, EXIT.AUTH_REQUIRED)
+      throw new CredproxyError('AUTH_REQUIRED', `the token for ${label} has expired and could not be refreshed`, { hint: `Log in again: credproxy auth login ${label}` })
     }
     if (json) {
       writeLine(io.stdout, JSON.stringify({ access_token: token.access_token, token_type: token.token_type, expiry: token.expiry }))

@@ -5,11 +5,10 @@ import { constants } from 'node:fs'
 import { lstat, open, readdir, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import * as z from 'zod'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
 import { SESSION_ID_PATTERN } from './socket-path.js'
+import { CredproxyError } from '../errors.js'
 /** A registry file larger than this is not ours; it is skipped. */
 export const MAX_REGISTRY_FILE_BYTES = 64 * 1024
 
@@ -120,14 +119,14 @@ export async function listSessions(paths: CredproxyPaths): Promise<SessionRecord
   return sessions.sort((a, b) => a.started.localeCompare(b.started))
 }
 
-/** The running session with this id, or a CliError pointing at `credproxy sessions`. */
+/** The running session with this id, or a CredproxyError pointing at `credproxy sessions`. */
 export async function findSession(paths: CredproxyPaths, id: string): Promise<SessionRecord> {
   if (!isSessionId(id)) {
-    throw new CliError(`${JSON.stringify(id.slice(0, 64))} is not a session id`, 'Run `credproxy sessions` to list session ids.', EXIT.USAGE)
+    throw new CredproxyError('USAGE', `${JSON.stringify(id.slice(0, 64))} is not a session id`, { hint: 'Run `credproxy sessions` to list session ids.' })
   }
   const record = (await listSessions(paths)).find((session) => session.id === id)
   if (record === undefined) {
-    throw new CliError(`no running session has id ${id}`, 'Run `credproxy sessions` to list running sessions.', EXIT.NOT_FOUND)
+    throw new CredproxyError('NOT_FOUND', `no running session has id ${id}`, { hint: 'Run `credproxy sessions` to list running sessions.' })
   }
   return record
 }

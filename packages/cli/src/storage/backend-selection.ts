@@ -2,11 +2,11 @@
 // saved backend choice (storage.json) that keeps credentials from moving silently.
 import { join } from 'node:path'
 import * as z from 'zod'
-import { CliError, UsageError } from '../cli-io.js'
 import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 import type { BackendName } from './types.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 export const KEYRING_MODES = ['auto', 'off', 'required'] as const
 export type KeyringMode = (typeof KEYRING_MODES)[number]
@@ -63,15 +63,16 @@ export async function readBackendChoice(configDir: string): Promise<BackendChoic
   try {
     json = JSON.parse(text)
   } catch {
-    throw new CliError(`${file} is not valid JSON`, `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".`)
+    throw new CredproxyError('FAILED', `${file} is not valid JSON`, { hint: `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".` })
   }
   const parsed = BackendChoiceSchema.safeParse(json)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
     const field = issue?.path.join('.') || '(top level)'
-    throw new CliError(
+    throw new CredproxyError(
+      'FAILED',
       `${file}: field '${field}' is invalid (${issue?.message ?? 'bad value'})`,
-      'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.',
+      { hint: 'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.' },
     )
   }
   return parsed.data

@@ -13,9 +13,7 @@ import {
   type OAuthToken,
   type ProviderKeyStorage,
 } from '@credproxy/core'
-import { CliError } from '../cli-io.js'
 import {
-  LockTimeoutError,
   REFRESH_LOCK_WAIT_MS,
   releaseQuietly,
   WRITE_LOCK_WAIT_MS,
@@ -26,6 +24,7 @@ import {
 import { recordFileBase, type RecordBackend, type RecordRef } from './record-backend.js'
 import type { HostTokenStore } from './types.js'
 import type { UsageStats } from './usage-stats.js'
+import { CredproxyError, LockTimeoutError } from '../errors.js'
 
 /** An API key value larger than this is a mistake (a pasted file), not a key. */
 export const MAX_KEY_VALUE_BYTES = 64 * 1024
@@ -213,9 +212,10 @@ export class HostTokenStoreImpl implements HostTokenStore {
     const parsed = OAuthTokenSchema.safeParse(json)
     if (!parsed.success) {
       const field = parsed.error.issues[0]?.path.join('.') ?? ''
-      throw new CliError(
+      throw new CredproxyError(
+        'FAILED',
         `${this.backend.describe(ref)} does not hold a valid token (field '${field}')`,
-        `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json`,
+        { hint: `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json` },
       )
     }
     return parsed.data

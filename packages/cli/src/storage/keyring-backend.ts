@@ -2,10 +2,10 @@
 // CREDPROXY_KEYRING_SERVICE, default 'credproxy'; account = recordId), plus an
 // index entry, because keyrings cannot list entries portably.
 import * as z from 'zod'
-import { CliError } from '../cli-io.js'
 import type { KeyringClient } from './keyring-client.js'
-import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
+import { WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
 import { recordId, type RecordBackend, type RecordKind, type RecordRef } from './record-backend.js'
+import { CredproxyError, LockTimeoutError } from '../errors.js'
 
 export const INDEX_ACCOUNT = 'index'
 const INDEX_LOCK = 'keyring-index'
@@ -61,9 +61,10 @@ export class KeyringBackend implements RecordBackend {
     }
     const parsed = IndexSchema.safeParse(json)
     if (!parsed.success) {
-      throw new CliError(
+      throw new CredproxyError(
+        'FAILED',
         `keyring entry '${this.keyring.service}/${INDEX_ACCOUNT}' is not a valid credproxy index`,
-        'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.',
+        { hint: 'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.' },
       )
     }
     return parsed.data.records

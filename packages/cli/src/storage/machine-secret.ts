@@ -4,10 +4,10 @@ import { randomBytes } from 'node:crypto'
 import { link, open, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import * as z from 'zod'
-import { CliError } from '../cli-io.js'
 import { PRIVATE_FILE_MODE, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX } from './atomic-write.js'
 import type { KeyringClient } from './keyring-client.js'
+import { CredproxyError } from '../errors.js'
 
 export const MACHINE_SECRET_FILE = 'machine-secret.json'
 export const MACHINE_SECRET_ACCOUNT = 'machine-secret'
@@ -44,9 +44,10 @@ function parse(text: string, source: string): MachineSecret {
   }
   const parsed = MachineSecretSchema.safeParse(json)
   if (!parsed.success) {
-    throw new CliError(
+    throw new CredproxyError(
+      'FAILED',
       `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
-      'Restore it from a backup, or move the credproxy data directory away and store your credentials again.',
+      { hint: 'Restore it from a backup, or move the credproxy data directory away and store your credentials again.' },
     )
   }
   return { secret: Buffer.from(parsed.data.secret, 'base64'), salt: Buffer.from(parsed.data.salt, 'base64'), source }
@@ -67,7 +68,7 @@ export async function loadMachineSecret(dataDir: string, keyring?: KeyringClient
   }
   await createSecretFile(path)
   const created = await readSecretFile(path)
-  if (created === null) throw new CliError(`${path} vanished while it was being created`, 'Run the command again.')
+  if (created === null) throw new CredproxyError('FAILED', `${path} vanished while it was being created`, { hint: 'Run the command again.' })
   return created
 }
 

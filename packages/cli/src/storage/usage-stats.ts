@@ -4,10 +4,10 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BucketName, isReservedName, ProviderName, ProxyError, type BucketStats } from '@credproxy/core'
 import * as z from 'zod'
-import { CliError } from '../cli-io.js'
 import { ensurePrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
-import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
+import { WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
+import { CredproxyError, LockTimeoutError } from '../errors.js'
 
 export const USAGE_FILE = 'usage.json'
 const USAGE_LOCK = 'usage'
@@ -174,7 +174,7 @@ export class UsageStats {
     }
     const parsed = UsageSchema.safeParse(json)
     if (!parsed.success) {
-      throw new CliError(`${this.path} is not a valid usage file`, 'Remove it; it only holds request counts and is rebuilt.')
+      throw new CredproxyError('FAILED', `${this.path} is not a valid usage file`, { hint: 'Remove it; it only holds request counts and is rebuilt.' })
     }
     // Object.entries reads own keys only; the Maps never touch a prototype.
     return new Map(Object.entries(parsed.data.providers).map(([provider, buckets]) => [provider, new Map(Object.entries(buckets))]))

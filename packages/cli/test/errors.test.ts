@@ -1,0 +1,65 @@
+// One home for errors: lower layers throw coded CredproxyErrors and never reach up into the
+// terminal layer; only cli.ts turns a code into an exit code.
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { describe, expect, test } from 'vitest'
+import { exitCodeFor, reportError } from '../src/cli.js'
+import { CREDPROXY_ERROR_CODES, CredproxyError, type CredproxyErrorCode } from '../src/errors.js'
+import { EXIT } from '../src/exit-codes.js'
+
+const src = join(import.meta.dirname, '..', 'src')
+const coreSrc = join(import.meta.dirname, '..', '..', 'core', 'src')
+
+function importsOf(dir: string): { file: string; from: string }[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((file) => file.endsWith('.ts'))
+    .flatMap((file) =>
+      [...readFileSync(join(dir, file), 'utf8').matchAll(/^(?:import|export)[^'"]*from '([^']+)'/gm)].map((m) => ({ file, from: m[1] ?? '' })),
+    )
+}
+
+describe('layering of errors', () => {
+  test('storage, control, oauth, sandbox, broker and audit never import exit codes or a CLI error', () => {
+    for (const layer of ['storage', 'control', 'oauth', 'sandbox', 'broker', 'audit']) {
+      const bad = importsOf(join(src, layer)).filter(({ from }) => from.endsWith('/exit-codes.js'))
+      expect(bad, layer).toEqual([])
+      for (const file of readdirSync(join(src, layer)).filter((f) => f.endsWith('.ts'))) {
+        expect(readFileSync(join(src, layer, file), 'utf8'), `${layer}/${file}`).not.toMatch(/\bCliError\b|\bEXIT\./)
+      }
+    }
+  })
+
+  test('oauth/ does not import broker/, and core protocol/ imports nothing from auth/ or client/', () => {
+    expect(importsOf(join(src, 'oauth')).filter(({ from }) => from.includes('/broker/'))).toEqual([])
+    expect(importsOf(join(coreSrc, 'protocol')).filter(({ from }) => from.startsWith('../'))).toEqual([])
+  })
+})
+
+describe('exit codes', () => {
+  const expected: Record<CredproxyErrorCode, number> = {
+    USAGE: EXIT.USAGE,
+    NOT_FOUND: EXIT.NOT_FOUND,
+    DENIED: EXIT.DENIED,
+    AUTH_REQUIRED: EXIT.AUTH_REQUIRED,
+    UNAVAILABLE: EXIT.UNAVAILABLE,
+    KEYRING_UNAVAILABLE: EXIT.UNAVAILABLE,
+    INVALID_FILE: EXIT.FAILURE,
+    ENVELOPE_INVALID: EXIT.FAILURE,
+    COMMAND_NOT_FOUND: 127,
+    FAILED: EXIT.FAILURE,
+  }
+
+  test.each(Object.keys(CREDPROXY_ERROR_CODES) as CredproxyErrorCode[])('%s exits with its documented code', (code) => {
+    expect(exitCodeFor(new CredproxyError(code, 'x'))).toBe(expected[code])
+  })
+
+  test('the CLI prints the message and the hint, never the cause', async () => {
+    const stderr = new PassThrough()
+    const io = { stdin: new PassThrough(), stdout: new PassThrough(), stderr, env: {}, cwd: '/' }
+    const cause = new Error('raw library text')
+    const exit = await reportError(new CredproxyError('KEYRING_UNAVAILABLE', 'no keyring', { hint: 'Start one.', cause }), io)
+    expect(exit).toBe(EXIT.UNAVAILABLE)
+    expect(String(stderr.read())).toBe('credproxy: no keyring\n  Start one.\n')
+  })
+})
