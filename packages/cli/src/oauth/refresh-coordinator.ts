@@ -10,6 +10,7 @@ import type { HeldLock } from '../storage/locks.js'
 import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { exposedError, reauthRequired } from './errors.js'
+import { withRefreshLock } from './refresh-lock.js'
 import { escapeUntrusted } from '../escape.js'
 
 /** After a successful refresh, a second one within this window returns the stored token (ms). */
@@ -194,8 +195,9 @@ export class RefreshCoordinator {
     }
 
     try {
-      const token = await this.options.tokens.withRefreshLock(provider, bucket, (lock) => this.refreshLocked(lock, key, provider, bucket, before, force), {
+      const token = await withRefreshLock(this.options.tokens, provider, bucket, (lock) => this.refreshLocked(lock, key, provider, bucket, before, force), {
         waitMs: this.options.lockWaitMs ?? COORDINATED_REFRESH_LOCK_WAIT_MS,
+        log: this.log,
       })
       this.failures.delete(key)
       return token

@@ -22,7 +22,7 @@ import {
   type ReleaseLock,
 } from './locks.js'
 import { recordFileBase, type RecordBackend, type RecordRef } from './record-backend.js'
-import type { HostTokenStore } from './types.js'
+import type { CredentialLockPurpose, HostTokenStore } from './types.js'
 import type { UsageStats } from './usage-stats.js'
 import { CredproxyError, LockTimeoutError } from '../errors.js'
 
@@ -49,6 +49,11 @@ function keyRef(name: string): RecordRef & { kind: 'key' } {
     throw new ProxyError('INVALID_REQUEST', `invalid API key name (allowed: 1-64 of a-z A-Z 0-9 . _ -; ${RESERVED} are reserved)`)
   }
   return { kind: 'key', name }
+}
+
+/** One lock file per purpose and credential, whichever API takes it. */
+function credentialLockName(purpose: CredentialLockPurpose, provider: string, bucket: string | undefined): string {
+  return `${purpose}+${recordFileBase(tokenRef(provider, bucket))}`
 }
 
 /** Validate a token for storage; the error names the first bad field, never a value. */
@@ -151,20 +156,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return this.usage.close()
   }
 
-  async withRefreshLock<T>(
-    provider: string,
-    bucket: string,
-    fn: (lock: HeldLock) => Promise<T>,
-    options: { waitMs?: number } = {},
-  ): Promise<T> {
-    const ref = tokenRef(provider, bucket)
-    const waitMs = options.waitMs ?? REFRESH_LOCK_WAIT_MS
-    return this.locks.withLock(
-      `refresh+${recordFileBase(ref)}`,
-      { waitMs },
-      () => new LockTimeoutError(`refresh (${ref.provider}/${ref.bucket})`, waitMs, 'REFRESH_FAILED'),
-      fn,
-    )
+  lockCredential(purpose: CredentialLockPurpose, provider: string, bucket: string, options: { waitMs: number }): Promise<HeldLock | null> {
+    return this.locks.tryAcquire(credentialLockName(purpose, provider, bucket), options)
   }
 
   acquireRefreshLock(provider: string, options?: LockOptions): Promise<boolean> {
@@ -183,8 +176,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return this.releaseHeld('auth', provider, bucket)
   }
 
-  private async acquireHeld(kind: 'refresh' | 'auth', provider: string, options: LockOptions = {}): Promise<boolean> {
-    const name = `${kind}+${recordFileBase(tokenRef(provider, options.bucket))}`
+  private async acquireHeld(kind: CredentialLockPurpose, provider: string, options: LockOptions = {}): Promise<boolean> {
+    const name = credentialLockName(kind, provider, options.bucket)
     // options.staleMs is not used: a lock lives exactly as long as its holder (flock).
     const lock = await this.locks.tryAcquire(name, { waitMs: options.waitMs ?? REFRESH_LOCK_WAIT_MS })
     if (lock === null) return false
@@ -192,8 +185,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return true
   }
 
-  private async releaseHeld(kind: 'refresh' | 'auth', provider: string, bucket?: string): Promise<void> {
-    const name = `${kind}+${recordFileBase(tokenRef(provider, bucket))}`
+  private async releaseHeld(kind: CredentialLockPurpose, provider: string, bucket?: string): Promise<void> {
+    const name = credentialLockName(kind, provider, bucket)
     const release = this.held.get(name)
     if (release === undefined) return
     this.held.delete(name)
