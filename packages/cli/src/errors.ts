@@ -1,9 +1,9 @@
 // The host's one error type. Storage, control, OAuth, sandbox and broker code throw a
 // CredproxyError with a stable code, a readable message and an optional next step (hint);
 // only the CLI (cli.ts) turns a code into an exit code and prints the hint.
-// What crosses the socket is core's ProxyError (protocol/errors.ts), never this; the two
-// lock errors below are ProxyErrors because a request that waits on a lock answers with their code.
-import { ProxyError, type ErrorCode } from '@credproxy/core'
+// What crosses the socket is core's ProxyError (protocol/errors.ts), never this (the lock
+// errors in storage/locks.ts are ProxyErrors: a request that waits on a lock answers with their code).
+// No imports: cli.ts loads this module for every command, even `--version`.
 
 /** Every code, with what it means. cli.ts maps each to an exit code (README "Exit codes"). */
 export const CREDPROXY_ERROR_CODES = {
@@ -48,21 +48,5 @@ export class UsageError extends CredproxyError {
   override name = 'UsageError'
   constructor(message: string, hint?: string) {
     super('USAGE', message, { hint })
-  }
-}
-
-/** A lock stayed held by another process for the whole wait. Names the lock, never a value. */
-export class LockTimeoutError extends ProxyError {
-  override name = 'LockTimeoutError'
-  constructor(lock: string, waitMs: number, code: ErrorCode = 'INTERNAL_ERROR') {
-    super(code, `timed out after ${waitMs} ms waiting for the ${lock} lock`)
-  }
-}
-
-/** The lock file was removed or replaced while held: another process may hold "the same" lock now. */
-export class LockLostError extends ProxyError {
-  override name = 'LockLostError'
-  constructor(lock: string, code: ErrorCode = 'INTERNAL_ERROR') {
-    super(code, `the ${lock} lock is no longer held (its file in the locks directory was removed or replaced)`)
   }
 }

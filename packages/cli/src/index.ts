@@ -4,8 +4,8 @@ export { main, VERSION } from './cli.js'
 export { resolvePaths, type CredproxyPaths } from './paths.js'
 export { createTokenStore, createProviderKeyStorage, type HostFactoryOptions } from './factories.js'
 
-export { CredproxyError, CREDPROXY_ERROR_CODES, LockLostError, LockTimeoutError, UsageError, type CredproxyErrorCode } from './errors.js'
-export { openHostStores, type OpenHostStoresOptions } from './storage/index.js'
+export { CredproxyError, CREDPROXY_ERROR_CODES, UsageError, type CredproxyErrorCode } from './errors.js'
+export { openHostStores, LockLostError, LockTimeoutError, type OpenHostStoresOptions } from './storage/index.js'
 export type { HostStores, HostTokenStore, BackendName } from './storage/types.js'
 
 export {

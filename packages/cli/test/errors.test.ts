@@ -30,6 +30,10 @@ describe('layering of errors', () => {
     }
   })
 
+  test('errors.ts imports nothing: cli.ts loads it for every command, even --version, so it must not pull in core or zod', () => {
+    expect(importsOf(src).filter(({ file }) => file === 'errors.ts')).toEqual([])
+  })
+
   test('oauth/ does not import broker/, and core protocol/ imports nothing from auth/ or client/', () => {
     expect(importsOf(join(src, 'oauth')).filter(({ from }) => from.includes('/broker/'))).toEqual([])
     expect(importsOf(join(coreSrc, 'protocol')).filter(({ from }) => from.startsWith('../'))).toEqual([])

@@ -7,8 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { LockLostError } from '../src/errors.js'
-import { LockDirectory } from '../src/storage/locks.js'
+import { LockDirectory, LockLostError } from '../src/storage/locks.js'
 
 const HOLDER = fileURLToPath(new URL('./fixtures/lock-holder.mjs', import.meta.url))
 

@@ -2,9 +2,8 @@
 // credproxy process on the host (dev-docs/oauth.md "Refresh"). The store only lends the
 // lock file (HostTokenStore.lockCredential); what it means, how long to wait and which
 // code a timeout answers with are refresh's business, kept here.
-import { REFRESH_LOCK_WAIT_MS, releaseQuietly, type HeldLock } from '../storage/locks.js'
+import { LockTimeoutError, REFRESH_LOCK_WAIT_MS, releaseQuietly, type HeldLock } from '../storage/locks.js'
 import type { HostTokenStore } from '../storage/types.js'
-import { LockTimeoutError } from '../errors.js'
 
 export interface RefreshLockOptions {
   /** Default REFRESH_LOCK_WAIT_MS; the coordinator passes COORDINATED_REFRESH_LOCK_WAIT_MS. */

@@ -14,6 +14,7 @@ import {
   type ProviderKeyStorage,
 } from '@credproxy/core'
 import {
+  LockTimeoutError,
   REFRESH_LOCK_WAIT_MS,
   releaseQuietly,
   WRITE_LOCK_WAIT_MS,
@@ -24,7 +25,7 @@ import {
 import { recordFileBase, type RecordBackend, type RecordRef } from './record-backend.js'
 import type { CredentialLockPurpose, HostTokenStore } from './types.js'
 import type { UsageStats } from './usage-stats.js'
-import { CredproxyError, LockTimeoutError } from '../errors.js'
+import { CredproxyError } from '../errors.js'
 
 /** An API key value larger than this is a mistake (a pasted file), not a key. */
 export const MAX_KEY_VALUE_BYTES = 64 * 1024

@@ -20,8 +20,7 @@ import { CredproxyError } from '../errors.js'
 export type { BackendName, HostStores, HostTokenStore } from './types.js'
 export { keyringMode, keyringService, KEYRING_MODES, type KeyringMode, readBackendChoice, backendChoicePath, BACKEND_CHOICE_FILE } from './backend-selection.js'
 export { parseToken, MAX_KEY_VALUE_BYTES, MAX_TOKEN_JSON_BYTES } from './host-stores.js'
-export { LockLostError, LockTimeoutError } from '../errors.js'
-export { WRITE_LOCK_WAIT_MS, REFRESH_LOCK_WAIT_MS, type HeldLock } from './locks.js'
+export { LockLostError, LockTimeoutError, WRITE_LOCK_WAIT_MS, REFRESH_LOCK_WAIT_MS, type HeldLock } from './locks.js'
 export { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 
 export interface OpenHostStoresOptions {

@@ -3,9 +3,9 @@
 // index entry, because keyrings cannot list entries portably.
 import * as z from 'zod'
 import type { KeyringClient } from './keyring-client.js'
-import { WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
+import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
 import { recordId, type RecordBackend, type RecordKind, type RecordRef } from './record-backend.js'
-import { CredproxyError, LockTimeoutError } from '../errors.js'
+import { CredproxyError } from '../errors.js'
 
 export const INDEX_ACCOUNT = 'index'
 const INDEX_LOCK = 'keyring-index'

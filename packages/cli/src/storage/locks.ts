@@ -6,9 +6,9 @@ import { open, stat, type FileHandle } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { ErrorCode } from '@credproxy/core'
+import { ProxyError, type ErrorCode } from '@credproxy/core'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
-import { CredproxyError, LockLostError } from '../errors.js'
+import { CredproxyError } from '../errors.js'
 
 /** How long a credential write waits for its lock before failing. */
 export const WRITE_LOCK_WAIT_MS = 30_000
@@ -24,6 +24,22 @@ const LOCK_EX = 2
 const LOCK_NB = 4
 const EINTR = 4
 const EWOULDBLOCK = process.platform === 'darwin' ? 35 : 11
+
+/** A lock stayed held by another process for the whole wait. Names the lock, never a value. */
+export class LockTimeoutError extends ProxyError {
+  override name = 'LockTimeoutError'
+  constructor(lock: string, waitMs: number, code: ErrorCode = 'INTERNAL_ERROR') {
+    super(code, `timed out after ${waitMs} ms waiting for the ${lock} lock`)
+  }
+}
+
+/** The lock file was removed or replaced while held: another process may hold "the same" lock now. */
+export class LockLostError extends ProxyError {
+  override name = 'LockLostError'
+  constructor(lock: string, code: ErrorCode = 'INTERNAL_ERROR') {
+    super(code, `the ${lock} lock is no longer held (its file in the locks directory was removed or replaced)`)
+  }
+}
 
 export type ReleaseLock = () => Promise<void>
 

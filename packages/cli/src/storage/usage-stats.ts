@@ -6,8 +6,8 @@ import { BucketName, isReservedName, ProviderName, ProxyError, type BucketStats 
 import * as z from 'zod'
 import { ensurePrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
-import { WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
-import { CredproxyError, LockTimeoutError } from '../errors.js'
+import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
+import { CredproxyError } from '../errors.js'
 
 export const USAGE_FILE = 'usage.json'
 const USAGE_LOCK = 'usage'
