@@ -2,7 +2,6 @@
 // the token; inside a sandbox (CREDPROXY_SOCKET set), asks the host broker to run
 // it. Both go through ProxyOAuthAdapter, so the user sees the same thing. Never
 // prints a token.
-import { parseArgs } from 'node:util'
 import {
   BUCKET_NAME_PATTERN,
   createOAuthAdapter,
@@ -26,6 +25,7 @@ import { loadProvidersConfig, providerNotConfigured, providersFilePath, type Log
 import { openHostStores } from '../storage/index.js'
 import { logLineTo } from '../escape.js'
 import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine } from './parse-options.js'
 
 interface LoginArgs {
   provider: string
@@ -35,21 +35,11 @@ interface LoginArgs {
 }
 
 function parseLoginArgs(args: string[]): LoginArgs {
-  let parsed
-  try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        bucket: { type: 'string', short: 'b' },
-        flow: { type: 'string' },
-        'no-browser': { type: 'boolean' },
-      },
-    })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy auth login --help` for the options.')
-  }
+  const parsed = parseCommandLine('auth login', args, {
+    bucket: { type: 'string', short: 'b' },
+    flow: { type: 'string' },
+    'no-browser': { type: 'boolean' },
+  })
   const [provider, ...rest] = parsed.positionals
   if (provider === undefined || rest.length > 0) {
     throw new UsageError('auth login takes one PROVIDER', 'Example: credproxy auth login github')

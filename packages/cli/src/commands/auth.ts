@@ -1,12 +1,12 @@
 // `credproxy auth import|status|logout` (and `login`, from auth-login.ts): OAuth
 // tokens per provider and bucket. Output never carries a token, not even a prefix.
-import { parseArgs } from 'node:util'
 import { DEFAULT_BUCKET, isProviderName, BUCKET_NAME_PATTERN, OAuthTokenSchema, type OAuthToken } from '@credproxy/core'
 import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { readAllStdin } from './secret-input.js'
 import { openCommandStores } from './stores.js'
 import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine } from './parse-options.js'
 
 export interface AuthSubcommand {
   /** One line for `credproxy auth --help`. */
@@ -104,19 +104,10 @@ Examples:
 }
 
 function parse(args: string[], sub: string, options: { json?: boolean; bucket?: boolean }) {
-  try {
-    return parseArgs({
-      args,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        ...(options.json === true ? { json: { type: 'boolean' as const } } : {}),
-        ...(options.bucket === true ? { bucket: { type: 'string' as const, short: 'b' } } : {}),
-      },
-    })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy auth ${sub} --help\` for the options.`)
-  }
+  return parseCommandLine(`auth ${sub}`, args, {
+    ...(options.json === true ? { json: { type: 'boolean' as const } } : {}),
+    ...(options.bucket === true ? { bucket: { type: 'string' as const, short: 'b' } } : {}),
+  })
 }
 
 function provider(positionals: string[], sub: string, required: true): string

@@ -10,7 +10,6 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { parseArgs } from 'node:util'
 import { createProviderKeyStorage, createTokenStore, DEFAULT_BUCKET, isProxyMode } from '@credproxy/core'
 import * as z from 'zod'
 import { useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
@@ -22,6 +21,7 @@ import { canInstallDebianPackages, findOnPath, installCommand, installDebianPack
 import { runCommand, type StartedSession } from './run.js'
 import { logLineTo } from '../escape.js'
 import { CredproxyError, UsageError } from '../errors.js'
+import { parseOptions } from './parse-options.js'
 
 /** A file larger than this is not read by the probe (secrets are small; binaries are not ours). */
 export const MAX_PROBE_FILE_BYTES = 1024 * 1024
@@ -387,23 +387,18 @@ export const command: Command = {
   name: 'demo',
   help,
   async run(args, io) {
-    let values
-    try {
-      ;({ values } = parseArgs({
-        args,
-        strict: true,
-        allowPositionals: false,
-        options: {
-          json: { type: 'boolean' },
-          probe: { type: 'boolean' },
-          key: { type: 'string' },
-          decoy: { type: 'string' },
-          hidden: { type: 'string', multiple: true },
-        },
-      }))
-    } catch (error) {
-      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy demo --help`.')
-    }
+    const values = parseOptions(
+      'demo',
+      args,
+      {
+        json: { type: 'boolean' },
+        probe: { type: 'boolean' },
+        key: { type: 'string' },
+        decoy: { type: 'string' },
+        hidden: { type: 'string', multiple: true },
+      },
+      { hint: 'Run `credproxy demo --help`.' },
+    )
     if (values.probe === true) {
       if (values.key === undefined || values.decoy === undefined) throw new UsageError('--probe needs --key and --decoy')
       return probe({ key: values.key, decoy: values.decoy, hidden: values.hidden ?? [] }, io)

@@ -3,7 +3,6 @@
 // credential value (names only). Exit 1 when any check finds a problem.
 import { lstat, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { loadProvidersConfig } from '../oauth/provider-config.js'
@@ -19,7 +18,8 @@ import { KeyringClient } from '../storage/keyring-client.js'
 import { LockDirectory } from '../storage/locks.js'
 import { recordId } from '../storage/record-backend.js'
 import { findOnPath, installCommand } from '../system-deps.js'
-import { CredproxyError, UsageError } from '../errors.js'
+import { CredproxyError } from '../errors.js'
+import { parseOptions } from './parse-options.js'
 
 const help = `Usage: credproxy doctor [--json]
 
@@ -218,12 +218,7 @@ async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
 }
 
 async function run(args: string[], io: CliIO): Promise<number> {
-  let json: boolean
-  try {
-    json = parseArgs({ args, strict: true, allowPositionals: false, options: { json: { type: 'boolean' } } }).values.json === true
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy doctor --help` for the options.')
-  }
+  const json = parseOptions('doctor', args, { json: { type: 'boolean' } }).json === true
   const paths = resolvePaths(io.env)
   const checks: DoctorCheck[] = []
   const creds = await storageChecks(io, paths, checks)

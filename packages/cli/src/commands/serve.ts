@@ -2,7 +2,6 @@
 // not control (e.g. llxprt-code's own sandbox). Prints one JSON line when ready,
 // runs until SIGINT/SIGTERM, and removes its socket and directory on the way out.
 import { readFile, stat, unlink } from 'node:fs/promises'
-import { parseArgs } from 'node:util'
 import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
@@ -21,6 +20,7 @@ import type { HostStores } from '../storage/types.js'
 import type { OAuthBroker } from '../oauth/broker.js'
 import { logLineTo } from '../escape.js'
 import { CredproxyError, UsageError } from '../errors.js'
+import { parseOptions } from './parse-options.js'
 
 /** A legacy token longer than this is refused (the wire schema's limit). */
 export const MAX_LEGACY_TOKEN_CHARS = 1024
@@ -59,26 +59,16 @@ export interface ServeOptions {
 }
 
 export function parseServeArgs(args: readonly string[]): ServeOptions {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: false,
-      options: {
-        socket: { type: 'string' },
-        'secret-file': { type: 'string' },
-        'legacy-token-file': { type: 'string' },
-        grant: { type: 'string', multiple: true },
-        'grant-key': { type: 'string', multiple: true },
-        'grant-all': { type: 'boolean' },
-        'allow-save': { type: 'boolean' },
-        verbose: { type: 'boolean' },
-      },
-    }))
-  } catch (error) {
-    throw new UsageError((error as Error).message, 'Run `credproxy serve --help` for the options.')
-  }
+  const values = parseOptions('serve', args, {
+    socket: { type: 'string' },
+    'secret-file': { type: 'string' },
+    'legacy-token-file': { type: 'string' },
+    grant: { type: 'string', multiple: true },
+    'grant-key': { type: 'string', multiple: true },
+    'grant-all': { type: 'boolean' },
+    'allow-save': { type: 'boolean' },
+    verbose: { type: 'boolean' },
+  })
   const capabilities: Capability[] = values['allow-save'] === true ? ['read', 'login', 'save'] : ['read', 'login']
   const grants: GrantSet = { providers: [], keys: [], capabilities }
   try {

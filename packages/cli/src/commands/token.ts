@@ -2,7 +2,6 @@
 // scripts (`Authorization: Bearer $(credproxy token github)`). Inside a sandbox it
 // comes through the broker (refreshed there); on the host it is refreshed first
 // when near expiry and a provider is configured.
-import { parseArgs } from 'node:util'
 import {
   createTokenStore,
   DEFAULT_BUCKET,
@@ -16,6 +15,7 @@ import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { logLineTo } from '../escape.js'
 import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine } from './parse-options.js'
 
 const help = `Usage: credproxy token PROVIDER [--bucket B] [--json]
 
@@ -35,17 +35,7 @@ Examples:
   credproxy token gemini --bucket work --json`
 
 export function parseTokenArgs(args: readonly string[]): { provider: string; bucket: string; json: boolean } {
-  let parsed
-  try {
-    parsed = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: true,
-      options: { bucket: { type: 'string' }, json: { type: 'boolean' } },
-    })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy token --help` for the options.')
-  }
+  const parsed = parseCommandLine('token', args, { bucket: { type: 'string' }, json: { type: 'boolean' } })
   const [provider, ...extra] = parsed.positionals
   if (provider === undefined || extra.length > 0) throw new UsageError('expected exactly one PROVIDER', 'Example: credproxy token github')
   if (!isProviderName(provider)) throw new UsageError(`invalid provider name '${provider}'`, 'Provider names are 1-64 characters of letters, digits, . _ @ -.')
