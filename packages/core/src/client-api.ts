@@ -7,6 +7,7 @@ export * from './protocol/limits.js'
 export * from './protocol/versions.js'
 export * from './auth/token.js'
 export type * from './auth/stores.js'
+export { backoffDelay, backoffStep, type BackoffOptions } from './backoff.js'
 export type { OpData, OpName, OpPayload, Response } from './protocol/messages.js'
 export {
   ProxySocketClient,

@@ -9,6 +9,7 @@ export * from './protocol/limits.js'
 export * from './auth/token.js'
 export * from './protocol/token-schema.js'
 export * from './auth/stores.js'
+export { backoffDelay, backoffStep, type BackoffOptions } from './backoff.js'
 export {
   ProxySocketClient,
   DEFAULT_REQUEST_TIMEOUT_MS,

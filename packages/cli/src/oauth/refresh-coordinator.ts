@@ -5,7 +5,7 @@
 // the store fails to save is kept in memory, served, and its write retried.
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DEFAULT_BUCKET, mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
+import { backoffDelay, DEFAULT_BUCKET, mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
 import type { HeldLock } from '../storage/locks.js'
 import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
@@ -327,8 +327,8 @@ export class RefreshCoordinator {
         if (failure.kind !== 'transient' || attempt >= maxAttempts) {
           throw new ProxyError('REFRESH_FAILED', undefined, { cause: error })
         }
-        // Exponential backoff with full jitter, so several hosts do not retry in step.
-        await this.sleep(Math.round(base * 2 ** (attempt - 1) * (0.5 + Math.random() / 2)))
+        // Equal jitter (backoffDelay), so several hosts do not retry in step.
+        await this.sleep(backoffDelay(attempt - 1, { baseMs: base }))
       }
     }
   }
