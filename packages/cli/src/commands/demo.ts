@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { createProviderKeyStorage, createTokenStore, DEFAULT_BUCKET, isProxyMode } from '@credproxy/core'
 import * as z from 'zod'
-import { useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { statusMark, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
@@ -296,7 +296,7 @@ async function ensureBubblewrap(io: CliIO): Promise<void> {
 async function demo(json: boolean, io: CliIO): Promise<number> {
   await ensureBubblewrap(io)
   const color = !json && useColor(io.stdout, io.env)
-  const mark = (ok: boolean): string => (ok ? (color ? '\u001b[32m✓\u001b[0m' : '✓') : color ? '\u001b[31m✗ FAIL\u001b[0m' : '✗ FAIL')
+  const mark = (ok: boolean): string => statusMark(ok, color, '✗ FAIL')
   const say = (line: string): void => {
     if (!json) writeLine(io.stdout, line)
   }

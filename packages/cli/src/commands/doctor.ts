@@ -3,7 +3,7 @@
 // credential value (names only). Exit 1 when any check finds a problem.
 import { lstat, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { statusMark, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { loadProvidersConfig } from '../oauth/provider-config.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
@@ -231,7 +231,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
     writeLine(io.stdout, JSON.stringify({ ok: problems === 0, checks, credentials: creds }))
   } else {
     const color = useColor(io.stdout, io.env)
-    const mark = (ok: boolean): string => (ok ? (color ? '\u001b[32m✓\u001b[0m' : '✓') : color ? '\u001b[31m✗\u001b[0m' : '✗')
+    const mark = (ok: boolean): string => statusMark(ok, color)
     for (const c of checks) {
       writeLine(io.stdout, `${mark(c.ok)} ${c.name.padEnd(11)} ${c.detail}`)
       if (c.fix !== undefined && !c.ok) writeLine(io.stdout, `  ${''.padEnd(11)} fix: ${c.fix}`)
