@@ -4,6 +4,7 @@ import { constants } from 'node:fs'
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { safeParseJson } from '../json-file.js'
 import { AuditLineSchema, type AuditLine } from './audit-format.js'
 
 /** How often `readAuditEntries(..., { follow })` looks for new lines. */
@@ -19,12 +20,8 @@ export interface ReadAuditOptions {
 
 function parseLine(text: string): AuditLine | null {
   if (text.trim() === '') return null
-  try {
-    const parsed = AuditLineSchema.safeParse(JSON.parse(text))
-    return parsed.success ? parsed.data : null
-  } catch {
-    return null
-  }
+  const parsed = safeParseJson(text, AuditLineSchema)
+  return parsed.ok ? parsed.value : null
 }
 
 /** Rotated files of path, oldest first (audit.log.N ... audit.log.1). */

@@ -19,6 +19,7 @@ import { LockDirectory } from '../storage/locks.js'
 import { recordId } from '../storage/record-backend.js'
 import { findOnPath, installCommand } from '../system-deps.js'
 import { CredproxyError } from '../errors.js'
+import { safeParseJson } from '../json-file.js'
 import { parseOptions } from './parse-options.js'
 
 const help = `Usage: credproxy doctor [--json]
@@ -194,17 +195,13 @@ async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   const registry = await readdir(sessionsDir(paths)).catch(() => [] as string[])
   for (const name of registry) {
     if (!name.endsWith('.json')) continue
-    let record
-    try {
-      record = SessionRecordSchema.safeParse(JSON.parse(await readFile(join(sessionsDir(paths), name), 'utf8')))
-    } catch {
-      record = null
-    }
-    if (record?.success !== true) continue
-    if (processAlive(record.data.pid) && (await isSocketFile(record.data.controlSocketPath))) {
+    const text = await readFile(join(sessionsDir(paths), name), 'utf8').catch(() => null)
+    const record = text === null ? null : safeParseJson(text, SessionRecordSchema)
+    if (record?.ok !== true) continue
+    if (processAlive(record.value.pid) && (await isSocketFile(record.value.controlSocketPath))) {
       live += 1
-      liveIds.add(record.data.id)
-    } else stale.push(`session ${record.data.id} (pid ${record.data.pid} is gone)`)
+      liveIds.add(record.value.id)
+    } else stale.push(`session ${record.value.id} (pid ${record.value.pid} is gone)`)
   }
   const runtime = await readdir(paths.runtimeDir, { withFileTypes: true }).catch(() => [])
   for (const entry of runtime) {

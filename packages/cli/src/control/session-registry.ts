@@ -9,6 +9,7 @@ import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
 import { SESSION_ID_PATTERN } from './socket-path.js'
 import { CredproxyError } from '../errors.js'
+import { safeParseJson } from '../json-file.js'
 /** A registry file larger than this is not ours; it is skipped. */
 export const MAX_REGISTRY_FILE_BYTES = 64 * 1024
 
@@ -84,8 +85,8 @@ async function readRecord(path: string): Promise<SessionRecord | null> {
     try {
       const info = await handle.stat()
       if (!info.isFile() || info.size > MAX_REGISTRY_FILE_BYTES) return null
-      const parsed = SessionRecordSchema.safeParse(JSON.parse(await handle.readFile('utf8')))
-      return parsed.success ? parsed.data : null
+      const parsed = safeParseJson(await handle.readFile('utf8'), SessionRecordSchema)
+      return parsed.ok ? parsed.value : null
     } finally {
       await handle.close()
     }

@@ -7,6 +7,7 @@ import { PROVIDER_NAME_PATTERN } from '@credproxy/core'
 import * as z from 'zod'
 import type { CredproxyPaths } from '../paths.js'
 import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 
 export const PROVIDERS_FILE_NAME = 'providers.json'
 /** RFC 8628 default when the server sends no `interval`. */
@@ -86,33 +87,12 @@ export function parseProvidersConfig(text: string, file: string): ProvidersConfi
   if (Buffer.byteLength(text) > MAX_PROVIDERS_FILE_BYTES) {
     throw new CredproxyError('FAILED', `${file} is larger than ${MAX_PROVIDERS_FILE_BYTES} bytes`, { hint: 'It should only hold provider settings.' })
   }
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch (error) {
-    // V8's message quotes the text around the error, which may be client_secret: keep only the position.
-    const at = /at position (\d+)/.exec((error as Error).message)?.[1]
-    const where = at === undefined ? '' : ` (${lineAndColumn(text, Number(at))})`
-    throw new CredproxyError('FAILED', `${file} is not valid JSON${where}`, { hint: 'Fix the file; `credproxy help oauth` shows the format with a worked example.' })
-  }
-  const parsed = ProvidersFileSchema.safeParse(json)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue === undefined || issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.')
-    throw new CredproxyError(
-      'FAILED',
-      `${file}: invalid field ${field}: ${issue?.message ?? 'invalid'}`,
-      { hint: 'Fix the field; `credproxy help oauth` shows the format with a worked example.' },
-    )
-  }
+  const data = parseJsonFile(text, file, ProvidersFileSchema, {
+    hint: (problem) => `Fix the ${problem.kind === 'syntax' ? 'file' : 'field'}; \`credproxy help oauth\` shows the format with a worked example.`,
+  })
   const providers = new Map<string, ProviderConfig>()
-  for (const [name, config] of Object.entries(parsed.data.providers)) providers.set(name, { ...config, name })
+  for (const [name, config] of Object.entries(data.providers)) providers.set(name, { ...config, name })
   return { file, providers }
-}
-
-function lineAndColumn(text: string, offset: number): string {
-  const before = text.slice(0, offset).split('\n')
-  return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`
 }
 
 /** The error for `credproxy auth login X` when X is not in providers.json. */

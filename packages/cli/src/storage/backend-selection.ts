@@ -6,7 +6,8 @@ import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 import type { BackendName } from './types.js'
-import { CredproxyError, UsageError } from '../errors.js'
+import { UsageError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 
 export const KEYRING_MODES = ['auto', 'off', 'required'] as const
 export type KeyringMode = (typeof KEYRING_MODES)[number]
@@ -59,23 +60,14 @@ export async function readBackendChoice(configDir: string): Promise<BackendChoic
   const file = backendChoicePath(configDir)
   const text = await readPrivateFile(file)
   if (text === null) return null
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    throw new CredproxyError('FAILED', `${file} is not valid JSON`, { hint: `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".` })
-  }
-  const parsed = BackendChoiceSchema.safeParse(json)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue?.path.join('.') || '(top level)'
-    throw new CredproxyError(
-      'FAILED',
-      `${file}: field '${field}' is invalid (${issue?.message ?? 'bad value'})`,
-      { hint: 'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.' },
-    )
-  }
-  return parsed.data
+  return parseJsonFile(text, file, BackendChoiceSchema, {
+    message: (problem) =>
+      problem.kind === 'syntax' ? `${file} is not valid JSON` : `${file}: field '${problem.field || '(top level)'}' is invalid (${problem.issue})`,
+    hint: (problem) =>
+      problem.kind === 'syntax'
+        ? `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".`
+        : 'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.',
+  })
 }
 
 export async function saveBackendChoice(configDir: string, backend: BackendName): Promise<void> {

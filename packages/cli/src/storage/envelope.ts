@@ -5,6 +5,7 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, scrypt } from 'node:crypto'
 import * as z from 'zod'
 import { CredproxyError } from '../errors.js'
+import { safeParseJson } from '../json-file.js'
 
 export const ENVELOPE_FORMAT = 'credproxy-secret'
 /** The version every write produces. */
@@ -121,18 +122,12 @@ export class CredentialCipher {
 
   /** The plaintext of an envelope of either version, and which version it was. */
   async open(recordId: string, text: string): Promise<{ plaintext: string; version: number }> {
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      throw envelopeError('is not valid JSON')
+    const parsed = safeParseJson(text, EnvelopeSchema)
+    if (!parsed.ok) {
+      const { problem } = parsed
+      throw envelopeError(problem.kind === 'syntax' ? 'is not valid JSON' : `is not a credproxy envelope (field '${problem.field}')`)
     }
-    const parsed = EnvelopeSchema.safeParse(json)
-    if (!parsed.success) {
-      const field = parsed.error.issues[0]?.path.join('.') ?? ''
-      throw envelopeError(`is not a credproxy envelope (field '${field}')`)
-    }
-    const envelope = parsed.data
+    const envelope = parsed.value
     const iv = Buffer.from(envelope.iv, 'base64')
     const tag = Buffer.from(envelope.tag, 'base64')
     if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw envelopeError('has a bad iv or tag length')

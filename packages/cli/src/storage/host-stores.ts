@@ -25,7 +25,7 @@ import {
 import { recordFileBase, type RecordBackend, type RecordRef } from './record-backend.js'
 import type { CredentialLockPurpose, HostTokenStore } from './types.js'
 import type { UsageStats } from './usage-stats.js'
-import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 
 /** An API key value larger than this is a mistake (a pasted file), not a key. */
 export const MAX_KEY_VALUE_BYTES = 64 * 1024
@@ -197,22 +197,11 @@ export class HostTokenStoreImpl implements HostTokenStore {
   private async readToken(ref: RecordRef & { kind: 'token' }): Promise<OAuthToken | null> {
     const text = await this.backend.read(ref)
     if (text === null) return null
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    const parsed = OAuthTokenSchema.safeParse(json)
-    if (!parsed.success) {
-      const field = parsed.error.issues[0]?.path.join('.') ?? ''
-      throw new CredproxyError(
-        'FAILED',
-        `${this.backend.describe(ref)} does not hold a valid token (field '${field}')`,
-        { hint: `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json` },
-      )
-    }
-    return parsed.data
+    const where = this.backend.describe(ref)
+    return parseJsonFile(text, where, OAuthTokenSchema, {
+      message: (problem) => `${where} does not hold a valid token (field '${problem.kind === 'schema' ? problem.field : ''}')`,
+      hint: `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json`,
+    })
   }
 
   private withWriteLock<T>(ref: RecordRef, fn: () => Promise<T>): Promise<T> {

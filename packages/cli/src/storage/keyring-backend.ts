@@ -5,7 +5,7 @@ import * as z from 'zod'
 import type { KeyringClient } from './keyring-client.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
 import { recordId, type RecordBackend, type RecordKind, type RecordRef } from './record-backend.js'
-import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 
 export const INDEX_ACCOUNT = 'index'
 const INDEX_LOCK = 'keyring-index'
@@ -53,21 +53,11 @@ export class KeyringBackend implements RecordBackend {
   private async readIndex(): Promise<string[]> {
     const text = await this.keyring.get(INDEX_ACCOUNT)
     if (text === null) return []
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    const parsed = IndexSchema.safeParse(json)
-    if (!parsed.success) {
-      throw new CredproxyError(
-        'FAILED',
-        `keyring entry '${this.keyring.service}/${INDEX_ACCOUNT}' is not a valid credproxy index`,
-        { hint: 'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.' },
-      )
-    }
-    return parsed.data.records
+    const entry = `keyring entry '${this.keyring.service}/${INDEX_ACCOUNT}'`
+    return parseJsonFile(text, entry, IndexSchema, {
+      message: () => `${entry} is not a valid credproxy index`,
+      hint: 'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.',
+    }).records
   }
 
   private async updateIndex(change: (ids: Set<string>) => unknown): Promise<void> {

@@ -8,6 +8,7 @@ import { PRIVATE_FILE_MODE, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX } from './atomic-write.js'
 import type { KeyringClient } from './keyring-client.js'
 import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 
 export const MACHINE_SECRET_FILE = 'machine-secret.json'
 export const MACHINE_SECRET_ACCOUNT = 'machine-secret'
@@ -36,21 +37,11 @@ function fresh(): string {
 }
 
 function parse(text: string, source: string): MachineSecret {
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = undefined
-  }
-  const parsed = MachineSecretSchema.safeParse(json)
-  if (!parsed.success) {
-    throw new CredproxyError(
-      'FAILED',
-      `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
-      { hint: 'Restore it from a backup, or move the credproxy data directory away and store your credentials again.' },
-    )
-  }
-  return { secret: Buffer.from(parsed.data.secret, 'base64'), salt: Buffer.from(parsed.data.salt, 'base64'), source }
+  const data = parseJsonFile(text, source, MachineSecretSchema, {
+    message: () => `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
+    hint: 'Restore it from a backup, or move the credproxy data directory away and store your credentials again.',
+  })
+  return { secret: Buffer.from(data.secret, 'base64'), salt: Buffer.from(data.salt, 'base64'), source }
 }
 
 /** An existing file wins, so credentials written before a keyring appeared stay readable. */

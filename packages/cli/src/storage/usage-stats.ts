@@ -7,7 +7,7 @@ import * as z from 'zod'
 import { ensurePrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
-import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 
 export const USAGE_FILE = 'usage.json'
 const USAGE_LOCK = 'usage'
@@ -166,18 +166,12 @@ export class UsageStats {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Map()
       throw error
     }
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    const parsed = UsageSchema.safeParse(json)
-    if (!parsed.success) {
-      throw new CredproxyError('FAILED', `${this.path} is not a valid usage file`, { hint: 'Remove it; it only holds request counts and is rebuilt.' })
-    }
+    const data = parseJsonFile(text, this.path, UsageSchema, {
+      message: () => `${this.path} is not a valid usage file`,
+      hint: 'Remove it; it only holds request counts and is rebuilt.',
+    })
     // Object.entries reads own keys only; the Maps never touch a prototype.
-    return new Map(Object.entries(parsed.data.providers).map(([provider, buckets]) => [provider, new Map(Object.entries(buckets))]))
+    return new Map(Object.entries(data.providers).map(([provider, buckets]) => [provider, new Map(Object.entries(buckets))]))
   }
 
   private async update(change: (usage: Usage) => void): Promise<void> {
