@@ -1,12 +1,23 @@
 // `@credproxy/core/client`: the part of the public API a sandboxed process needs
 // (socket client, proxy stores, names, errors), without zod or the message schemas,
 // so a short-lived `credproxy key get` loads a fraction of `@credproxy/core`.
-export * from './protocol/errors.js'
-export * from './protocol/names.js'
-export * from './protocol/limits.js'
-export * from './protocol/versions.js'
-export * from './auth/token.js'
-export type * from './auth/stores.js'
+// Named on purpose, like index.ts (which documents each group); everything here is also there.
+export { ERROR_CODES, ProxyError, isErrorCode, safeMessage, type ErrorCode, type ProxyErrorOptions } from './protocol/errors.js'
+export {
+  BUCKET_NAME_PATTERN,
+  DEFAULT_BUCKET,
+  KEY_NAME_PATTERN,
+  PROVIDER_NAME_PATTERN,
+  RESERVED_NAMES,
+  isBucketName,
+  isKeyName,
+  isProviderName,
+  isReservedName,
+} from './protocol/names.js'
+export { MAX_IN_FLIGHT_REQUESTS } from './protocol/limits.js'
+export { MAX_LEGACY_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, OP_MIN_VERSION } from './protocol/versions.js'
+export { HOST_ONLY_TOKEN_FIELDS, mergeRefreshedToken, sanitizeTokenForProxy, secondsUntilExpiry, type OAuthToken } from './auth/token.js'
+export type { BucketStats, LockOptions, ProviderKeyStorage, TokenStore } from './auth/stores.js'
 export { backoffDelay, backoffStep, type BackoffOptions } from './backoff.js'
 export type { OpData, OpName, OpPayload, Response } from './protocol/messages.js'
 export {
