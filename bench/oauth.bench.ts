@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProxySocketClient, ProxyTokenStore } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuthBroker } from '../packages/cli/src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../packages/cli/src/credentials/host-oauth.js'
 import { CredentialProxyServer } from '../packages/cli/src/broker/credential-proxy-server.js'
 import { startAuthServer } from '../packages/cli/test/helpers/auth-server.js'
 import { deviceLogin } from '../packages/cli/test/helpers/oauth-login.js'
@@ -22,10 +22,11 @@ export async function run(): Promise<void> {
   const t = await createOAuthTestEnv(as)
   const runDir = await mkdtemp(join(tmpdir(), 'cp-bench-oauth-'))
   // No cooldown: every iteration must really refresh.
-  const broker = (await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false, refresh: { cooldownMs: 0 } })) as HostOAuthBroker
+  const broker = (await createOAuthBroker({ stores: t.stores, env: t.env, schedule: false, refresh: { cooldownMs: 0 } })) as HostOAuth
   const server = new CredentialProxyServer({
     stores: t.stores,
-    oauth: broker,
+    oauth: broker.logins,
+    credentials: broker.credentials,
     runtimeDir: runDir,
     grants: { providers: [{ provider: P }], keys: [], capabilities: ['read'] },
     limits: { rateLimitPerSecond: 100_000, rateLimitBurst: 100_000 },
@@ -41,7 +42,7 @@ export async function run(): Promise<void> {
     const viaSocket: number[] = []
     for (let i = 0; i < ITERATIONS; i += 1) {
       await expire('default')
-      viaBroker.push(await timeIt(() => broker.getFreshToken(P, 'default')))
+      viaBroker.push(await timeIt(() => broker.credentials.freshToken(P, 'default')))
       await expire('default')
       viaSocket.push(await timeIt(() => proxyStore.getToken(P, 'default')))
     }

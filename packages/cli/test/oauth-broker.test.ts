@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { MAX_OAUTH_SESSIONS } from '../src/oauth/session-manager.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
 
 const OWNER = 'session-a'
 
-async function pollUntilDone(broker: HostOAuthBroker, id: string, owner = OWNER): Promise<OAuthToken> {
+async function pollUntilDone(broker: HostOAuth, id: string, owner = OWNER): Promise<OAuthToken> {
   for (let i = 0; i < 400; i += 1) {
-    const r = await broker.poll(id, owner)
+    const r = await broker.logins.poll(id, owner)
     if (r.status === 'complete') return r.token
     await new Promise((resolve) => setTimeout(resolve, 25))
   }
@@ -19,7 +19,7 @@ async function pollUntilDone(broker: HostOAuthBroker, id: string, owner = OWNER)
 describe('host OAuth broker against a real authorization server', () => {
   let as: AuthServer
   let t: OAuthTestEnv
-  let broker: HostOAuthBroker
+  let broker: HostOAuth
 
   beforeAll(async () => {
     as = await startAuthServer()
@@ -35,11 +35,11 @@ describe('host OAuth broker against a real authorization server', () => {
   })
 
   test('device-code login: user code shown at once, token stored on the host after approval', async () => {
-    const init = await broker.initiate('testprov', 'default', OWNER)
+    const init = await broker.logins.initiate('testprov', 'default', OWNER)
     expect(init.flow_type).toBe('device_code')
     expect(init.user_code).toMatch(/\S/)
     expect(init.verification_uri).toBe(`${as.issuer}/device`)
-    expect(await broker.poll(init.session_id, OWNER)).toEqual({ status: 'pending' })
+    expect(await broker.logins.poll(init.session_id, OWNER)).toEqual({ status: 'pending' })
     await as.approveDevice(init.user_code ?? '')
     const token = await pollUntilDone(broker, init.session_id)
     expect(token.access_token).toMatch(/\S/)
@@ -48,11 +48,11 @@ describe('host OAuth broker against a real authorization server', () => {
     expect(stored?.access_token).toBe(token.access_token)
     expect(stored?.refresh_token).toBe(token.refresh_token)
     // Single-use: the token is handed out once.
-    await expect(broker.poll(init.session_id, OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
+    await expect(broker.logins.poll(init.session_id, OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
   })
 
   test('device-code login denied by the user gives ACCESS_DENIED', async () => {
-    const init = await broker.initiate('testprov', 'denied', OWNER)
+    const init = await broker.logins.initiate('testprov', 'denied', OWNER)
     await as.denyDevice(init.user_code ?? '')
     const error = await pollUntilDone(broker, init.session_id).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ProxyError)
@@ -61,7 +61,7 @@ describe('host OAuth broker against a real authorization server', () => {
   })
 
   test('PKCE login through the loopback redirect stores a token with a refresh token', async () => {
-    const init = await broker.initiate('testprov', 'pkce', OWNER, { flow: 'pkce' })
+    const init = await broker.logins.initiate('testprov', 'pkce', OWNER, { flow: 'pkce' })
     expect(init.flow_type).toBe('pkce_redirect')
     const authUrl = new URL(init.auth_url ?? '')
     expect(authUrl.searchParams.get('code_challenge_method')).toBe('S256')
@@ -76,22 +76,22 @@ describe('host OAuth broker against a real authorization server', () => {
   })
 
   test('PKCE paste-the-code fallback exchanges with the same verifier', async () => {
-    const init = await broker.initiate('testprov', 'paste', OWNER, { flow: 'pkce' })
+    const init = await broker.logins.initiate('testprov', 'paste', OWNER, { flow: 'pkce' })
     const redirect = new URL(await as.completeAuthorization(init.auth_url ?? ''))
     // A code from another login's redirect is refused; the real one works.
-    await expect(broker.exchange(init.session_id, 'not-a-real-code', OWNER)).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
-    const token = await broker.exchange(init.session_id, redirect.searchParams.get('code') ?? '', OWNER)
+    await expect(broker.logins.exchange(init.session_id, 'not-a-real-code', OWNER)).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
+    const token = await broker.logins.exchange(init.session_id, redirect.searchParams.get('code') ?? '', OWNER)
     expect(token.refresh_token).toMatch(/\S/)
     expect((await t.stores.tokens.getToken('testprov', 'paste'))?.access_token).toBe(token.access_token)
-    await expect(broker.exchange(init.session_id, 'x', OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
+    await expect(broker.logins.exchange(init.session_id, 'x', OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
   })
 
   test('a login session is invisible to another broker session', async () => {
-    const init = await broker.initiate('testprov', 'other', OWNER)
-    await expect(broker.poll(init.session_id, 'session-b')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
-    await expect(broker.cancel(init.session_id, 'session-b')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
-    await broker.cancel(init.session_id, OWNER)
-    await expect(broker.poll(init.session_id, OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
+    const init = await broker.logins.initiate('testprov', 'other', OWNER)
+    await expect(broker.logins.poll(init.session_id, 'session-b')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
+    await expect(broker.logins.cancel(init.session_id, 'session-b')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
+    await broker.logins.cancel(init.session_id, OWNER)
+    await expect(broker.logins.poll(init.session_id, OWNER)).rejects.toMatchObject({ code: 'SESSION_ALREADY_USED' })
   })
 
   test('concurrent initiates over the cap never reach the provider, and cancelled logins free their slots at once', async () => {
@@ -101,7 +101,7 @@ describe('host OAuth broker against a real authorization server', () => {
     try {
       const before = as.deviceAuthorizationRequests
       const results = await Promise.allSettled(
-        Array.from({ length: MAX_OAUTH_SESSIONS + 5 }, (_, i) => capped.initiate('testprov', `cap${i}`, OWNER)),
+        Array.from({ length: MAX_OAUTH_SESSIONS + 5 }, (_, i) => capped.logins.initiate('testprov', `cap${i}`, OWNER)),
       )
       const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.session_id] : []))
       const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
@@ -110,8 +110,8 @@ describe('host OAuth broker against a real authorization server', () => {
       for (const error of refused) expect(error).toMatchObject({ code: 'RESOURCE_EXHAUSTED' })
       // The refused ones were refused before any network round trip.
       expect(as.deviceAuthorizationRequests - before).toBe(MAX_OAUTH_SESSIONS)
-      for (const id of started) await capped.cancel(id, OWNER)
-      const again = await capped.initiate('testprov', 'again', OWNER)
+      for (const id of started) await capped.logins.cancel(id, OWNER)
+      const again = await capped.logins.initiate('testprov', 'again', OWNER)
       expect(again.flow_type).toBe('device_code')
     } finally {
       await capped.close()
@@ -119,7 +119,7 @@ describe('host OAuth broker against a real authorization server', () => {
   })
 
   test('an unknown provider gives PROVIDER_NOT_CONFIGURED naming providers.json', async () => {
-    const error = (await broker.initiate('nope', 'default', OWNER).catch((e: unknown) => e)) as ProxyError
+    const error = (await broker.logins.initiate('nope', 'default', OWNER).catch((e: unknown) => e)) as ProxyError
     expect(error.code).toBe('PROVIDER_NOT_CONFIGURED')
     expect(error.message).toContain('providers.json')
   })

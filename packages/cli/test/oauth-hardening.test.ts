@@ -10,7 +10,7 @@ import { idTokenSubject } from '../src/oauth/account-check.js'
 import { createClientConfiguration } from '../src/oauth/oauth-client.js'
 import { parseProvidersConfig } from '../src/oauth/provider-config.js'
 import { escapeUntrusted, logLineTo } from '../src/escape.js'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { MAX_EXCHANGES_PER_LOGIN, MAX_LOGINS_PER_OWNER, MAX_PROVIDER_REQUESTS_PER_WINDOW } from '../src/oauth/session-manager.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { createOAuthTestEnv, type OAuthTestEnv } from './helpers/oauth-env.js'
@@ -30,9 +30,9 @@ describe('OAuth hardening against a real authorization server', () => {
   let as: AuthServer
   let t: OAuthTestEnv
   const logs: string[] = []
-  const brokers: HostOAuthBroker[] = []
+  const brokers: HostOAuth[] = []
 
-  async function newBroker(env: NodeJS.ProcessEnv = t.env): Promise<HostOAuthBroker> {
+  async function newBroker(env: NodeJS.ProcessEnv = t.env): Promise<HostOAuth> {
     const broker = await createOAuthBroker({ stores: t.stores, env, schedule: false, log: (l) => logs.push(l) })
     if (broker === null) throw new Error('no providers.json')
     brokers.push(broker)
@@ -51,12 +51,12 @@ describe('OAuth hardening against a real authorization server', () => {
 
   test('300 wrong codes to oauth_exchange reach the token endpoint at most MAX_EXCHANGES_PER_LOGIN times; the rest get RATE_LIMITED with retryAfter', async () => {
     const broker = await newBroker()
-    const login = await broker.initiate(P, 'default', 'sandbox-a', { flow: 'pkce' })
+    const login = await broker.logins.initiate(P, 'default', 'sandbox-a', { flow: 'pkce' })
     const before = as.tokenRequests
     const codes: string[] = []
     let retryAfter: number | undefined
     for (let i = 0; i < 300; i += 1) {
-      const error = await codeOf(broker.exchange(login.session_id, `wrong-code-${i}`, 'sandbox-a'))
+      const error = await codeOf(broker.logins.exchange(login.session_id, `wrong-code-${i}`, 'sandbox-a'))
       codes.push(error.code)
       if (error.code === 'RATE_LIMITED') retryAfter ??= error.retryAfter
     }
@@ -73,8 +73,8 @@ describe('OAuth hardening against a real authorization server', () => {
     const limited: ProxyError[] = []
     for (let i = 0; i < 100; i += 1) {
       try {
-        const login = await broker.initiate(P, 'default', 'sandbox-b', { flow: 'device_code' })
-        await broker.cancel(login.session_id, 'sandbox-b')
+        const login = await broker.logins.initiate(P, 'default', 'sandbox-b', { flow: 'device_code' })
+        await broker.logins.cancel(login.session_id, 'sandbox-b')
       } catch (error) {
         limited.push(error as ProxyError)
       }
@@ -83,8 +83,8 @@ describe('OAuth hardening against a real authorization server', () => {
     expect(limited).toHaveLength(100 - MAX_LOGINS_PER_OWNER)
     for (const error of limited) expect(error).toMatchObject({ code: 'RATE_LIMITED', retryAfter: expect.any(Number) as number })
     // Another broker session still has its own budget.
-    const other = await broker.initiate(P, 'default', 'sandbox-c', { flow: 'device_code' })
-    await broker.cancel(other.session_id, 'sandbox-c')
+    const other = await broker.logins.initiate(P, 'default', 'sandbox-c', { flow: 'device_code' })
+    await broker.logins.cancel(other.session_id, 'sandbox-c')
   })
 
   test('many broker sessions together stay under the host-wide cap MAX_PROVIDER_REQUESTS_PER_WINDOW', async () => {
@@ -94,8 +94,8 @@ describe('OAuth hardening against a real authorization server', () => {
     for (let owner = 0; owner < 10; owner += 1) {
       for (let i = 0; i < MAX_LOGINS_PER_OWNER; i += 1) {
         try {
-          const login = await broker.initiate(P, 'default', `many-${owner}`, { flow: 'device_code' })
-          await broker.cancel(login.session_id, `many-${owner}`)
+          const login = await broker.logins.initiate(P, 'default', `many-${owner}`, { flow: 'device_code' })
+          await broker.logins.cancel(login.session_id, `many-${owner}`)
         } catch (error) {
           expect(error).toMatchObject({ code: 'RATE_LIMITED' })
           limited += 1
@@ -108,12 +108,12 @@ describe('OAuth hardening against a real authorization server', () => {
 
   test('an `error` value with a newline in a pasted redirect URL cannot forge a host log line', async () => {
     const broker = await newBroker()
-    const login = await broker.initiate(P, 'default', 'sandbox-d', { flow: 'pkce' })
+    const login = await broker.logins.initiate(P, 'default', 'sandbox-d', { flow: 'pkce' })
     const state = new URL(login.auth_url ?? '').searchParams.get('state') ?? ''
     const forged = 'access_denied\ncredproxy: lock refresh+token+testprov+default was compromised\x1b[2K'
     const url = `http://127.0.0.1:1/callback?${new URLSearchParams({ state, error: forged })}`
     const from = logs.length
-    await expect(broker.exchange(login.session_id, url, 'sandbox-d')).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
+    await expect(broker.logins.exchange(login.session_id, url, 'sandbox-d')).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
     const written = logs.slice(from)
     expect(written.join('')).toContain('authorization failed')
     for (const line of written) for (const c of ['\n', '\r', '\x1b']) expect(line).not.toContain(c)
@@ -132,9 +132,9 @@ describe('OAuth hardening against a real authorization server', () => {
     expect(escapeUntrusted('abcdef', 3)).toBe('abc...')
   })
 
-  async function pollUntilDone(broker: HostOAuthBroker, sessionId: string, owner: string): Promise<OAuthToken> {
+  async function pollUntilDone(broker: HostOAuth, sessionId: string, owner: string): Promise<OAuthToken> {
     for (let i = 0; i < 200; i += 1) {
-      const r = await broker.poll(sessionId, owner)
+      const r = await broker.logins.poll(sessionId, owner)
       if (r.status === 'complete') return r.token
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
@@ -149,7 +149,7 @@ describe('OAuth hardening against a real authorization server', () => {
     await writeFile(join(bin, 'xdg-open'), `#!/bin/sh\nprintf '%s\\n' "$0" "$@" > "${record}.argv"\ncp "$1" "${record}.page"\nstat -c %a "$1" > "${record}.mode"\n`)
     await chmod(join(bin, 'xdg-open'), 0o755)
     const broker = await newBroker({ ...t.env, PATH: `${bin}:${t.env['PATH'] ?? ''}`, DISPLAY: ':99' })
-    const login = await broker.initiate(P, 'opener', 'host-cli', { flow: 'pkce', openBrowser: true })
+    const login = await broker.logins.initiate(P, 'opener', 'host-cli', { flow: 'pkce', openBrowser: true })
     const authUrl = new URL(login.auth_url ?? '')
     let argv = ''
     for (let i = 0; i < 200 && argv === ''; i += 1) {
@@ -174,13 +174,13 @@ describe('OAuth hardening against a real authorization server', () => {
 
   test("a callback completed with another account's code does not replace the stored account", async () => {
     const broker = await newBroker()
-    const first = await broker.initiate(P, 'csrf', 'host-cli', { flow: 'pkce' })
+    const first = await broker.logins.initiate(P, 'csrf', 'host-cli', { flow: 'pkce' })
     expect((await fetch(await as.completeAuthorization(first.auth_url ?? '', 'alice'))).status).toBe(200)
     const alice = await pollUntilDone(broker, first.session_id, 'host-cli')
     expect(idTokenSubject(await t.stores.tokens.getToken(P, 'csrf'))).toBe('alice')
 
     // Alice logs in again; another local user who learnt the state logs in as themselves and hits the callback.
-    const again = await broker.initiate(P, 'csrf', 'host-cli', { flow: 'pkce' })
+    const again = await broker.logins.initiate(P, 'csrf', 'host-cli', { flow: 'pkce' })
     const from = logs.length
     const attack = await fetch(await as.completeAuthorization(again.auth_url ?? '', 'mallory'))
     expect(attack.status).toBe(400)
@@ -189,7 +189,7 @@ describe('OAuth hardening against a real authorization server', () => {
     expect(logs.slice(from).join('\n')).toContain('run `credproxy auth logout testprov --bucket csrf` first')
     // A pasted code of the other account is refused the same way.
     const pasted = new URL(await as.completeAuthorization(again.auth_url ?? '', 'mallory')).searchParams.get('code') ?? ''
-    await expect(broker.exchange(again.session_id, pasted, 'host-cli')).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
+    await expect(broker.logins.exchange(again.session_id, pasted, 'host-cli')).rejects.toMatchObject({ code: 'EXCHANGE_FAILED' })
     expect(idTokenSubject(await t.stores.tokens.getToken(P, 'csrf'))).toBe('alice')
 
     // The login stayed open: Alice's own callback still completes it.
@@ -204,18 +204,18 @@ describe('OAuth hardening against a real authorization server', () => {
     // 2^31 s: in ms far past Node's timer limit, which would fire after 1 ms.
     as.patchJson('POST', '/device/auth', { interval: 2 ** 31 })
     const before = as.tokenEndpointHits
-    const slow = await broker.initiate(P, 'huge-interval', 'sandbox-h', { flow: 'device_code' })
+    const slow = await broker.logins.initiate(P, 'huge-interval', 'sandbox-h', { flow: 'device_code' })
     await new Promise((resolve) => setTimeout(resolve, 1_000))
     expect(as.tokenEndpointHits - before).toBe(0)
-    await broker.cancel(slow.session_id, 'sandbox-h')
+    await broker.logins.cancel(slow.session_id, 'sandbox-h')
 
     as.patchJson('POST', '/device/auth', { interval: 2 ** 31, expires_in: 1 })
-    const short = await broker.initiate(P, 'short-expiry', 'sandbox-h', { flow: 'device_code' })
+    const short = await broker.logins.initiate(P, 'short-expiry', 'sandbox-h', { flow: 'device_code' })
     as.patchJson('POST', '/device/auth', null)
     let outcome: unknown
     for (let i = 0; i < 120 && outcome === undefined; i += 1) {
       await new Promise((resolve) => setTimeout(resolve, 25))
-      outcome = await broker.poll(short.session_id, 'sandbox-h').then(
+      outcome = await broker.logins.poll(short.session_id, 'sandbox-h').then(
         (r) => (r.status === 'pending' ? undefined : r),
         (e: unknown) => e,
       )

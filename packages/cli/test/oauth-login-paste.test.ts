@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { main } from '../src/cli.js'
 import type { CliIO } from '../src/cli-io.js'
 import { EXIT } from '../src/exit-codes.js'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { CredentialProxyServer, type StartedServer } from '../src/broker/credential-proxy-server.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { cliEnv } from './helpers/cli-runner.js'
@@ -92,7 +92,7 @@ describe('auth login --flow pkce: pasting the code', () => {
   })
 
   describe('inside a sandbox (the CLI as a client of a real broker socket)', () => {
-    let broker: HostOAuthBroker
+    let broker: HostOAuth
     let server: CredentialProxyServer
     let started: StartedServer
     let inner: OAuthTestEnv
@@ -105,7 +105,8 @@ describe('auth login --flow pkce: pasting the code', () => {
       broker = created
       server = new CredentialProxyServer({
         stores: inner.stores,
-        oauth: broker,
+        oauth: broker.logins,
+        credentials: broker.credentials,
         runtimeDir: join(inner.home, 'run'),
         grants: { providers: [{ provider: 'testprov' }], keys: [], capabilities: ['read', 'login'] },
       })

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import type { OAuthToken } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { RefreshCoordinator } from '../src/oauth/refresh-coordinator.js'
 import type { HostTokenStore } from '../src/storage/types.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
@@ -66,7 +66,7 @@ function run(env: NodeJS.ProcessEnv, args: string[]): Run {
 describe('a refresh stalled under the lock', () => {
   let as: AuthServer
   let t: OAuthTestEnv
-  let broker: HostOAuthBroker
+  let broker: HostOAuth
 
   beforeAll(async () => {
     as = await startAuthServer({ accessTokenTtlSeconds: 60 })
@@ -100,7 +100,7 @@ describe('a refresh stalled under the lock', () => {
     const stored = await t.stores.tokens.getToken(P, 'stall')
     expect((b['token'] as { access_token: string }).access_token).toBe(stored?.access_token)
     expect((a['token'] as { access_token: string }).access_token).toBe(stored?.access_token)
-    await expect(broker.refresh(P, 'stall')).resolves.toMatchObject({ token_type: 'Bearer' })
+    await expect(broker.credentials.refreshNow(P, 'stall')).resolves.toMatchObject({ token_type: 'Bearer' })
     expect(new Set(as.refreshTokensSent.slice(sentFrom)).size).toBe(as.refreshTokensSent.length - sentFrom)
   }, 30_000)
 

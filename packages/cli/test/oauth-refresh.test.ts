@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { createClientConfiguration } from '../src/oauth/oauth-client.js'
 import { RefreshCoordinator } from '../src/oauth/refresh-coordinator.js'
 import { refreshTokenGrant } from '../src/oauth/refresh-grant.js'
@@ -15,7 +15,7 @@ const P = 'testprov'
 describe('refresh against a real authorization server', () => {
   let as: AuthServer
   let t: OAuthTestEnv
-  let broker: HostOAuthBroker
+  let broker: HostOAuth
 
   beforeAll(async () => {
     as = await startAuthServer({ accessTokenTtlSeconds: 60 })
@@ -40,7 +40,7 @@ describe('refresh against a real authorization server', () => {
     await deviceLogin(broker, as, P, 'stampede')
     const old = await expire('stampede')
     const before = as.refreshRequests
-    const results = await Promise.all(Array.from({ length: 200 }, () => broker.getFreshToken(P, 'stampede')))
+    const results = await Promise.all(Array.from({ length: 200 }, () => broker.credentials.freshToken(P, 'stampede')))
     expect(as.refreshRequests - before).toBe(1)
     const fresh = results[0]
     expect(fresh?.access_token).not.toBe(old.access_token)
@@ -56,7 +56,7 @@ describe('refresh against a real authorization server', () => {
     const otherStores = await openHostStores({ env: t.env, paths: t.paths, log: () => undefined })
     const other = await createOAuthBroker({ stores: otherStores, env: t.env, schedule: false })
     const before = as.refreshRequests
-    const [a, b] = await Promise.all([broker.getFreshToken(P, 'two-hosts'), other?.getFreshToken(P, 'two-hosts')])
+    const [a, b] = await Promise.all([broker.credentials.freshToken(P, 'two-hosts'), other?.credentials.freshToken(P, 'two-hosts')])
     await other?.close()
     expect(as.refreshRequests - before).toBe(1)
     expect(a?.access_token).toBe(b?.access_token)
@@ -66,7 +66,7 @@ describe('refresh against a real authorization server', () => {
     const first = await deviceLogin(broker, as, P, 'rotation')
     const coordinator = new RefreshCoordinator({
       tokens: t.stores.tokens,
-      grant: async (_provider, rt) => refreshTokenGrant(await createClientConfiguration(broker.provider(P)), rt, Date.now()),
+      grant: async (_provider, rt) => refreshTokenGrant(await createClientConfiguration(broker.logins.provider(P)), rt, Date.now()),
       cooldownMs: 0,
     })
     const seen: string[] = []
@@ -89,13 +89,13 @@ describe('refresh against a real authorization server', () => {
     const token = await deviceLogin(broker, as, P, 'revoked')
     await as.revokeGrant(token.refresh_token ?? '')
     // Still valid: the refresh fails, but the working token is returned instead of an error.
-    const forced = await broker.refresh(P, 'revoked').catch((e: unknown) => e)
+    const forced = await broker.credentials.refreshNow(P, 'revoked').catch((e: unknown) => e)
     expect(forced).toBeInstanceOf(ProxyError)
     expect((forced as ProxyError).code).toBe('REAUTH_REQUIRED')
     expect((forced as ProxyError).message).toContain('credproxy auth login testprov --bucket revoked')
     await expire('revoked')
     const before = as.refreshRequests
-    const error = (await broker.getFreshToken(P, 'revoked').catch((e: unknown) => e)) as ProxyError
+    const error = (await broker.credentials.freshToken(P, 'revoked').catch((e: unknown) => e)) as ProxyError
     expect(error.code).toBe('REAUTH_REQUIRED')
     // Negative cache: the failure is remembered; the server is not asked again right away.
     expect(as.refreshRequests).toBe(before)
@@ -107,16 +107,16 @@ describe('refresh against a real authorization server', () => {
     const token = await deviceLogin(broker, as, P, 'default')
     await as.revokeGrant(token.refresh_token ?? '')
     await expire('default')
-    const error = (await broker.getFreshToken(P, 'default').catch((e: unknown) => e)) as ProxyError
+    const error = (await broker.credentials.freshToken(P, 'default').catch((e: unknown) => e)) as ProxyError
     expect(error.code).toBe('REAUTH_REQUIRED')
     expect(error.message).toContain('`credproxy auth login testprov`')
   })
 
   test('cooldown: a second refresh right after one returns the still-valid token without a request', async () => {
     await deviceLogin(broker, as, P, 'cooldown')
-    const first = await broker.refresh(P, 'cooldown')
+    const first = await broker.credentials.refreshNow(P, 'cooldown')
     const before = as.refreshRequests
-    const second = await broker.refresh(P, 'cooldown')
+    const second = await broker.credentials.refreshNow(P, 'cooldown')
     expect(as.refreshRequests).toBe(before)
     expect(second.access_token).toBe(first.access_token)
   })
@@ -125,13 +125,13 @@ describe('refresh against a real authorization server', () => {
     await deviceLogin(broker, as, P, 'flaky')
     const old = await expire('flaky')
     as.failTokenEndpoint(2, 503)
-    const fresh = await broker.getFreshToken(P, 'flaky')
+    const fresh = await broker.credentials.freshToken(P, 'flaky')
     expect(fresh?.access_token).not.toBe(old.access_token)
 
     await deviceLogin(broker, as, P, 'down')
     const stored = await expire('down')
     as.failTokenEndpoint(10, 502)
-    const error = (await broker.getFreshToken(P, 'down').catch((e: unknown) => e)) as ProxyError
+    const error = (await broker.credentials.freshToken(P, 'down').catch((e: unknown) => e)) as ProxyError
     as.failTokenEndpoint(0)
     expect(error.code).toBe('REFRESH_FAILED')
     expect((await t.stores.tokens.getToken(P, 'down'))?.refresh_token).toBe(stored.refresh_token)
@@ -172,7 +172,7 @@ describe('refresh against a real authorization server', () => {
     const sentFrom = as.refreshTokensSent.length
     try {
       failWrites.count = 1
-      const fresh = await other.getFreshToken(P, 'unsaved')
+      const fresh = await other.credentials.freshToken(P, 'unsaved')
       expect(fresh?.access_token).not.toBe(old.access_token)
       expect(as.refreshTokensSent.slice(sentFrom)).toEqual([login.refresh_token])
       expect((await t.stores.tokens.getToken(P, 'unsaved'))?.access_token).toBe(old.access_token)
@@ -180,7 +180,7 @@ describe('refresh against a real authorization server', () => {
       expect(logs.join('\n')).not.toContain(fresh?.access_token ?? '-')
 
       // The next call serves the new token without a request, and its retry writes it.
-      const again = await other.getFreshToken(P, 'unsaved')
+      const again = await other.credentials.freshToken(P, 'unsaved')
       expect(again?.access_token).toBe(fresh?.access_token)
       expect(as.refreshTokensSent.length - sentFrom).toBe(1)
       const stored = await t.stores.tokens.getToken(P, 'unsaved')
@@ -188,7 +188,7 @@ describe('refresh against a real authorization server', () => {
       expect(stored?.refresh_token).not.toBe(login.refresh_token)
 
       // The grant is intact (a reused refresh token would have revoked it) and the spent token stays unsent.
-      await expect(other.refresh(P, 'unsaved')).resolves.toMatchObject({ token_type: 'Bearer' })
+      await expect(other.credentials.refreshNow(P, 'unsaved')).resolves.toMatchObject({ token_type: 'Bearer' })
       expect(as.refreshTokensSent.slice(sentFrom)).toEqual([login.refresh_token, stored?.refresh_token])
     } finally {
       await other.close()
@@ -205,7 +205,7 @@ describe('refresh against a real authorization server', () => {
       if (other === null) throw new Error('no providers.json')
       // The refresh's save fails; with 2 failures the write on close() fails too.
       failWrites.count = failures
-      const fresh = await other.getFreshToken(P, bucket)
+      const fresh = await other.credentials.freshToken(P, bucket)
       expect((await t.stores.tokens.getToken(P, bucket))?.access_token).toBe(old.access_token)
       await other.close()
       const stored = await t.stores.tokens.getToken(P, bucket)
@@ -256,8 +256,8 @@ describe('refresh against a real authorization server', () => {
     try {
       // Every write fails: the first refresh's save, the retry before the forced refresh, and that refresh's save.
       failWrites.count = 3
-      const first = await other.getFreshToken(P, 'unsaved-twice')
-      const second = await other.refresh(P, 'unsaved-twice')
+      const first = await other.credentials.freshToken(P, 'unsaved-twice')
+      const second = await other.credentials.refreshNow(P, 'unsaved-twice')
       expect(second.access_token).not.toBe(first?.access_token)
       const sent = as.refreshTokensSent.slice(sentFrom)
       expect(sent).toHaveLength(2)
@@ -265,7 +265,7 @@ describe('refresh against a real authorization server', () => {
       expect(sent[1]).not.toBe(login.refresh_token)
       expect((await t.stores.tokens.getToken(P, 'unsaved-twice'))?.refresh_token).toBe(login.refresh_token)
       // Writes work again: the next call stores the newest token.
-      await expect(other.getFreshToken(P, 'unsaved-twice')).resolves.toMatchObject({ access_token: second.access_token })
+      await expect(other.credentials.freshToken(P, 'unsaved-twice')).resolves.toMatchObject({ access_token: second.access_token })
       expect((await t.stores.tokens.getToken(P, 'unsaved-twice'))?.access_token).toBe(second.access_token)
       expect(as.refreshTokensSent.slice(sentFrom)).toHaveLength(2)
     } finally {

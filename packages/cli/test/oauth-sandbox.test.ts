@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import type { OAuthToken } from '@credproxy/core'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { CredentialProxyServer, type StartedServer } from '../src/broker/credential-proxy-server.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { deviceLogin } from './helpers/oauth-login.js'
@@ -20,7 +20,7 @@ const P = 'testprov'
 describe('OAuth from inside a sandbox (child processes over the real socket)', () => {
   let as: AuthServer
   let t: OAuthTestEnv
-  let broker: HostOAuthBroker
+  let broker: HostOAuth
   let server: CredentialProxyServer
   let started: StartedServer
   let relay: Relay
@@ -35,7 +35,8 @@ describe('OAuth from inside a sandbox (child processes over the real socket)', (
     runDir = await mkdtemp(join(tmpdir(), 'cp-oauth-run-'))
     server = new CredentialProxyServer({
       stores: t.stores,
-      oauth: broker,
+      oauth: broker.logins,
+      credentials: broker.credentials,
       runtimeDir: runDir,
       grants: { providers: [{ provider: P }], keys: [], capabilities: ['read', 'login'] },
       limits: { rateLimitPerSecond: 10_000, rateLimitBurst: 10_000 },
@@ -155,13 +156,14 @@ describe('OAuth from inside a sandbox (child processes over the real socket)', (
     const pkceFirst = await createOAuthBroker({
       stores: t.stores,
       env: t.env,
-      providers: { file: t.providersFile, providers: new Map([[P, { ...broker.provider(P), flows: ['pkce', 'device_code'] }]]) },
+      providers: { file: t.providersFile, providers: new Map([[P, { ...broker.logins.provider(P), flows: ['pkce', 'device_code'] }]]) },
     })
     if (pkceFirst === null) throw new Error('no providers')
     await server.stop()
     server = new CredentialProxyServer({
       stores: t.stores,
-      oauth: pkceFirst,
+      oauth: pkceFirst.logins,
+      credentials: pkceFirst.credentials,
       runtimeDir: runDir,
       grants: { providers: [{ provider: P }], keys: [], capabilities: ['read', 'login'] },
     })

@@ -1,7 +1,7 @@
 // ProactiveScheduler on a test clock (injected now + timers); the refreshes go to a
 // real authorization server through the real coordinator and file store.
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
-import { createOAuthBroker, type HostOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker, type HostOAuth } from '../src/credentials/host-oauth.js'
 import { MAX_TICK_MS, planRefreshAt, ProactiveScheduler, type SchedulerTimers } from '../src/oauth/proactive-scheduler.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { deviceLogin } from './helpers/oauth-login.js'
@@ -97,7 +97,7 @@ describe('ProactiveScheduler timing', () => {
 describe('ProactiveScheduler against a real authorization server', () => {
   let as: AuthServer
   let t: OAuthTestEnv
-  let broker: HostOAuthBroker
+  let broker: HostOAuth
   const clock = testClock(Date.now())
 
   beforeAll(async () => {
@@ -116,7 +116,7 @@ describe('ProactiveScheduler against a real authorization server', () => {
   test('a 60-second token is refreshed before it expires, and the next refresh is scheduled', async () => {
     const first = await deviceLogin(broker, as, 'testprov', 'default')
     expect(first.expiry - clock.now() / 1000).toBeLessThanOrEqual(60)
-    const due = broker.scheduler.nextRefreshAt('testprov', 'default') ?? Infinity
+    const due = broker.credentials.scheduler.nextRefreshAt('testprov', 'default') ?? Infinity
     expect(due).toBeLessThan(first.expiry * 1000)
     const before = as.refreshRequests
     clock.advance(due - clock.now())
@@ -126,6 +126,6 @@ describe('ProactiveScheduler against a real authorization server', () => {
     })
     expect(as.refreshRequests - before).toBe(1)
     expect(clock.now()).toBeLessThan(first.expiry * 1000)
-    await vi.waitFor(() => expect(broker.scheduler.nextRefreshAt('testprov', 'default')).toBeGreaterThan(due))
+    await vi.waitFor(() => expect(broker.credentials.scheduler.nextRefreshAt('testprov', 'default')).toBeGreaterThan(due))
   })
 })

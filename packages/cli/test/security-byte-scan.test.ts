@@ -4,7 +4,7 @@
 // client, and the audit file holds none of them (nor any access token).
 import { HOST_ONLY_TOKEN_FIELDS, type OAuthToken } from '@credproxy/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { createOAuthBroker } from '../src/oauth/host-oauth-broker.js'
+import { createOAuthBroker } from '../src/credentials/host-oauth.js'
 import { startAuthServer, type AuthServer } from './helpers/auth-server.js'
 import { startSecureSession, type SecureSession } from './helpers/security-helpers.js'
 import type { RawClient } from './helpers/server-raw-client.js'

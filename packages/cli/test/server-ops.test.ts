@@ -4,8 +4,9 @@
 import type { OAuthToken } from '@credproxy/core'
 import { afterEach, describe, expect, test } from 'vitest'
 import type { OAuthBroker, OAuthInitiateResult, OAuthPollResult } from '../src/oauth/broker.js'
+import { StoredCredentialSource } from '../src/credentials/stored-credential-source.js'
 import { startServer, TOKEN, type ServerFixture } from './helpers/server-fixture.js'
-import type { MemoryKeyStorage, MemoryTokenStore } from './helpers/server-memory-stores.js'
+import { memoryStores, type MemoryKeyStorage, type MemoryTokenStore } from './helpers/server-memory-stores.js'
 import type { RawClient } from './helpers/server-raw-client.js'
 
 type Stores = { tokens: MemoryTokenStore; keys: MemoryKeyStorage; backend: 'file' }
@@ -202,13 +203,20 @@ class RecordingBroker implements OAuthBroker {
   async cancel(sessionId: string, owner: string): Promise<void> {
     this.calls.push(`cancel ${sessionId} ${owner}`)
   }
-  async getFreshToken(): Promise<OAuthToken | null> {
+  async close(): Promise<void> {}
+}
+
+/** A credential source double: what the OAuth-refreshing source answers; the server must sanitize it. */
+class RecordingCredentials extends StoredCredentialSource {
+  constructor(private readonly full: OAuthToken) {
+    super(memoryStores())
+  }
+  override async freshToken(): Promise<OAuthToken | null> {
     return { ...this.full, access_token: 'at-fresh' }
   }
-  async refresh(): Promise<OAuthToken> {
+  override async refreshNow(): Promise<OAuthToken> {
     return { ...this.full, access_token: 'at-refreshed' }
   }
-  async close(): Promise<void> {}
 }
 
 describe('oauth ops', () => {
@@ -223,7 +231,7 @@ describe('oauth ops', () => {
 
   test('with a broker: flows are owned by the session and every token crossing is sanitized', async () => {
     const oauth = new RecordingBroker()
-    const { f, c } = await seeded({ oauth })
+    const { f, c } = await seeded({ oauth, credentials: new RecordingCredentials(oauth.full) })
     const sid = 'sess_0123456789abcdef'
     const init = await c.request('oauth_initiate', { provider: 'anthropic' })
     expect(init['data']).toEqual({ flow_type: 'device_code', session_id: sid, pollIntervalMs: 5000, user_code: 'ABCD-EFGH', verification_uri: 'https://example.test/device' })
@@ -245,10 +253,11 @@ describe('oauth ops', () => {
     oauth.poll = async () => {
       throw new ProxyError('SESSION_EXPIRED', 'raw library text with rt-SECRET-never-leaves')
     }
-    oauth.refresh = async () => {
+    const credentials = new RecordingCredentials(oauth.full)
+    credentials.refreshNow = async () => {
       throw new ProxyError('RATE_LIMITED', 'cooling down', { retryAfter: 12 })
     }
-    const { c } = await seeded({ oauth })
+    const { c } = await seeded({ oauth, credentials })
     expect(await c.request('oauth_poll', { session_id: 'sess_0123456789abcdef' })).toMatchObject({
       code: 'SESSION_EXPIRED',
       error: safeMessage('SESSION_EXPIRED'),

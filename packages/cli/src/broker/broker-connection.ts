@@ -1,43 +1,31 @@
-// One accepted socket: handshake state machine, frame limits and timers,
-// backpressure, the in-flight table (cancel, exactly one answer per id) and audit.
+// One accepted socket: runs the handshake machine (handshake-machine.ts), frame
+// limits and timers, backpressure, the in-flight table (cancel, exactly one answer
+// per id) and audit; every request goes to the session's one RequestHandler.
 // Wire spec: dev-docs/protocol.md "Handshake" and "Requests and responses".
 import type { Socket } from 'node:net'
 import {
-  computeClientProof,
-  computeServerProof,
   encodeFrame,
   FrameDecoder,
   FrameError,
   generateNonce,
-  HandshakeFinishRequestSchema,
-  HandshakeRequestSchema,
   isOpName,
-  legacyTokensEqual,
   MAX_FRAME_BYTES,
-  MAX_LEGACY_PROTOCOL_VERSION,
-  MAX_PROTOCOL_VERSION,
   maxFrameBytesFor,
-  MIN_PROTOCOL_VERSION,
-  negotiateVersion,
-  proofsEqual,
   ProxyError,
   RequestEnvelopeSchema,
   RequestIdSchema,
   safeMessage,
   type ErrorCode,
 } from '@credproxy/core'
-import type { OAuthBroker } from '../oauth/broker.js'
-import type { HostStores } from '../storage/types.js'
+import type { ParsedRequest, RequestHandler, RequestNames } from './dispatch.js'
 import {
-  authorize,
-  dispatch,
-  parseRequest,
-  requestNames,
-  type DispatchContext,
-  type ParsedRequest,
-  type RequestNames,
-} from './dispatch.js'
-import type { SessionGrants } from './grants.js'
+  handshakeStep,
+  INITIAL_HANDSHAKE_STATE,
+  refuseAdmission,
+  type HandshakeConfig,
+  type HandshakeFailure,
+  type HandshakeState,
+} from './handshake-machine.js'
 import type { AuditEntry, PeerInfo } from './hooks.js'
 import { MAX_HANDSHAKE_FRAME_BYTES, type ServerLimits } from './limits.js'
 import { TokenBucket, type Clock } from './rate-limit.js'
@@ -50,9 +38,8 @@ export interface ConnectionHost {
   /** undefined: legacy clients are admitted on the peer check alone. */
   legacyToken: string | undefined
   limits: ServerLimits
-  grants: SessionGrants
-  stores: HostStores
-  oauth: OAuthBroker | undefined
+  /** The session's one request handler (grants, credentials, logins). */
+  requests: RequestHandler
   audit: (entry: Omit<AuditEntry, 'session'>) => void
   log: (line: string) => void
   clock?: Clock
@@ -60,11 +47,7 @@ export interface ConnectionHost {
   admit?: (connection: BrokerConnection) => boolean
 }
 
-export const LEGACY_REFUSED_MESSAGE =
-  'This broker accepts only protocol v3 clients (mutual proof of the session secret). ' +
-  'To serve v1/v2 clients, the operator must restart it with legacy clients allowed (credproxy serve --legacy-token-file PATH).'
-const BAD_TOKEN_MESSAGE = 'The capability token is missing or wrong.'
-const BAD_PROOF_MESSAGE = 'The client proof does not match the session secret.'
+export { LEGACY_REFUSED_MESSAGE } from './handshake-machine.js'
 const SHUTTING_DOWN_MESSAGE = 'The broker is shutting down.'
 const EVICTED_PENDING_MESSAGE = 'Too many connections of this session are waiting for their handshake; the oldest was closed.'
 
@@ -101,8 +84,8 @@ export class BrokerConnection {
   readonly closed: Promise<void>
   #state: State = 'AWAIT_HANDSHAKE'
   #version: number | undefined
-  #clientNonce = ''
-  #serverNonce = ''
+  #handshake: HandshakeState = INITIAL_HANDSHAKE_STATE
+  readonly #handshakeConfig: HandshakeConfig
   // Small until the handshake settles: an unauthenticated peer cannot make the broker buffer megabytes.
   readonly #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES })
   #lastActiveAt = performance.now()
@@ -117,7 +100,6 @@ export class BrokerConnection {
   #partialTimer: NodeJS.Timeout | undefined
   #closeTimer: NodeJS.Timeout | undefined
   #idleWaiters: Array<() => void> = []
-  #dispatchContext: DispatchContext | undefined
 
   constructor(
     readonly socket: Socket,
@@ -125,6 +107,13 @@ export class BrokerConnection {
     private readonly host: ConnectionHost,
   ) {
     const { limits } = host
+    this.#handshakeConfig = {
+      sessionId: host.sessionId,
+      secret: host.secret,
+      allowLegacyClients: host.allowLegacyClients,
+      legacyToken: host.legacyToken,
+      nonce: generateNonce,
+    }
     this.#rate = new TokenBucket(limits.rateLimitPerSecond, limits.rateLimitBurst, host.clock)
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()))
     socket.on('error', () => undefined) // 'close' follows; the error itself says nothing to act on.
@@ -355,10 +344,8 @@ export class BrokerConnection {
   #onFrame(frame: Record<string, unknown>): void {
     switch (this.#state) {
       case 'AWAIT_HANDSHAKE':
-        this.#onHandshake(frame)
-        return
       case 'AWAIT_FINISH':
-        this.#onHandshakeFinish(frame)
+        this.#onHandshakeFrame(frame)
         return
       case 'READY':
       case 'DRAINING':
@@ -371,72 +358,29 @@ export class BrokerConnection {
 
   // ---- handshake ------------------------------------------------------------------
 
-  #onHandshake(frame: Record<string, unknown>): void {
-    if (frame['op'] !== 'handshake') {
-      this.#failHandshake('handshake', 1, 'INVALID_REQUEST', 'The first frame must be a handshake.', 'not-a-handshake')
-      return
+  /** Run one frame through the handshake machine and carry out what it decided. */
+  #onHandshakeFrame(frame: Record<string, unknown>): void {
+    const step = handshakeStep(this.#handshakeConfig, this.#handshake, frame)
+    this.#handshake = step.next
+    switch (step.action.type) {
+      case 'continue':
+        this.#state = 'AWAIT_FINISH'
+        this.#send(step.send)
+        return
+      case 'fail':
+        this.#failHandshake({ next: { phase: 'failed' }, send: step.send, action: step.action })
+        return
+      case 'settle':
+        if (!this.#settle(step.action.version, step.action.op)) return
+        this.#send(step.send)
+        return
     }
-    const parsed = HandshakeRequestSchema.safeParse(frame)
-    if (!parsed.success) {
-      this.#failHandshake('handshake', 1, 'INVALID_REQUEST', safeMessage('INVALID_REQUEST'), 'malformed-handshake')
-      return
-    }
-    const { minVersion, maxVersion, capabilityToken, clientNonce } = parsed.data.payload
-    const client = { minVersion, maxVersion }
-    const replyV = Math.min(Math.max(maxVersion, MIN_PROTOCOL_VERSION), MAX_PROTOCOL_VERSION)
-    // Version first, then authentication (PROTOCOL.md "Handshake").
-    const best = negotiateVersion({ minVersion: MIN_PROTOCOL_VERSION, maxVersion: MAX_PROTOCOL_VERSION }, client)
-    if (best === null) {
-      const message = `This broker speaks protocol v${MIN_PROTOCOL_VERSION} to v${MAX_PROTOCOL_VERSION}.`
-      this.#failHandshake('handshake', replyV, 'UNKNOWN_VERSION', message, 'no-common-version')
-      return
-    }
-    if (best >= 3 && clientNonce !== undefined) {
-      this.#clientNonce = clientNonce
-      this.#serverNonce = generateNonce()
-      const serverProof = computeServerProof(this.host.secret, clientNonce, this.#serverNonce)
-      this.#state = 'AWAIT_FINISH'
-      this.#send({ v: 3, op: 'handshake', ok: true, data: { version: 3, serverNonce: this.#serverNonce, serverProof } })
-      return
-    }
-    const legacy = negotiateVersion({ minVersion: MIN_PROTOCOL_VERSION, maxVersion: MAX_LEGACY_PROTOCOL_VERSION }, client)
-    if (legacy === null) {
-      this.#failHandshake('handshake', replyV, 'INVALID_REQUEST', 'A v3 handshake needs a clientNonce.', 'missing-nonce')
-      return
-    }
-    if (!this.host.allowLegacyClients) {
-      this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', LEGACY_REFUSED_MESSAGE, 'legacy-not-allowed')
-      return
-    }
-    if (this.host.legacyToken !== undefined && !legacyTokensEqual(this.host.legacyToken, capabilityToken)) {
-      const reason = capabilityToken === undefined ? 'missing-token' : 'bad-token'
-      this.#failHandshake('handshake', legacy, 'UNAUTHORIZED', BAD_TOKEN_MESSAGE, reason)
-      return
-    }
-    if (!this.#settle(legacy, 'handshake')) return
-    this.#send({ v: legacy, op: 'handshake', ok: true, data: { version: legacy } })
-  }
-
-  #onHandshakeFinish(frame: Record<string, unknown>): void {
-    const parsed = HandshakeFinishRequestSchema.safeParse(frame)
-    if (!parsed.success) {
-      this.#failHandshake('handshake_finish', 3, 'INVALID_REQUEST', safeMessage('INVALID_REQUEST'), 'malformed-finish')
-      return
-    }
-    const expected = computeClientProof(this.host.secret, this.#serverNonce, this.#clientNonce)
-    if (!proofsEqual(expected, parsed.data.payload.clientProof)) {
-      this.#failHandshake('handshake_finish', 3, 'UNAUTHORIZED', BAD_PROOF_MESSAGE, 'bad-proof')
-      return
-    }
-    if (!this.#settle(3, 'handshake_finish')) return
-    this.#send({ v: 3, op: 'handshake_finish', ok: true, data: { session: this.host.sessionId } })
   }
 
   /** false: refused (every authenticated slot is busy), and the peer was told. */
   #settle(version: number, op: string): boolean {
     if (this.host.admit !== undefined && !this.host.admit(this)) {
-      const message = `All ${this.host.limits.maxConnectionsPerSession} connections of this session are busy with requests; retry shortly.`
-      this.#failHandshake(op, version, 'RESOURCE_EXHAUSTED', message, 'too-many-connections')
+      this.#failHandshake(refuseAdmission(op, version, this.host.limits.maxConnectionsPerSession))
       return false
     }
     clearTimeout(this.#handshakeTimer)
@@ -451,13 +395,14 @@ export class BrokerConnection {
   }
 
   /** Answer, half-close, and destroy within failedHandshakeCloseMs. */
-  #failHandshake(op: string, v: number, code: ErrorCode, message: string, reason: string): void {
-    this.#audit({ event: 'handshake_failed', outcome: code, reason })
+  #failHandshake(step: HandshakeFailure): void {
+    this.#handshake = step.next
+    this.#audit({ event: 'handshake_failed', outcome: step.action.code, reason: step.action.reason })
     this.#state = 'CLOSING'
     clearTimeout(this.#handshakeTimer)
     this.#handshakeTimer = undefined
     this.#clearPartialTimer()
-    this.#send({ v, op, ok: false, code, error: message })
+    this.#send(step.send)
     this.socket.end()
     this.#closeTimer = setTimeout(() => this.destroy(), this.host.limits.failedHandshakeCloseMs)
   }
@@ -495,23 +440,21 @@ export class BrokerConnection {
       this.#reject(id, auditOp, {}, startedAt, 'RATE_LIMITED', safeMessage('RATE_LIMITED'), take.retryAfterSeconds)
       return
     }
-    const parsed = parseRequest(op, payload, this.#version ?? 1)
-    if (!parsed.ok) {
-      this.#reject(id, auditOp, {}, startedAt, 'INVALID_REQUEST', parsed.message)
+    const admission = this.host.requests.admit(op, payload, this.#version ?? 1)
+    if (admission.kind === 'refuse') {
+      this.#reject(id, auditOp, admission.names, startedAt, admission.code, admission.message)
       return
     }
-    const request = parsed.request
-    if (request.op === 'cancel') {
-      this.#cancel(id, request.payload.targetId, startedAt)
+    if (admission.kind === 'cancel') {
+      this.#cancel(id, admission.targetId, startedAt)
       return
     }
-    const names = requestNames(request)
+    const { request, names, refusal } = admission
     if (this.#inFlight.size >= this.host.limits.maxInFlightPerConnection) {
       const message = `At most ${this.host.limits.maxInFlightPerConnection} requests may be in flight per connection.`
       this.#reject(id, op, names, startedAt, 'RESOURCE_EXHAUSTED', message)
       return
     }
-    const refusal = authorize(request, this.host.grants, names)
     if (refusal !== null) {
       this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
       return
@@ -524,7 +467,7 @@ export class BrokerConnection {
   async #run(entry: InFlight, request: ParsedRequest): Promise<void> {
     let answer: Answer
     try {
-      answer = { ok: true, data: await dispatch(this.#context(), request) }
+      answer = { ok: true, data: await this.host.requests.execute(request) }
     } catch (error) {
       answer = this.#errorAnswer(entry.op, error)
     }
@@ -541,15 +484,6 @@ export class BrokerConnection {
     if (cancelled) this.#answer(targetId, target, this.#error('CANCELLED', safeMessage('CANCELLED')))
     this.#send({ id, ok: true, data: { cancelled } })
     this.#auditRequest('cancel', {}, 'ok', startedAt)
-  }
-
-  /** One context per settled connection (grants are a live object, so changes still apply per request). */
-  #context(): DispatchContext {
-    if (this.#dispatchContext === undefined) {
-      const { stores, oauth, grants, sessionId, limits, log } = this.host
-      this.#dispatchContext = { stores, oauth, grants, sessionId, limits, log, version: this.#version ?? 1 }
-    }
-    return this.#dispatchContext
   }
 
   #errorAnswer(op: string, error: unknown): Answer {

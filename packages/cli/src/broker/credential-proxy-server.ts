@@ -1,12 +1,16 @@
 // CredentialProxyServer: ONE server = ONE sandbox session = ONE socket. Owns the
 // listening socket and its directory, the session secret and grants, and the set
-// of live connections; each connection runs in connection.ts.
+// of live connections; each connection runs in broker-connection.ts and hands its
+// requests to the session's one RequestHandler (dispatch.ts).
 import { createServer, type Server, type Socket } from 'node:net'
 import { encodeFrame, generateSessionSecret, safeMessage, SESSION_SECRET_BYTES } from '@credproxy/core'
 import type { OAuthBroker } from '../oauth/broker.js'
+import type { CredentialSource } from '../credentials/credential-source.js'
+import { StoredCredentialSource } from '../credentials/stored-credential-source.js'
 import { resolvePaths } from '../paths.js'
 import type { HostStores } from '../storage/types.js'
 import { BrokerConnection, type ConnectionSummary } from './broker-connection.js'
+import { RequestHandler } from './dispatch.js'
 import { SessionGrants, type GrantSet } from './grants.js'
 import { AuditBudget, type AuditBudgetOptions } from '../audit/audit-budget.js'
 import type { AuditEntry, AuditSink, PeerCheck, PeerInfo } from './hooks.js'
@@ -23,7 +27,9 @@ import {
 
 export interface CredentialProxyServerOptions {
   stores: HostStores
-  /** Without it: oauth_* answer PROVIDER_NOT_CONFIGURED and get_token reads the store as is. */
+  /** The one door to credentials; default: the stores as they are (no refresh). */
+  credentials?: CredentialSource
+  /** OAuth logins. Without it: oauth_* answer PROVIDER_NOT_CONFIGURED. */
   oauth?: OAuthBroker
   /** Explicit socket path; default <runtimeDir>/<sessionId>/broker.sock. */
   socketPath?: string
@@ -69,6 +75,7 @@ export class CredentialProxyServer {
   readonly #secret: Buffer
   readonly #grants: SessionGrants
   readonly #limits: ServerLimits
+  readonly #requests: RequestHandler
   readonly #connections = new Set<BrokerConnection>()
   /** Two budgets (limits.ts): still in the handshake, oldest first; and authenticated. */
   readonly #pending = new Set<BrokerConnection>()
@@ -96,6 +103,14 @@ export class CredentialProxyServer {
     }
     this.#grants = new SessionGrants(this.#sessionId, options.grants ?? { providers: [], keys: [], capabilities: [] })
     this.#limits = resolveLimits(options.limits)
+    this.#requests = new RequestHandler({
+      credentials: options.credentials ?? new StoredCredentialSource(options.stores),
+      logins: options.oauth,
+      grants: this.#grants,
+      sessionId: this.#sessionId,
+      limits: this.#limits,
+      log: (line) => this.#log(line),
+    })
     this.#auditSink = options.audit === undefined ? undefined : new AuditBudget(options.audit, options.auditBudget)
   }
 
@@ -205,9 +220,7 @@ export class CredentialProxyServer {
       allowLegacyClients: this.#options.allowLegacyClients ?? false,
       legacyToken: this.#options.legacyToken,
       limits: this.#limits,
-      grants: this.#grants,
-      stores: this.#options.stores,
-      oauth: this.#options.oauth,
+      requests: this.#requests,
       audit: (entry) => this.#audit(entry),
       log: (line) => this.#log(line),
       admit: (c) => this.#admit(c),

@@ -1,22 +1,22 @@
-// One handler per operation. The connection has already checked the envelope,
-// the rate limit and the in-flight cap; here: payload schema, op version, grants
-// (before any storage is touched), then the host stores or the OAuth broker.
-// Every token that leaves goes through sanitizeTokenForProxy.
+// The one request handler a connection calls. The connection has already checked
+// the envelope and the rate limit; admit() checks payload schema, op version and
+// grants (before any credential is touched); execute() runs one handler per
+// operation against the session's credential source (reads, refresh, usage) or the
+// OAuth logins. Every token that leaves goes through sanitizeTokenForProxy.
 import {
   DEFAULT_BUCKET,
   isOpName,
-  mergeRefreshedToken,
   OP_MIN_VERSION,
   OP_PAYLOAD_SCHEMAS,
   ProxyError,
   sanitizeTokenForProxy,
-  secondsUntilExpiry,
+  type ErrorCode,
   type OAuthToken,
   type OpName,
   type OpPayload,
 } from '@credproxy/core'
 import type { OAuthBroker } from '../oauth/broker.js'
-import type { HostStores } from '../storage/types.js'
+import type { CredentialSource } from '../credentials/credential-source.js'
 import { OP_CAPABILITY, type SessionGrants } from './grants.js'
 import type { ServerLimits } from './limits.js'
 
@@ -32,11 +32,12 @@ export interface RequestNames {
 }
 
 export interface DispatchContext {
-  stores: HostStores
-  oauth: OAuthBroker | undefined
+  /** The one door to stored (and, with OAuth configured, refreshed) credentials. */
+  credentials: CredentialSource
+  /** Login operations; undefined without providers.json (oauth_* answer PROVIDER_NOT_CONFIGURED). */
+  logins: OAuthBroker | undefined
   grants: SessionGrants
   sessionId: string
-  version: number
   limits: ServerLimits
   /** Host log (never the peer). */
   log: (line: string) => void
@@ -94,21 +95,18 @@ function tokenData(token: OAuthToken): Data {
 }
 
 function requireOAuth(ctx: DispatchContext): OAuthBroker {
-  if (ctx.oauth === undefined) {
+  if (ctx.logins === undefined) {
     throw new ProxyError('PROVIDER_NOT_CONFIGURED', 'OAuth logins are not configured on this broker', { expose: true })
   }
-  return ctx.oauth
+  return ctx.logins
 }
 
 const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
   async get_token(ctx, { provider, bucket = DEFAULT_BUCKET }) {
-    const token =
-      ctx.oauth !== undefined
-        ? await ctx.oauth.getFreshToken(provider, bucket)
-        : await ctx.stores.tokens.getToken(provider, bucket)
+    const token = await ctx.credentials.freshToken(provider, bucket)
     if (token === null) throw notFound(`a token for ${provider}/${bucket}`)
     // Usage counting is bookkeeping: the answer neither waits for it nor fails with it.
-    void ctx.stores.tokens.recordUsage(provider, bucket).catch((error: unknown) => {
+    void ctx.credentials.recordUsage(provider, bucket).catch((error: unknown) => {
       ctx.log(`recording usage of ${provider}/${bucket} failed: ${String(error)}`)
     })
     return tokenData(token)
@@ -116,26 +114,25 @@ const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
 
   async save_token(ctx, { provider, bucket = DEFAULT_BUCKET, token }) {
     // The sandbox never sets host-only fields; the stored refresh token survives the merge.
-    const incoming = sanitizeTokenForProxy(token)
-    await ctx.stores.tokens.updateToken(provider, bucket, (current) => mergeRefreshedToken(current, incoming))
+    await ctx.credentials.saveToken(provider, bucket, token)
     return {}
   },
 
   async remove_token(ctx, { provider, bucket = DEFAULT_BUCKET }) {
-    await ctx.stores.tokens.removeToken(provider, bucket)
+    await ctx.credentials.removeToken(provider, bucket)
     return {}
   },
 
   async list_providers(ctx) {
-    return { providers: ctx.grants.filterProviders(await ctx.stores.tokens.listProviders()) }
+    return { providers: ctx.grants.filterProviders(await ctx.credentials.listProviders()) }
   },
 
   async list_buckets(ctx, { provider }) {
-    return { buckets: ctx.grants.filterBuckets(provider, await ctx.stores.tokens.listBuckets(provider)) }
+    return { buckets: ctx.grants.filterBuckets(provider, await ctx.credentials.listBuckets(provider)) }
   },
 
   async get_bucket_stats(ctx, { provider, bucket = DEFAULT_BUCKET }) {
-    const stats = await ctx.stores.tokens.getBucketStats(provider, bucket)
+    const stats = await ctx.credentials.bucketStats(provider, bucket)
     if (stats === null) throw notFound(`usage of ${provider}/${bucket}`)
     const data: Data = { bucket: stats.bucket, requestCount: stats.requestCount, percentage: stats.percentage }
     if (stats.lastUsed !== undefined) data['lastUsed'] = stats.lastUsed
@@ -143,26 +140,21 @@ const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
   },
 
   async get_api_key(ctx, { name }) {
-    const key = await ctx.stores.keys.getKey(name)
+    const key = await ctx.credentials.apiKey(name)
     if (key === null) throw notFound(`key ${name}`)
     return { key }
   },
 
   async list_api_keys(ctx) {
-    return { keys: ctx.grants.filterKeys(await ctx.stores.keys.listKeys()) }
+    return { keys: ctx.grants.filterKeys(await ctx.credentials.listApiKeys()) }
   },
 
   async has_api_key(ctx, { name }) {
-    return { exists: await ctx.stores.keys.hasKey(name) }
+    return { exists: await ctx.credentials.hasApiKey(name) }
   },
 
   async refresh_token(ctx, { provider, bucket = DEFAULT_BUCKET }) {
-    if (ctx.oauth !== undefined) return tokenData(await ctx.oauth.refresh(provider, bucket))
-    // Without an OAuth broker the host cannot refresh; a still-valid token is the best answer.
-    const stored = await ctx.stores.tokens.getToken(provider, bucket)
-    if (stored === null) throw notFound(`a token for ${provider}/${bucket}`)
-    if (secondsUntilExpiry(stored) > 0) return tokenData(stored)
-    throw new ProxyError('REFRESH_NOT_AVAILABLE', 'this broker cannot refresh tokens; log in again on the host', { expose: true })
+    return tokenData(await ctx.credentials.refreshNow(provider, bucket))
   },
 
   async oauth_initiate(ctx, { provider, bucket = DEFAULT_BUCKET }) {
@@ -198,10 +190,44 @@ const HANDLERS: { [O in Exclude<OpName, 'cancel'>]: Handler<O> } = {
 }
 
 /** Run an authorized request. cancel is the connection's business, not a handler's. */
-export function dispatch(ctx: DispatchContext, request: ParsedRequest): Promise<Data> {
+function dispatch(ctx: DispatchContext, request: ParsedRequest): Promise<Data> {
   if (request.op === 'cancel' || !Object.hasOwn(HANDLERS, request.op)) {
     return Promise.reject(new Error(`no handler for ${request.op}`))
   }
   const handler = HANDLERS[request.op] as Handler<typeof request.op>
   return handler(ctx, request.payload as never)
+}
+
+/** What admit() decided about one request frame, before any credential is touched. */
+export type Admission =
+  /** Answer at once with this error (names for the audit line when the payload was valid). */
+  | { kind: 'refuse'; names: RequestNames; code: ErrorCode; message: string }
+  /** A cancel: the connection answers it from its in-flight table. */
+  | { kind: 'cancel'; targetId: string }
+  /** Run it (execute), unless the connection has no slot; `refusal` is the grant decision. */
+  | { kind: 'run'; request: ParsedRequest; names: RequestNames; refusal: ProxyError | null }
+
+/**
+ * The broker's one request handler, shared by every connection of a session:
+ * admit (schema, op version, grants) then execute (credentials or logins).
+ */
+export class RequestHandler {
+  constructor(private readonly ctx: DispatchContext) {}
+
+  get grants(): SessionGrants {
+    return this.ctx.grants
+  }
+
+  admit(op: string, payload: unknown, version: number): Admission {
+    const parsed = parseRequest(op, payload, version)
+    if (!parsed.ok) return { kind: 'refuse', names: {}, code: 'INVALID_REQUEST', message: parsed.message }
+    const request = parsed.request
+    if (request.op === 'cancel') return { kind: 'cancel', targetId: request.payload.targetId }
+    const names = requestNames(request)
+    return { kind: 'run', request, names, refusal: authorize(request, this.ctx.grants, names) }
+  }
+
+  execute(request: ParsedRequest): Promise<Data> {
+    return dispatch(this.ctx, request)
+  }
 }

@@ -17,7 +17,7 @@ import { writeLine, type CliIO } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { classifyOAuthError, describeFailure } from '../oauth/classify-error.js'
-import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
+import { createOAuthBroker } from '../credentials/host-oauth.js'
 import { createLocalRequester } from '../oauth/local-requester.js'
 import { createTerminalLoginUI } from '../oauth/login-ui.js'
 import { openBrowser } from '../oauth/open-browser.js'
@@ -83,7 +83,7 @@ async function loginOnHost(login: LoginArgs, io: CliIO): Promise<OAuthToken> {
       allowPaste: true,
       ...(login.browser ? { openUrl: (url: string) => openBrowser(url, io.env) } : {}),
     })
-    const adapter = new ProxyOAuthAdapter(createLocalRequester(broker, login.flow === undefined ? {} : { flow: login.flow }), ui)
+    const adapter = new ProxyOAuthAdapter(createLocalRequester(broker.logins, login.flow === undefined ? {} : { flow: login.flow }), ui)
     return await adapter.login(login.provider, login.bucket).catch((error: unknown) => {
       throw explain(error, login, 'host')
     })

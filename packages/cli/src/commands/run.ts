@@ -5,18 +5,12 @@ import { basename, dirname } from 'node:path'
 import { KeyName } from '@credproxy/core'
 import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { ensurePrivateDir } from '../fs-private.js'
-import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
 import { resolvePaths } from '../paths.js'
-import { auditLogPath } from '../audit/audit-format.js'
-import { AuditLog } from '../audit/audit-writer.js'
-import { startControlChannel, type ControlChannel } from '../control/control-channel.js'
-import { CredentialProxyServer } from '../broker/credential-proxy-server.js'
-import { pruneStaleSessions } from '../control/stale-sessions.js'
 import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../broker/grants.js'
 import type { AuditEntry, AuditSink } from '../broker/hooks.js'
-import { createPeerCheck } from '../broker/peer-credentials.js'
-import { openHostStores, type HostStores } from '../storage/index.js'
-import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import type { HostStores } from '../storage/index.js'
+import { spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import { startHostSession, type HostSession } from '../session/host-session.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { escapeUntrusted, logLineTo } from '../escape.js'
@@ -164,46 +158,28 @@ export async function runCommand(
   const backend = selectSandbox(choice, io.env, io.stderr)
   // They must exist before launch: bwrap hides them with a tmpfs only where they exist.
   for (const dir of [paths.dataDir, paths.stateDir, paths.configDir, paths.runtimeDir]) await ensurePrivateDir(dir)
-  // A credproxy killed with SIGKILL could not clean up; its successor does.
-  await pruneStaleSessions(paths, (path) => brokerLog(`removed stale ${path}`), io.env)
 
+  let session: HostSession | undefined
   const cleanups: Array<() => Promise<unknown>> = []
   let sandbox: SandboxProcess | undefined
   const handlers = new Map<NodeJS.Signals, () => void>()
   try {
-    const stores = openedStores ?? (await openHostStores({ env: io.env, paths, log: logLineTo(io.stderr) }))
-    // Registered first, so it runs last: after the server stopped, its usage counts are written.
-    if (openedStores === undefined) cleanups.push(async () => stores.tokens.close?.())
-    // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.
-    const oauth = await createOAuthBroker({ stores, paths, env: io.env, log: brokerLog })
-    if (oauth !== null) cleanups.push(() => oauth.close())
-    const audit = await AuditLog.open(auditLogPath(paths), { log: brokerLog })
-    cleanups.push(() => audit.close())
-    let sessionId = ''
-    const server = new CredentialProxyServer({
-      stores,
-      ...(oauth === null ? {} : { oauth }),
-      runtimeDir: paths.runtimeDir,
+    session = await startHostSession({
+      env: io.env,
+      paths,
       grants: options.grants,
-      allowLegacyClients: options.legacyClients,
-      // Until the sandbox exists no peer descends from NO_SANDBOX_PID, so none is admitted.
-      peerCheck: createPeerCheck({ sandboxPids: () => sandbox?.sandboxPids() ?? [NO_SANDBOX_PID], log: brokerLog }),
-      audit: hintingAudit(audit, io, () => sessionId),
+      command: options.command,
       log: brokerLog,
+      storeLog: logLineTo(io.stderr),
+      ...(openedStores === undefined ? {} : { stores: openedStores }),
+      allowLegacyClients: options.legacyClients,
+      sandboxed: true,
+      wrapAudit: (log, sessionId) => hintingAudit(log, io, sessionId),
     })
     if (options.legacyClients) {
       writeLine(io.stderr, 'credproxy: --legacy-clients: protocol v1/v2 clients are admitted by the peer check alone (any process in this sandbox)')
     }
-    const started = await server.start()
-    sessionId = started.sessionId
-    onStarted?.(started)
-    cleanups.push(() => server.stop())
-    const control: ControlChannel = await startControlChannel(
-      { sessionId, grants: server.grants, socketPath: started.socketPath, peers: () => server.peers() },
-      paths,
-      { command: options.command, audit, log: brokerLog, sandboxPids: () => sandbox?.sandboxPids() ?? [] },
-    )
-    cleanups.push(() => control.stop())
+    onStarted?.({ sessionId: session.sessionId, socketPath: session.socketPath, secret: session.secret })
 
     const tty = io.stdin.isTTY === true && io.stdout.isTTY === true
     const prepared: PreparedLaunch = await prepareLaunch(
@@ -212,20 +188,21 @@ export async function runCommand(
         command: options.command,
         cwd: io.cwd,
         hostEnv: io.env,
-        socketDir: dirname(started.socketPath),
-        socketName: basename(started.socketPath),
+        socketDir: dirname(session.socketPath),
+        socketName: basename(session.socketPath),
         binds: options.binds,
         allowNetwork: options.allowNetwork,
         hiddenPaths: hiddenPaths(io.env, paths),
         ...(options.image === undefined ? {} : { image: options.image }),
       },
-      started.secret.toString('hex'),
+      session.secret.toString('hex'),
       tty,
     )
     cleanups.push(() => prepared.cleanup())
 
     const running = spawnSandbox(prepared, io)
     sandbox = running
+    session.attachSandbox(() => running.sandboxPids())
     for (const signal of FORWARDED_SIGNALS) {
       // With --sandbox none on a terminal, Ctrl-C already reached the command (same process group).
       const skip = backend === 'none' && signal === 'SIGINT' && io.stdin.isTTY === true
@@ -244,6 +221,7 @@ export async function runCommand(
     for (const cleanup of cleanups.reverse()) {
       await cleanup().catch((error: unknown) => brokerLog(`cleanup failed: ${String(error)}`))
     }
+    await session?.close()
   }
 }
 

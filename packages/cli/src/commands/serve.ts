@@ -1,23 +1,14 @@
 // `credproxy serve`: a broker over the host stores for launchers credproxy does
 // not control (e.g. llxprt-code's own sandbox). Prints one JSON line when ready,
 // runs until SIGINT/SIGTERM, and removes its socket and directory on the way out.
-import { readFile, stat, unlink } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { createOAuthBroker } from '../oauth/host-oauth-broker.js'
+import type { HostOAuth } from '../credentials/host-oauth.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
-import { auditLogPath } from '../audit/audit-format.js'
-import { AuditLog } from '../audit/audit-writer.js'
-import { startControlChannel } from '../control/control-channel.js'
-import { CredentialProxyServer } from '../broker/credential-proxy-server.js'
-import { pruneStaleSessions } from '../control/stale-sessions.js'
 import { parseProviderGrant, type Capability, type GrantSet } from '../broker/grants.js'
-import type { AuditSink } from '../broker/hooks.js'
-import { createPeerCheck } from '../broker/peer-credentials.js'
-import { writeSessionSecretFile } from '../broker/session-secret-file.js'
-import { openHostStores } from '../storage/index.js'
 import type { HostStores } from '../storage/types.js'
-import type { OAuthBroker } from '../oauth/broker.js'
+import { startHostSession, type HostSession } from '../session/host-session.js'
 import { logLineTo } from '../escape.js'
 import { CredproxyError, UsageError } from '../errors.js'
 import { parseOptions } from './parse-options.js'
@@ -112,7 +103,7 @@ export interface ServeDeps {
   waitForShutdown?: () => Promise<unknown>
   openStores?: (io: CliIO, paths: CredproxyPaths, log: (line: string) => void) => Promise<HostStores>
   /** null: no OAuth configuration (logins answer PROVIDER_NOT_CONFIGURED). */
-  createOAuth?: (stores: HostStores, io: CliIO, paths: CredproxyPaths, log: (line: string) => void) => Promise<OAuthBroker | null>
+  createOAuth?: (stores: HostStores, io: CliIO, paths: CredproxyPaths, log: (line: string) => void) => Promise<HostOAuth | null>
 }
 
 export function waitForSignal(signals: readonly NodeJS.Signals[] = SHUTDOWN_SIGNALS): Promise<NodeJS.Signals> {
@@ -136,52 +127,29 @@ export function createServeCommand(deps: ServeDeps = {}): Command {
       const legacyToken = options.legacyTokenFile === undefined ? undefined : await readLegacyToken(options.legacyTokenFile, io)
       // Listen before the first signal can arrive after "ready", and never miss it.
       const shutdown = (deps.waitForShutdown ?? (() => waitForSignal()))()
-      const cleanups: Array<() => Promise<unknown>> = []
+      let session: HostSession | undefined
       try {
-        // A credproxy killed with SIGKILL could not clean up; its successor does.
-        await pruneStaleSessions(paths, (path) => log(`removed stale ${path}`), io.env)
-        const stores = await (deps.openStores ?? ((i, p, l) => openHostStores({ env: i.env, paths: p, log: l })))(io, paths, logLineTo(io.stderr))
-        // Registered first, so it runs last: after the server stopped, its usage counts are written.
-        cleanups.push(async () => stores.tokens.close?.())
-        const oauth = await (deps.createOAuth ?? ((s, i, p, l) => createOAuthBroker({ stores: s, paths: p, env: i.env, log: l })))(
-          stores,
-          io,
+        const { openStores, createOAuth } = deps
+        session = await startHostSession({
+          env: io.env,
           paths,
-          log,
-        )
-        if (oauth !== null) cleanups.push(() => oauth.close())
-        const audit: AuditSink & { close(): Promise<void> } = await AuditLog.open(auditLogPath(paths), { log })
-        cleanups.push(() => audit.close())
-        const server = new CredentialProxyServer({
-          stores,
-          ...(oauth === null ? {} : { oauth }),
-          ...(options.socket === undefined ? { runtimeDir: paths.runtimeDir } : { socketPath: options.socket }),
           grants: options.grants,
-          ...(legacyToken === undefined ? {} : { allowLegacyClients: true, legacyToken }),
-          peerCheck: createPeerCheck({ log }),
-          audit,
+          command: ['credproxy-serve'],
           log,
+          storeLog: logLineTo(io.stderr),
+          onCleanupError: (error) => writeLine(io.stderr, `credproxy: cleanup failed: ${(error as Error).message}`),
+          ...(openStores === undefined ? {} : { openStores: (p, l) => openStores(io, p, l) }),
+          ...(createOAuth === undefined ? {} : { createOAuth: (s, p, l) => createOAuth(s, io, p, l) }),
+          ...(options.socket === undefined ? {} : { socketPath: options.socket }),
+          ...(legacyToken === undefined ? {} : { allowLegacyClients: true, legacyToken }),
+          ...(options.secretFile === undefined ? {} : { secretFile: options.secretFile }),
+          sandboxed: false,
         })
-        const started = await server.start()
-        cleanups.push(() => server.stop())
-        if (options.secretFile !== undefined) {
-          const secretFile = options.secretFile
-          await writeSessionSecretFile(secretFile, started.secret)
-          cleanups.push(() => unlink(secretFile).catch(() => undefined))
-        }
-        const control = await startControlChannel(
-          { sessionId: started.sessionId, grants: server.grants, socketPath: started.socketPath, peers: () => server.peers() },
-          paths,
-          { command: ['credproxy-serve'], audit, log },
-        )
-        cleanups.push(() => control.stop())
-        writeLine(io.stdout, JSON.stringify({ socket: started.socketPath, pid: process.pid, session: started.sessionId }))
+        writeLine(io.stdout, JSON.stringify({ socket: session.socketPath, pid: process.pid, session: session.sessionId }))
         await shutdown
         return EXIT.OK
       } finally {
-        for (const cleanup of cleanups.reverse()) {
-          await cleanup().catch((error: unknown) => writeLine(io.stderr, `credproxy: cleanup failed: ${(error as Error).message}`))
-        }
+        await session?.close()
       }
     },
   }

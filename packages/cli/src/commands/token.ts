@@ -47,11 +47,11 @@ export function parseTokenArgs(args: readonly string[]): { provider: string; buc
 async function fetchToken(provider: string, bucket: string, io: CliIO): Promise<OAuthToken | null> {
   if (isProxyMode(io.env)) return createTokenStore({ env: io.env }).getToken(provider, bucket)
   // Host-only code, loaded here so the in-sandbox path never reads it.
-  const [{ openHostStores }, { createOAuthBroker }] = await Promise.all([import('../storage/index.js'), import('../oauth/host-oauth-broker.js')])
+  const [{ openHostStores }, { createOAuthBroker }] = await Promise.all([import('../storage/index.js'), import('../credentials/host-oauth.js')])
   const stores = await openHostStores({ env: io.env, log: logLineTo(io.stderr) })
   const oauth = await createOAuthBroker({ stores, env: io.env, schedule: false, log: logLineTo(io.stderr) })
   try {
-    return oauth === null ? await stores.tokens.getToken(provider, bucket) : await oauth.getFreshToken(provider, bucket)
+    return oauth === null ? await stores.tokens.getToken(provider, bucket) : await oauth.credentials.freshToken(provider, bucket)
   } finally {
     await oauth?.close()
   }

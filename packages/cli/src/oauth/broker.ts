@@ -1,6 +1,7 @@
-// The contract between the socket server and the host OAuth machinery. The server
-// owns grants, sanitizing and audit; the broker owns flows, refresh and storage of
-// the resulting tokens. Every failure is a ProxyError with a registry code.
+// The contract between the socket server and the host OAuth logins. The server owns
+// grants, sanitizing and audit; the broker owns login flows and storage of the tokens
+// they produce. Reading and refreshing tokens is the credential source's business
+// (credentials/credential-source.ts). Every failure is a ProxyError with a registry code.
 import type { OAuthToken } from '@credproxy/core'
 
 export type FlowType = 'device_code' | 'pkce_redirect' | 'browser_redirect'
@@ -37,13 +38,6 @@ export interface OAuthBroker {
   /** Paste-the-code / redirect completion. */
   exchange(sessionId: string, code: string, owner: string): Promise<OAuthToken>
   cancel(sessionId: string, owner: string): Promise<void>
-  /**
-   * The stored token, refreshed first when it is near expiry (and a refresh is
-   * possible). null when nothing is stored.
-   */
-  getFreshToken(provider: string, bucket: string): Promise<OAuthToken | null>
-  /** Refresh now (a client saw a 401). A still-valid token is returned during cooldown. */
-  refresh(provider: string, bucket: string): Promise<OAuthToken>
-  /** Stop timers and background tasks. */
+  /** Stop logins in progress. */
   close(): Promise<void>
 }

@@ -8,6 +8,7 @@ import * as z from 'zod'
 import type { CredproxyPaths } from '../paths.js'
 import { CredproxyError } from '../errors.js'
 import { parseJsonFile } from '../json-file.js'
+import { exposedError } from './errors.js'
 
 export const PROVIDERS_FILE_NAME = 'providers.json'
 /** RFC 8628 default when the server sends no `interval`. */
@@ -103,4 +104,13 @@ export function providerNotConfigured(provider: string, file: string): Credproxy
     `no OAuth provider '${provider}' is configured on this host`,
     { hint: `Add it to ${file}, for example: ${example} (\`credproxy help oauth\` has a worked GitHub example)` },
   )
+}
+
+/** The configuration of an OAuth provider, or PROVIDER_NOT_CONFIGURED naming the file to edit. */
+export function configuredProvider(config: ProvidersConfig, name: string): ProviderConfig {
+  const provider = config.providers.get(name)
+  if (provider === undefined) {
+    throw exposedError('PROVIDER_NOT_CONFIGURED', `no OAuth provider '${name}' is configured on the host; add it to providers.json in the host's credproxy config directory`)
+  }
+  return provider
 }

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProxySocketClient } from '@credproxy/core'
-import type { OAuthBroker } from '../../src/oauth/broker.js'
+import type { HostOAuth } from '../../src/credentials/host-oauth.js'
 import { resolvePaths, type CredproxyPaths } from '../../src/paths.js'
 import { auditLogPath, type AuditLine } from '../../src/audit/audit-format.js'
 import { readAuditEntries } from '../../src/audit/audit-reader.js'
@@ -80,7 +80,7 @@ export interface SecureSessionOptions {
   allowedUids?: number[]
   /** Pids of the "launched sandboxes": every peer must live in one of them (as under `credproxy run`). */
   sandboxPids?: number[]
-  oauth?: (stores: HostStores, paths: CredproxyPaths) => Promise<OAuthBroker>
+  oauth?: (stores: HostStores, paths: CredproxyPaths) => Promise<HostOAuth>
   /** Set before the stores open (e.g. a providers.json). */
   prepare?: (paths: CredproxyPaths) => Promise<void>
 }
@@ -97,7 +97,7 @@ export async function startSecureSession(options: SecureSessionOptions = {}): Pr
   const audit = await AuditLog.open(auditLogPath(paths), { log })
   const server = new CredentialProxyServer({
     stores,
-    ...(oauth ? { oauth } : {}),
+    ...(oauth ? { oauth: oauth.logins, credentials: oauth.credentials } : {}),
     runtimeDir: paths.runtimeDir,
     grants: options.grants ?? { providers: [], keys: [], capabilities: [] },
     peerCheck: createPeerCheck({
