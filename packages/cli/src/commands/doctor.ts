@@ -1,7 +1,7 @@
 // `credproxy doctor`: what this host can do and what is in the way, each problem
 // with its fix. Read-only: it makes no backend choice, prunes nothing, prints no
 // credential value (names only). Exit 1 when any check finds a problem.
-import { lstat, readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { statusMark, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
@@ -10,7 +10,7 @@ import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
 import { buildKeyringSeccompFilter } from '../sandbox/seccomp.js'
 import { processAlive, SessionRecordSchema, sessionsDir } from '../control/session-registry.js'
-import { isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from '../control/socket-path.js'
+import { isSocketFile, isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from '../control/socket-path.js'
 import { backendChoicePath, keyringMode, keyringService, readBackendChoice, type BackendChoice } from '../storage/backend-selection.js'
 import { fileRecordIds } from '../storage/index.js'
 import { KeyringBackend } from '../storage/keyring-backend.js'
@@ -176,14 +176,6 @@ async function providersCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   } catch (error) {
     const { detail, fix } = message(error)
     return check('providers', false, detail, fix)
-  }
-}
-
-async function isSocketFile(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isSocket()
-  } catch {
-    return false
   }
 }
 

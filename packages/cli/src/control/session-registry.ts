@@ -2,12 +2,12 @@
 // <stateDir>/sessions, so host commands (`credproxy sessions|grant|revoke`) can find
 // a session's control socket. Entries whose process is gone are pruned on listing.
 import { constants } from 'node:fs'
-import { lstat, open, readdir, rename, unlink } from 'node:fs/promises'
+import { open, readdir, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import * as z from 'zod'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
-import { SESSION_ID_PATTERN } from './socket-path.js'
+import { isSocketFile, SESSION_ID_PATTERN } from './socket-path.js'
 import { CredproxyError } from '../errors.js'
 import { safeParseJson } from '../json-file.js'
 /** A registry file larger than this is not ours; it is skipped. */
@@ -71,14 +71,6 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-async function isSocket(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isSocket()
-  } catch {
-    return false
-  }
-}
-
 async function readRecord(path: string): Promise<SessionRecord | null> {
   try {
     const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW)
@@ -110,7 +102,7 @@ export async function listSessions(paths: CredproxyPaths): Promise<SessionRecord
     const record = await readRecord(path)
     if (record === null || `${record.id}.json` !== name) continue
     // A dead pid, or a live pid without its control socket (the pid was reused after a crash).
-    if (!processAlive(record.pid) || !(await isSocket(record.controlSocketPath))) {
+    if (!processAlive(record.pid) || !(await isSocketFile(record.controlSocketPath))) {
       await unlink(path).catch(() => undefined)
       await unlink(record.controlSocketPath).catch(() => undefined)
       continue

@@ -42,6 +42,15 @@ function checkLength(path: string): void {
   }
 }
 
+/** A socket file is at path (not followed through a symlink). */
+export async function isSocketFile(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isSocket()
+  } catch {
+    return false
+  }
+}
+
 /** true when something accepts connections on path. */
 export function isSocketLive(path: string, timeoutMs: number = STALE_PROBE_TIMEOUT_MS): Promise<boolean> {
   return new Promise((resolve) => {
