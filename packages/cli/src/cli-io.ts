@@ -1,7 +1,7 @@
 // What a command may touch. Tests pass their own streams and env; only bin.ts
 // binds these to the real process.
 import type { Readable, Writable } from 'node:stream'
-import { EXIT } from './exit-codes.js'
+import { styleText } from 'node:util'
 
 export interface CliIO {
   stdin: Readable & { isTTY?: boolean; setRawMode?: (mode: boolean) => unknown }
@@ -20,27 +20,17 @@ export interface Command {
   run(args: string[], io: CliIO): Promise<number>
 }
 
-/** An expected failure: printed as `credproxy: <message>` plus a next step, no stack. */
-export class CliError extends Error {
-  override name = 'CliError'
-  constructor(
-    message: string,
-    readonly hint?: string,
-    readonly exitCode: number = EXIT.FAILURE,
-  ) {
-    super(message)
-  }
-}
-
-export class UsageError extends CliError {
-  override name = 'UsageError'
-  constructor(message: string, hint?: string) {
-    super(message, hint, EXIT.USAGE)
-  }
-}
-
 export function useColor(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean {
   return stream.isTTY === true && env['NO_COLOR'] === undefined && env['TERM'] !== 'dumb'
+}
+
+/**
+ * A green ✓ or a red failure mark, colored only when `color` (useColor on the command's own
+ * stream) says so; styleText's check of process.stdout is turned off, since a command writes to io.stdout.
+ */
+export function statusMark(ok: boolean, color: boolean, failText = '✗'): string {
+  const text = ok ? '✓' : failText
+  return color ? styleText(ok ? 'green' : 'red', text, { validateStream: false }) : text
 }
 
 export function writeLine(stream: Writable, line = ''): void {

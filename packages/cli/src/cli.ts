@@ -3,11 +3,12 @@
 // Types only: `credproxy --version` and `--help` load no socket client (it is imported
 // where a command or an error needs it, by which time the command has loaded it anyway).
 import type { ErrorCode, ProxyError } from '@credproxy/core/client'
-import { CliError, writeLine, type CliIO } from './cli-io.js'
+import { writeLine, type CliIO } from './cli-io.js'
 import { COMMANDS, findCommand } from './commands/index.js'
 import { findHelpTopic } from './commands/help-topics.js'
 import { EXIT } from './exit-codes.js'
 import { escapeUntrusted } from './escape.js'
+import { CredproxyError, type CredproxyErrorCode } from './errors.js'
 
 export const VERSION = '0.1.0'
 
@@ -67,6 +68,25 @@ export function exitCodeForProxyError(error: ProxyError): number {
   return PROXY_EXIT[error.code] ?? EXIT.FAILURE
 }
 
+/** The exit code of each host error code: this table is the only place a lower layer's error becomes an exit code. */
+const HOST_EXIT: Record<CredproxyErrorCode, number> = {
+  USAGE: EXIT.USAGE,
+  NOT_FOUND: EXIT.NOT_FOUND,
+  DENIED: EXIT.DENIED,
+  AUTH_REQUIRED: EXIT.AUTH_REQUIRED,
+  UNAVAILABLE: EXIT.UNAVAILABLE,
+  KEYRING_UNAVAILABLE: EXIT.UNAVAILABLE,
+  // What a shell prints for a command it cannot find (`exec`).
+  COMMAND_NOT_FOUND: 127,
+  INVALID_FILE: EXIT.FAILURE,
+  ENVELOPE_INVALID: EXIT.FAILURE,
+  FAILED: EXIT.FAILURE,
+}
+
+export function exitCodeFor(error: CredproxyError): number {
+  return HOST_EXIT[error.code]
+}
+
 export async function main(argv: readonly string[], io: CliIO): Promise<number> {
   const [name, ...args] = argv
   try {
@@ -98,10 +118,10 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
     const helpAsked = before.includes('--help') || before.includes('-h')
     if (entry.hostOnly === true && !helpAsked && (await import('@credproxy/core/client')).isProxyMode(io.env)) {
       // Inside, the host's registry and log are hidden: an empty answer would mislead.
-      throw new CliError(
+      throw new CredproxyError(
+        'USAGE',
         `\`credproxy ${name}\` works on the host only, not inside a sandbox (CREDPROXY_SOCKET is set)`,
-        `Run it in a terminal on the host${name === 'serve' ? ', or unset CREDPROXY_SOCKET' : ''}.`,
-        EXIT.USAGE,
+        { hint: `Run it in a terminal on the host${name === 'serve' ? ', or unset CREDPROXY_SOCKET' : ''}.` },
       )
     }
     const command = await entry.load()
@@ -117,10 +137,10 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
 
 export async function reportError(error: unknown, io: CliIO): Promise<number> {
   const { ProxyError } = await import('@credproxy/core/client')
-  if (error instanceof CliError) {
+  if (error instanceof CredproxyError) {
     writeLine(io.stderr, `credproxy: ${escapeUntrusted(error.message)}`)
     if (error.hint !== undefined) writeLine(io.stderr, `  ${error.hint}`)
-    return error.exitCode
+    return exitCodeFor(error)
   }
   if (error instanceof ProxyError) {
     // A broker's or provider's message may carry control characters: shown escaped.

@@ -1,7 +1,7 @@
 // Private directories and files: 0700 / 0600, repaired when found wider, refused
 // when owned by someone else.
 import { chmod, lstat, mkdir, readFile } from 'node:fs/promises'
-import { CliError } from './cli-io.js'
+import { CredproxyError } from './errors.js'
 
 export const PRIVATE_DIR_MODE = 0o700
 export const PRIVATE_FILE_MODE = 0o600
@@ -11,13 +11,14 @@ export async function ensurePrivateDir(path: string): Promise<void> {
   await mkdir(path, { recursive: true, mode: PRIVATE_DIR_MODE })
   const info = await lstat(path)
   if (!info.isDirectory()) {
-    throw new CliError(`${path} is not a directory`, `Move it away so credproxy can create its directory there.`)
+    throw new CredproxyError('FAILED', `${path} is not a directory`, { hint: `Move it away so credproxy can create its directory there.` })
   }
   const uid = typeof process.getuid === 'function' ? process.getuid() : info.uid
   if (info.uid !== uid) {
-    throw new CliError(
+    throw new CredproxyError(
+      'FAILED',
       `${path} is owned by uid ${info.uid}, not by you (uid ${uid}); refusing to keep credentials there`,
-      `Remove it or set CREDPROXY_HOME to a directory you own.`,
+      { hint: `Remove it or set CREDPROXY_HOME to a directory you own.` },
     )
   }
   if ((info.mode & 0o777) !== PRIVATE_DIR_MODE) await chmod(path, PRIVATE_DIR_MODE)
@@ -27,9 +28,9 @@ export async function ensurePrivateDir(path: string): Promise<void> {
 export async function ensurePrivateFile(path: string): Promise<void> {
   const info = await lstat(path)
   const uid = typeof process.getuid === 'function' ? process.getuid() : info.uid
-  if (!info.isFile()) throw new CliError(`${path} is not a regular file`, `Remove it; credproxy recreates it.`)
+  if (!info.isFile()) throw new CredproxyError('FAILED', `${path} is not a regular file`, { hint: `Remove it; credproxy recreates it.` })
   if (info.uid !== uid) {
-    throw new CliError(`${path} is owned by uid ${info.uid}, not by you (uid ${uid})`, `Remove it or fix its owner.`)
+    throw new CredproxyError('FAILED', `${path} is owned by uid ${info.uid}, not by you (uid ${uid})`, { hint: `Remove it or fix its owner.` })
   }
   if ((info.mode & 0o777) !== PRIVATE_FILE_MODE) await chmod(path, PRIVATE_FILE_MODE)
 }

@@ -4,7 +4,8 @@ export { main, VERSION } from './cli.js'
 export { resolvePaths, type CredproxyPaths } from './paths.js'
 export { createTokenStore, createProviderKeyStorage, type HostFactoryOptions } from './factories.js'
 
-export { openHostStores, LockTimeoutError, type OpenHostStoresOptions } from './storage/index.js'
+export { CredproxyError, CREDPROXY_ERROR_CODES, UsageError, type CredproxyErrorCode } from './errors.js'
+export { openHostStores, LockLostError, LockTimeoutError, type OpenHostStoresOptions } from './storage/index.js'
 export type { HostStores, HostTokenStore, BackendName } from './storage/types.js'
 
 export {
@@ -25,7 +26,9 @@ export {
 export { DEFAULT_SERVER_LIMITS, type ServerLimits } from './broker/limits.js'
 export type { AuditEntry, AuditSink, PeerCheck, PeerDecision, PeerInfo } from './broker/hooks.js'
 export { createPeerCheck, readPeerCredentials, type PeerCheckOptions } from './broker/peer-credentials.js'
-export { AuditLog, auditLogPath, readAuditEntries, type AuditLine } from './audit/audit-log.js'
+export { auditLogPath, type AuditLine } from './audit/audit-format.js'
+export { readAuditEntries } from './audit/audit-reader.js'
+export { AuditLog } from './audit/audit-writer.js'
 export { startControlChannel, type ControlChannel } from './control/control-channel.js'
 export { listSessions, type SessionRecord } from './control/session-registry.js'
 export { writeSessionSecretFile } from './broker/session-secret-file.js'

@@ -5,14 +5,9 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { command as auditCommand } from '../src/commands/audit.js'
 import { main } from '../src/cli.js'
 import { resolvePaths } from '../src/paths.js'
-import {
-  AUDIT_INVALID_VALUE,
-  AuditLog,
-  auditLogPath,
-  formatAuditLine,
-  readAuditEntries,
-  type AuditLine,
-} from '../src/audit/audit-log.js'
+import { AUDIT_INVALID_VALUE, auditLogPath, formatAuditLine, type AuditLine } from '../src/audit/audit-format.js'
+import { readAuditEntries } from '../src/audit/audit-reader.js'
+import { AuditLog } from '../src/audit/audit-writer.js'
 import type { AuditEntry } from '../src/broker/hooks.js'
 import { captureIO } from './helpers/security-helpers.js'
 

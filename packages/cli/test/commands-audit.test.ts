@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util'
 import { describe, expect, test } from 'vitest'
 import { formatAuditLine } from '../src/commands/audit.js'
-import { AuditLineSchema } from '../src/audit/audit-log.js'
+import { AuditLineSchema } from '../src/audit/audit-format.js'
 import { generateSessionId, SESSION_ID_PATTERN } from '../src/control/socket-path.js'
 
 describe('session ids', () => {

@@ -7,7 +7,8 @@ import type { OAuthToken } from '@credproxy/core'
 import { afterAll, describe, expect, test } from 'vitest'
 import { egressAuditSink, hostEgressCredentials } from '../src/egress/index.js'
 import { formatAuditLine as formatForTerminal } from '../src/commands/audit.js'
-import { AuditLog, formatAuditLine } from '../src/audit/audit-log.js'
+import { formatAuditLine } from '../src/audit/audit-format.js'
+import { AuditLog } from '../src/audit/audit-writer.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'cp-egress-adapt-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

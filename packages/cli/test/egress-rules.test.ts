@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, test } from 'vitest'
-import { CliError } from '../src/cli-io.js'
+import { CredproxyError } from '../src/errors.js'
 import { EGRESS_PRESETS } from '../src/egress/presets.js'
 import { findRule, hostMatches, injectFor, loadEgressRules, parseEgressRules, presetRules } from '../src/egress/rules.js'
 
@@ -14,14 +14,14 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 const FILE = '/cfg/egress.json'
 const valid = { name: 'svc', hosts: ['api.svc.test'], credential: { key: 'SVC_KEY' }, inject: { header: 'Authorization', format: 'Bearer {}' } }
 
-function errorOf(json: unknown): CliError {
+function errorOf(json: unknown): CredproxyError {
   try {
     parseEgressRules(typeof json === 'string' ? json : JSON.stringify(json), FILE)
   } catch (error) {
-    if (error instanceof CliError) return error
+    if (error instanceof CredproxyError) return error
     throw error
   }
-  throw new Error('expected a CliError')
+  throw new Error('expected a CredproxyError')
 }
 
 describe('parse errors name the file and the field', () => {

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, test } from 'vitest'
 import type { CliIO } from '../src/cli-io.js'
 import { createServeCommand, parseServeArgs } from '../src/commands/serve.js'
 import { resolvePaths } from '../src/paths.js'
-import { auditLogPath } from '../src/audit/audit-log.js'
+import { auditLogPath } from '../src/audit/audit-format.js'
 import { openHostStores } from '../src/storage/index.js'
 import { startTestUpstream } from './helpers/egress-test-upstream.js'
 

@@ -5,7 +5,7 @@ import { describe, expect, test } from 'vitest'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { ResponseBodyError } from 'openid-client'
 import { classifyOAuthError } from '../src/oauth/classify-error.js'
-import type { CliError } from '../src/cli-io.js'
+import type { CredproxyError } from '../src/errors.js'
 import type { LoginFlow } from '../src/oauth/login-flow.js'
 import { parseProvidersConfig } from '../src/oauth/provider-config.js'
 import { FINISHED_SESSION_RETENTION_MS, MAX_OAUTH_SESSIONS, OAUTH_SESSION_TTL_MS, OAuthSessionManager } from '../src/oauth/session-manager.js'
@@ -215,7 +215,7 @@ describe('providers.json', () => {
       try {
         parseProvidersConfig(text, '/p.json')
       } catch (error) {
-        message = `${(error as Error).message} ${(error as CliError).hint ?? ''}`
+        message = `${(error as Error).message} ${(error as CredproxyError).hint ?? ''}`
       }
       expect(message).toMatch(/\/p\.json is not valid JSON/)
       expect(message).not.toContain(secret.slice(0, 8))

@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
-import { CliError } from '../src/cli-io.js'
+import { CredproxyError } from '../src/errors.js'
 import { buildBwrapArgs, bwrapLaunchPlan, isWithin, probeBwrap } from '../src/sandbox/bwrap.js'
 import { buildSandboxEnv } from '../src/sandbox/sandbox-env.js'
 import { buildKeyringSeccompFilter } from '../src/sandbox/seccomp.js'
@@ -72,7 +72,7 @@ describe('buildBwrapArgs', () => {
     expect(() => buildBwrapArgs({ ...r, cwd: home })).toThrow(/contains credproxy's own directory/)
     expect(() => buildBwrapArgs({ ...r, hiddenPaths: [], cwd: home })).toThrow(`is or contains your home directory ${home}`)
     expect(() => buildBwrapArgs({ ...r, hiddenPaths: [], cwd: base })).toThrow(/your home directory/)
-    expect(() => buildBwrapArgs({ ...r, binds: [join(home, '.local')] })).toThrow(CliError)
+    expect(() => buildBwrapArgs({ ...r, binds: [join(home, '.local')] })).toThrow(CredproxyError)
     // A project below the home is fine.
     mkdirSync(join(home, 'src'))
     expect(pairs(buildBwrapArgs({ ...r, cwd: join(home, 'src') }).args, '--bind')).toContain(join(home, 'src'))
@@ -148,7 +148,7 @@ describe('buildBwrapArgs', () => {
     const r = request({ cwd: join(base, 'project'), hostEnv: { HOME: home }, hiddenPaths: [hidden] })
     expect(() => buildBwrapArgs({ ...r, runtimeDirs: [home] })).toThrow(`install directory ${home} contains your home directory ${home}`)
     // base is under /tmp, which the sandbox hides too, so it would be re-bound.
-    expect(() => buildBwrapArgs({ ...r, runtimeDirs: [base] })).toThrow(CliError)
+    expect(() => buildBwrapArgs({ ...r, runtimeDirs: [base] })).toThrow(CredproxyError)
     expect(() => buildBwrapArgs({ ...r, hostEnv: {}, runtimeDirs: [base] })).toThrow(`contains credproxy's own directory ${hidden}`)
     // A package dir inside the home is fine: bound alone, the rest of the home stays hidden.
     const pkg = join(home, 'src', 'credproxy', 'packages', 'cli')
@@ -158,7 +158,7 @@ describe('buildBwrapArgs', () => {
   test('refuses a working directory inside credproxy\'s own directory, and /', () => {
     const r = request()
     const hidden = r.hiddenPaths[0] as string
-    expect(() => buildBwrapArgs({ ...r, cwd: join(hidden, 'data') })).toThrow(CliError)
+    expect(() => buildBwrapArgs({ ...r, cwd: join(hidden, 'data') })).toThrow(CredproxyError)
     expect(() => buildBwrapArgs({ ...r, cwd: '/' })).toThrow(/whole host writable/)
     expect(() => buildBwrapArgs({ ...r, binds: [hidden] })).toThrow(/must not see/)
   })

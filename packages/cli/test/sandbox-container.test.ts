@@ -5,12 +5,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { describe, expect, test } from 'vitest'
-import { CliError } from '../src/cli-io.js'
-import { CONTAINER_SECRET_DIR, probeEngine, watchContainerPid } from '../src/sandbox/container.js'
+import { exitCodeFor } from '../src/cli.js'
+import { CredproxyError } from '../src/errors.js'
+import { buildContainerArgs, CONTAINER_SECRET_DIR, probeEngine, watchContainerPid } from '../src/sandbox/container.js'
 import { NO_SANDBOX_PID, spawnSandbox } from '../src/sandbox/launch.js'
 import type { PreparedLaunch } from '../src/sandbox/select.js'
-import { buildDockerArgs } from '../src/sandbox/docker.js'
-import { buildPodmanArgs } from '../src/sandbox/podman.js'
 import { NONE_WARNING, parseSandboxChoice, selectSandbox } from '../src/sandbox/select.js'
 import type { SandboxRequest } from '../src/sandbox/types.js'
 
@@ -37,19 +36,19 @@ function value(args: string[], flag: string): string[] {
 
 describe('docker and podman argv', () => {
   test('drop every capability, forbid privilege gain, map the user, and cut the network', () => {
-    for (const args of [buildDockerArgs(request, options), buildPodmanArgs(request, options)]) {
+    for (const args of [buildContainerArgs('docker', request, options), buildContainerArgs('podman', request, options)]) {
       expect(args).toEqual(expect.arrayContaining(['--cap-drop=ALL', '--security-opt', 'no-new-privileges', '--rm', '--init']))
       expect(value(args, '--user')).toEqual(['1000:1000'])
       expect(value(args, '--network')).toEqual(['none'])
       expect(args.slice(-3)).toEqual(['my-agent', '--model', 'x'])
     }
-    expect(buildPodmanArgs(request, options)).toContain('--userns=keep-id')
-    expect(buildDockerArgs(request, options)).not.toContain('--userns=keep-id')
-    expect(value(buildDockerArgs({ ...request, allowNetwork: true }, options), '--network')).toEqual([])
+    expect(buildContainerArgs('podman', request, options)).toContain('--userns=keep-id')
+    expect(buildContainerArgs('docker', request, options)).not.toContain('--userns=keep-id')
+    expect(value(buildContainerArgs('docker', { ...request, allowNetwork: true }, options), '--network')).toEqual([])
   })
 
   test('mount the socket directory read-only and the workdir read-write', () => {
-    const args = buildDockerArgs(request, options)
+    const args = buildContainerArgs('docker', request, options)
     const volumes = value(args, '-v')
     expect(volumes).toContain('/run/user/1000/credproxy/abc123:/run/credproxy:ro')
     expect(volumes).toContain('/work/project:/work/project:rw')
@@ -62,7 +61,7 @@ describe('docker and podman argv', () => {
     try {
       writeFileSync(join(cwd, '.npmrc'), 'registry=x\n')
       mkdirSync(join(cwd, '.git', 'hooks'), { recursive: true })
-      const args = buildDockerArgs({ ...request, cwd }, options)
+      const args = buildContainerArgs('docker', { ...request, cwd }, options)
       const volumes = value(args, '-v')
       expect(volumes).toEqual(
         expect.arrayContaining([
@@ -80,31 +79,31 @@ describe('docker and podman argv', () => {
   })
 
   test('what `inspect` shows (argv, env) holds no secret and no host credential variable', () => {
-    const args = buildDockerArgs(request, options).join('\n')
+    const args = buildContainerArgs('docker', request, options).join('\n')
     expect(args).not.toContain(SECRET)
     expect(args).not.toContain('sk-host-value')
     expect(args).not.toContain('CREDPROXY_HOME')
-    const env = value(buildDockerArgs(request, options), '-e')
+    const env = value(buildContainerArgs('docker', request, options), '-e')
     expect(env).toContain('CREDPROXY_SOCKET=/run/credproxy/broker.sock')
     expect(env).toContain('CREDPROXY_SECRET_FD=3')
   })
 
   test('asks for a TTY only when the host has one', () => {
-    expect(buildDockerArgs(request, options)).not.toContain('-t')
-    expect(buildDockerArgs(request, { ...options, tty: true })).toContain('-t')
+    expect(buildContainerArgs('docker', request, options)).not.toContain('-t')
+    expect(buildContainerArgs('docker', request, { ...options, tty: true })).toContain('-t')
   })
 
   test('refuse a working directory inside credproxy\'s own directory', () => {
-    expect(() => buildPodmanArgs({ ...request, cwd: '/home/me/.cp/data' }, options)).toThrow(CliError)
+    expect(() => buildContainerArgs('podman', { ...request, cwd: '/home/me/.cp/data' }, options)).toThrow(CredproxyError)
   })
 
   test('mount the install\'s package dirs, never the host node nor a dir holding the home or a credproxy dir', () => {
-    const volumes = value(buildDockerArgs({ ...request, nodeFiles: ['/home/me/bin/node'] }, options), '-v')
+    const volumes = value(buildContainerArgs('docker', { ...request, nodeFiles: ['/home/me/bin/node'] }, options), '-v')
     expect(volumes).toContain('/opt/credproxy:/opt/credproxy:ro')
     expect(volumes.join(' ')).not.toContain('/home/me/bin/node')
-    expect(() => buildDockerArgs({ ...request, runtimeDirs: ['/home/me'] }, options)).toThrow(/contains your home directory \/home\/me/)
-    expect(() => buildPodmanArgs({ ...request, runtimeDirs: ['/home'] }, options)).toThrow(CliError)
-    expect(() => buildPodmanArgs({ ...request, hostEnv: {}, runtimeDirs: ['/home/me'] }, options)).toThrow(/credproxy's own directory \/home\/me\/.cp/)
+    expect(() => buildContainerArgs('docker', { ...request, runtimeDirs: ['/home/me'] }, options)).toThrow(/contains your home directory \/home\/me/)
+    expect(() => buildContainerArgs('podman', { ...request, runtimeDirs: ['/home'] }, options)).toThrow(CredproxyError)
+    expect(() => buildContainerArgs('podman', { ...request, hostEnv: {}, runtimeDirs: ['/home/me'] }, options)).toThrow(/credproxy's own directory \/home\/me\/.cp/)
   })
 })
 
@@ -125,9 +124,9 @@ describe('engine detection and --sandbox', () => {
     } catch (error) {
       caught = error
     }
-    expect(caught).toBeInstanceOf(CliError)
-    expect((caught as CliError).exitCode).toBe(6)
-    expect((caught as CliError).message).toContain('no Docker engine is reachable')
+    expect(caught).toBeInstanceOf(CredproxyError)
+    expect(exitCodeFor(caught as CredproxyError)).toBe(6)
+    expect((caught as CredproxyError).message).toContain('no Docker engine is reachable')
   })
 
   test('auto picks the first that works and says which; none warns every time', () => {

@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { resolvePaths } from '../src/paths.js'
-import { auditLogPath, readAuditEntries, type AuditLine } from '../src/audit/audit-log.js'
+import { auditLogPath, type AuditLine } from '../src/audit/audit-format.js'
+import { readAuditEntries } from '../src/audit/audit-reader.js'
 import { makeCliHome, removeCliHomes, runCli, type CliHome } from './helpers/cli-runner.js'
 
 const ATTACKER = fileURLToPath(new URL('./fixtures/sandbox-attacker.mjs', import.meta.url))

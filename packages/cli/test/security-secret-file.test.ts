@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateSessionSecret, parseSessionSecret } from '@credproxy/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { UsageError } from '../src/cli-io.js'
+import { UsageError } from '../src/errors.js'
 import { writeSessionSecretFile } from '../src/broker/session-secret-file.js'
 
 let dir: string

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest'
+import { withRefreshLock } from '../src/oauth/refresh-lock.js'
 import { CredentialCipher } from '../src/storage/envelope.js'
 import { openHostStores } from '../src/storage/index.js'
 import type { HostStores } from '../src/storage/types.js'
@@ -45,7 +46,7 @@ describe('encrypted file backend on disk', () => {
     await stores.tokens.saveToken('anthropic', token({ access_token: secrets[1], refresh_token: secrets[2] }))
     await stores.tokens.recordUsage('anthropic', 'default')
     await stores.tokens.close?.() // usage counts reach usage.json on close
-    await stores.tokens.withRefreshLock('anthropic', 'default', () => Promise.resolve())
+    await withRefreshLock(stores.tokens, 'anthropic', 'default', () => Promise.resolve())
     const paths = await walk(home)
     expect(paths.length).toBeGreaterThan(5)
     for (const path of paths) {

@@ -8,7 +8,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { findCredentialsAsync } from '@napi-rs/keyring'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { CliError } from '../src/cli-io.js'
+import { exitCodeFor } from '../src/cli.js'
+import { CredproxyError } from '../src/errors.js'
 import { EXIT } from '../src/exit-codes.js'
 import { openHostStores } from '../src/storage/index.js'
 
@@ -59,9 +60,9 @@ describe('backend selection', () => {
 
   test('an invalid CREDPROXY_KEYRING names the variable and the allowed values', async () => {
     const error = await openHostStores({ env: { CREDPROXY_HOME: home, CREDPROXY_KEYRING: 'yes' } }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(CliError)
-    expect((error as CliError).message).toBe('CREDPROXY_KEYRING must be one of auto, off, required')
-    expect((error as CliError).exitCode).toBe(EXIT.USAGE)
+    expect(error).toBeInstanceOf(CredproxyError)
+    expect((error as CredproxyError).message).toBe('CREDPROXY_KEYRING must be one of auto, off, required')
+    expect(exitCodeFor(error as CredproxyError)).toBe(EXIT.USAGE)
   })
 
   test('an invalid CREDPROXY_KEYRING_SERVICE is refused', async () => {
@@ -103,9 +104,9 @@ describe('backend selection', () => {
     await mkdir(join(home, 'config'), { recursive: true, mode: 0o700 })
     await writeFile(join(home, 'config', 'storage.json'), JSON.stringify({ version: 1, backend: 'kwallet' }), { mode: 0o600 })
     const error = await openHostStores({ env: { CREDPROXY_HOME: home }, log: () => {} }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(CliError)
-    expect((error as CliError).message).toMatch(new RegExp(`^${join(home, 'config', 'storage.json')}: field 'backend' is invalid`))
-    expect((error as CliError).hint).toContain('credproxy key migrate --to keyring|file')
+    expect(error).toBeInstanceOf(CredproxyError)
+    expect((error as CredproxyError).message).toMatch(new RegExp(`^${join(home, 'config', 'storage.json')}: field 'backend' is invalid`))
+    expect((error as CredproxyError).hint).toContain('credproxy key migrate --to keyring|file')
   })
 
   test('a saved keyring that no longer answers is an error, not a silent switch to files', async () => {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProxyError, type OAuthToken } from '@credproxy/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { withRefreshLock } from '../src/oauth/refresh-lock.js'
 import { LockTimeoutError, openHostStores } from '../src/storage/index.js'
 import type { BackendName, HostStores } from '../src/storage/types.js'
 
@@ -140,11 +141,11 @@ export function storageSuite(backend: BackendName, extraEnv: () => NodeJS.Proces
       expect(await other.tokens.acquireRefreshLock('p', { bucket: 'b', waitMs: 50 })).toBe(false)
       // Other buckets and the auth lock are independent.
       expect(await other.tokens.acquireRefreshLock('p', { waitMs: 50 })).toBe(true)
-      await expect(other.tokens.withRefreshLock('p', 'b', () => Promise.resolve(1), { waitMs: 50 })).rejects.toBeInstanceOf(
+      await expect(withRefreshLock(other.tokens, 'p', 'b', () => Promise.resolve(1), { waitMs: 50 })).rejects.toBeInstanceOf(
         LockTimeoutError,
       )
       await stores.tokens.releaseRefreshLock('p', 'b')
-      expect(await other.tokens.withRefreshLock('p', 'b', () => Promise.resolve('ran'), { waitMs: 1_000 })).toBe('ran')
+      expect(await withRefreshLock(other.tokens, 'p', 'b', () => Promise.resolve('ran'), { waitMs: 1_000 })).toBe('ran')
       expect(await stores.tokens.acquireAuthLock('p')).toBe(true)
       expect(await other.tokens.acquireAuthLock('p', { waitMs: 50 })).toBe(false)
       await stores.tokens.releaseAuthLock('p')

@@ -17,7 +17,7 @@ import {
   safeMessage,
   type ErrorCode,
 } from '@credproxy/core'
-import { ExposedProxyError, type ParsedRequest, type RequestHandler, type RequestNames } from './dispatch.js'
+import type { ParsedRequest, RequestHandler, RequestNames } from './dispatch.js'
 import {
   handshakeStep,
   INITIAL_HANDSHAKE_STATE,
@@ -487,7 +487,7 @@ export class BrokerConnection {
   }
 
   #errorAnswer(op: string, error: unknown): Answer {
-    if (error instanceof ExposedProxyError) return this.#error(error.code, error.message, error.retryAfter)
+    if (error instanceof ProxyError && error.expose) return this.#error(error.code, error.message, error.retryAfter)
     if (error instanceof ProxyError && !CLIENT_ONLY_CODES.has(error.code)) {
       if (error.code === 'INTERNAL_ERROR') this.host.log(`${op} failed: ${describe(error)}`)
       return this.#error(error.code, safeMessage(error.code), error.retryAfter)

@@ -20,11 +20,6 @@ import type { CredentialSource } from '../credentials/credential-source.js'
 import { OP_CAPABILITY, type SessionGrants } from './grants.js'
 import type { ServerLimits } from './limits.js'
 
-/** A ProxyError whose message was written here to be read by the client (no raw library text). */
-export class ExposedProxyError extends ProxyError {
-  override name = 'ExposedProxyError'
-}
-
 export type ParsedRequest = { [O in OpName]: { op: O; payload: OpPayload<O> } }[OpName]
 
 export type ParseResult = { ok: true; request: ParsedRequest } | { ok: false; message: string }
@@ -76,7 +71,7 @@ export function authorize(
   request: ParsedRequest,
   grants: SessionGrants,
   names: RequestNames = requestNames(request),
-): ExposedProxyError | null {
+): ProxyError | null {
   const capability = OP_CAPABILITY[request.op]
   if (capability === null) return null
   const decision =
@@ -85,14 +80,14 @@ export function authorize(
       : names.provider !== undefined
         ? grants.checkProvider(names.provider, names.bucket, capability)
         : grants.checkCapability(capability)
-  return decision.ok ? null : new ExposedProxyError('NOT_GRANTED', decision.message)
+  return decision.ok ? null : new ProxyError('NOT_GRANTED', decision.message, { expose: true })
 }
 
 type Data = Record<string, unknown>
 type Handler<O extends OpName> = (ctx: DispatchContext, payload: OpPayload<O>) => Promise<Data>
 
-function notFound(what: string): ExposedProxyError {
-  return new ExposedProxyError('NOT_FOUND', `${what} does not exist on the host`)
+function notFound(what: string): ProxyError {
+  return new ProxyError('NOT_FOUND', `${what} does not exist on the host`, { expose: true })
 }
 
 function tokenData(token: OAuthToken): Data {
@@ -101,7 +96,7 @@ function tokenData(token: OAuthToken): Data {
 
 function requireOAuth(ctx: DispatchContext): OAuthBroker {
   if (ctx.logins === undefined) {
-    throw new ExposedProxyError('PROVIDER_NOT_CONFIGURED', 'OAuth logins are not configured on this broker')
+    throw new ProxyError('PROVIDER_NOT_CONFIGURED', 'OAuth logins are not configured on this broker', { expose: true })
   }
   return ctx.logins
 }
@@ -210,7 +205,7 @@ export type Admission =
   /** A cancel: the connection answers it from its in-flight table. */
   | { kind: 'cancel'; targetId: string }
   /** Run it (execute), unless the connection has no slot; `refusal` is the grant decision. */
-  | { kind: 'run'; request: ParsedRequest; names: RequestNames; refusal: ExposedProxyError | null }
+  | { kind: 'run'; request: ParsedRequest; names: RequestNames; refusal: ProxyError | null }
 
 /**
  * The broker's one request handler, shared by every connection of a session:

@@ -4,8 +4,8 @@
 import { constants } from 'node:fs'
 import { open, unlink } from 'node:fs/promises'
 import { SESSION_SECRET_BYTES } from '@credproxy/core'
-import { CliError, UsageError } from '../cli-io.js'
 import { PRIVATE_FILE_MODE } from '../fs-private.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 /** Write `secret` as 64 lowercase hex characters and a newline to a new 0600 file; refuses to overwrite. */
 export async function writeSessionSecretFile(path: string, secret: Buffer): Promise<void> {
@@ -19,7 +19,7 @@ export async function writeSessionSecretFile(path: string, secret: Buffer): Prom
     if (code === 'EEXIST' || code === 'ELOOP') {
       throw new UsageError(`${path} already exists; refusing to overwrite it with a session secret`, 'Remove it or pass a new path to --secret-file.')
     }
-    throw new CliError(`cannot create secret file ${path}: ${code ?? 'error'}`, 'Pass --secret-file a path in a directory you own.')
+    throw new CredproxyError('FAILED', `cannot create secret file ${path}: ${code ?? 'error'}`, { hint: 'Pass --secret-file a path in a directory you own.' })
   }
   try {
     // umask may narrow the mode but never widen it; set it exactly anyway.

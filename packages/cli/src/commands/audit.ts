@@ -1,11 +1,13 @@
 // `credproxy audit`: show the audit log (all rotated files, oldest first), optionally
 // following it and filtered by session. Values are printed as the writer checked them.
-import { UsageError, writeLine, type Command } from '../cli-io.js'
+import { writeLine, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
-import { auditLogPath, readAuditEntries, type AuditLine } from '../audit/audit-log.js'
+import { auditLogPath, type AuditLine } from '../audit/audit-format.js'
+import { readAuditEntries } from '../audit/audit-reader.js'
 import { isSessionId } from '../control/session-registry.js'
 import { parseOptions } from './parse-options.js'
+import { UsageError } from '../errors.js'
 
 const help = `Usage: credproxy audit [--follow] [--json] [--session ID]
 

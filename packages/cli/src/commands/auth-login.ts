@@ -2,7 +2,6 @@
 // the token; inside a sandbox (CREDPROXY_SOCKET set), asks the host broker to run
 // it. Both go through ProxyOAuthAdapter, so the user sees the same thing. Never
 // prints a token.
-import { parseArgs } from 'node:util'
 import {
   BUCKET_NAME_PATTERN,
   createOAuthAdapter,
@@ -14,7 +13,7 @@ import {
   ProxyOAuthAdapter,
   type OAuthToken,
 } from '@credproxy/core'
-import { CliError, UsageError, writeLine, type CliIO } from '../cli-io.js'
+import { writeLine, type CliIO } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { classifyOAuthError, describeFailure } from '../oauth/classify-error.js'
@@ -25,6 +24,8 @@ import { openBrowser } from '../oauth/open-browser.js'
 import { loadProvidersConfig, providerNotConfigured, providersFilePath, type LoginFlowName } from '../oauth/provider-config.js'
 import { openHostStores } from '../storage/index.js'
 import { logLineTo } from '../escape.js'
+import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine } from './parse-options.js'
 
 interface LoginArgs {
   provider: string
@@ -34,21 +35,11 @@ interface LoginArgs {
 }
 
 function parseLoginArgs(args: string[]): LoginArgs {
-  let parsed
-  try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        bucket: { type: 'string', short: 'b' },
-        flow: { type: 'string' },
-        'no-browser': { type: 'boolean' },
-      },
-    })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy auth login --help` for the options.')
-  }
+  const parsed = parseCommandLine('auth login', args, {
+    bucket: { type: 'string', short: 'b' },
+    flow: { type: 'string' },
+    'no-browser': { type: 'boolean' },
+  })
   const [provider, ...rest] = parsed.positionals
   if (provider === undefined || rest.length > 0) {
     throw new UsageError('auth login takes one PROVIDER', 'Example: credproxy auth login github')
@@ -122,42 +113,42 @@ function explain(error: unknown, login: LoginArgs, side: 'host' | 'sandbox', ses
   const again = `Run \`credproxy auth login ${login.provider}${login.bucket === DEFAULT_BUCKET ? '' : ` --bucket ${login.bucket}`}\` to try again.`
   switch (error.code) {
     case 'ACCESS_DENIED':
-      return new CliError(`the login to ${login.provider} was denied`, again, EXIT.AUTH_REQUIRED)
+      return new CredproxyError('AUTH_REQUIRED', `the login to ${login.provider} was denied`, { hint: again })
     case 'SESSION_EXPIRED':
-      return new CliError(`the login to ${login.provider} expired before it was approved`, again, EXIT.AUTH_REQUIRED)
+      return new CredproxyError('AUTH_REQUIRED', `the login to ${login.provider} expired before it was approved`, { hint: again })
     case 'PROVIDER_NOT_CONFIGURED':
-      return new CliError(
+      return new CredproxyError(
+        'NOT_FOUND',
         `no OAuth provider '${login.provider}' is configured on the host`,
-        'On the host, add it to providers.json in the credproxy config directory: `credproxy help oauth` shows how.',
-        EXIT.NOT_FOUND,
+        { hint: 'On the host, add it to providers.json in the credproxy config directory: `credproxy help oauth` shows how.' },
       )
     case 'NOT_GRANTED': {
       // The broker's message names the missing grant, then the host command with this session's id: keep both.
       const cut = error.message.indexOf('; ')
       if (cut > 0 && error.message.includes('`credproxy grant ', cut)) {
         const next = error.message.slice(cut + 2)
-        return new CliError(error.message.slice(0, cut), `${next.charAt(0).toUpperCase()}${next.slice(1)}.`, EXIT.DENIED)
+        return new CredproxyError('DENIED', error.message.slice(0, cut), { hint: `${next.charAt(0).toUpperCase()}${next.slice(1)}.` })
       }
-      return new CliError(
+      return new CredproxyError(
+        'DENIED',
         `this sandbox was not granted ${login.provider}`,
-        `On the host, run \`credproxy grant --session ${session ?? 'ID'} --provider ${login.provider} --capability login\` (\`credproxy sessions\` lists the ids), or restart it with --grant ${login.provider}.`,
-        EXIT.DENIED,
+        { hint: `On the host, run \`credproxy grant --session ${session ?? 'ID'} --provider ${login.provider} --capability login\` (\`credproxy sessions\` lists the ids), or restart it with --grant ${login.provider}.` },
       )
     }
     case 'EXCHANGE_FAILED': {
       // On the host the server's answer (an OAuth error code, never a value) is at hand; inside it stays in the host log.
       const why = side === 'host' && error.cause !== undefined ? ` (${describeFailure(classifyOAuthError(error.cause))})` : ''
-      return new CliError(
+      return new CredproxyError(
+        'AUTH_REQUIRED',
         `the authorization server did not accept the pasted code${why}`,
-        `Paste the whole redirect URL from the browser's address bar, once, within a few minutes. ${again}`,
-        EXIT.AUTH_REQUIRED,
+        { hint: `Paste the whole redirect URL from the browser's address bar, once, within a few minutes. ${again}` },
       )
     }
     case 'FLOW_INITIATION_FAILED':
-      return new CliError(
+      return new CredproxyError(
+        'UNAVAILABLE',
         `could not start the login to ${login.provider}: the authorization server did not answer as expected`,
-        side === 'host' ? 'Check the issuer or endpoints in providers.json and your network.' : 'See the broker log on the host.',
-        EXIT.UNAVAILABLE,
+        { hint: side === 'host' ? 'Check the issuer or endpoints in providers.json and your network.' : 'See the broker log on the host.' },
       )
     default:
       return error

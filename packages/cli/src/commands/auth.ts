@@ -1,11 +1,12 @@
 // `credproxy auth import|status|logout` (and `login`, from auth-login.ts): OAuth
 // tokens per provider and bucket. Output never carries a token, not even a prefix.
-import { parseArgs } from 'node:util'
 import { DEFAULT_BUCKET, isProviderName, BUCKET_NAME_PATTERN, OAuthTokenSchema, type OAuthToken } from '@credproxy/core'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { readAllStdin } from './secret-input.js'
 import { openCommandStores } from './stores.js'
+import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine } from './parse-options.js'
 
 export interface AuthSubcommand {
   /** One line for `credproxy auth --help`. */
@@ -103,19 +104,10 @@ Examples:
 }
 
 function parse(args: string[], sub: string, options: { json?: boolean; bucket?: boolean }) {
-  try {
-    return parseArgs({
-      args,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        ...(options.json === true ? { json: { type: 'boolean' as const } } : {}),
-        ...(options.bucket === true ? { bucket: { type: 'string' as const, short: 'b' } } : {}),
-      },
-    })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy auth ${sub} --help\` for the options.`)
-  }
+  return parseCommandLine(`auth ${sub}`, args, {
+    ...(options.json === true ? { json: { type: 'boolean' as const } } : {}),
+    ...(options.bucket === true ? { bucket: { type: 'string' as const, short: 'b' } } : {}),
+  })
 }
 
 function provider(positionals: string[], sub: string, required: true): string
@@ -221,7 +213,7 @@ async function runStatus(args: string[], io: CliIO): Promise<number> {
         const refreshable = stores.backend === 'broker' ? {} : { refreshable: token.refresh_token !== undefined }
         buckets.push({ bucket: b, expiry: token.expiry, expiresInSeconds, expired: expiresInSeconds <= 0, ...refreshable })
       } catch (error) {
-        if (!(error instanceof CliError)) throw error
+        if (!(error instanceof CredproxyError)) throw error
         unreadable = true
         buckets.push({ bucket: b, error: error.message })
       }
@@ -230,7 +222,7 @@ async function runStatus(args: string[], io: CliIO): Promise<number> {
   }
   if (only !== undefined && report.length === 0) {
     const next = stores.backend === 'broker' ? `Log in: credproxy auth login ${only}` : `Log in or store one: credproxy auth login ${only}, or credproxy auth import ${only} < token.json`
-    throw new CliError(`no tokens stored for ${only}`, next, EXIT.NOT_FOUND)
+    throw new CredproxyError('NOT_FOUND', `no tokens stored for ${only}`, { hint: next })
   }
   if (values.json === true) {
     writeLine(io.stdout, JSON.stringify({ backend: stores.backend, providers: report }))
@@ -261,7 +253,7 @@ async function runLogout(args: string[], io: CliIO): Promise<number> {
   const b = bucket(values.bucket)
   const stores = await openCommandStores(io)
   if (!(await stores.tokens.listBuckets(name)).includes(b)) {
-    throw new CliError(`no token stored for ${name}/${b}`, `See what is stored: credproxy auth status`, EXIT.NOT_FOUND)
+    throw new CredproxyError('NOT_FOUND', `no token stored for ${name}/${b}`, { hint: `See what is stored: credproxy auth status` })
   }
   await stores.tokens.removeToken(name, b)
   writeLine(io.stderr, `Logged out of ${name}/${b}.`)

@@ -1,10 +1,11 @@
 // `credproxy completion bash|zsh|fish`: a completion script generated from the
 // command table and each command's own --help (its Usage line, option lines and
 // Subcommands section), so a new command or option completes without edits here.
-import { UsageError, type CliIO, type Command } from '../cli-io.js'
+import { type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { HELP_TOPICS } from './help-topics.js'
 import { COMMANDS } from './index.js'
+import { UsageError } from '../errors.js'
 
 const SHELLS = ['bash', 'zsh', 'fish'] as const
 type Shell = (typeof SHELLS)[number]

@@ -10,10 +10,9 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { parseArgs } from 'node:util'
 import { createProviderKeyStorage, createTokenStore, DEFAULT_BUCKET, isProxyMode } from '@credproxy/core'
 import * as z from 'zod'
-import { CliError, UsageError, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { statusMark, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
@@ -21,6 +20,8 @@ import { openHostStores } from '../storage/index.js'
 import { canInstallDebianPackages, findOnPath, installCommand, installDebianPackages } from '../system-deps.js'
 import { runCommand, type StartedSession } from './run.js'
 import { logLineTo } from '../escape.js'
+import { CredproxyError, UsageError } from '../errors.js'
+import { parseOptions } from './parse-options.js'
 
 /** A file larger than this is not read by the probe (secrets are small; binaries are not ours). */
 export const MAX_PROBE_FILE_BYTES = 1024 * 1024
@@ -172,7 +173,7 @@ function tryConnect(): Promise<string> {
 
 /** The inside half: runs in the sandbox as `credproxy demo --probe ...`. */
 async function probe(options: { key: string; decoy: string; hidden: string[] }, io: CliIO): Promise<number> {
-  if (!isProxyMode(io.env)) throw new CliError('--probe runs only inside the demo sandbox', 'Run: credproxy demo')
+  if (!isProxyMode(io.env)) throw new CredproxyError('FAILED', '--probe runs only inside the demo sandbox', { hint: 'Run: credproxy demo' })
   const env: Record<string, string> = {}
   for (const [name, value] of Object.entries(io.env)) if (value !== undefined) env[name] = value
   const keys = createProviderKeyStorage({ env: io.env })
@@ -277,25 +278,25 @@ async function ensureBubblewrap(io: CliIO): Promise<void> {
   if (problem === null) return
   if (findOnPath('bwrap', io.env) === null) {
     if (!canInstallDebianPackages(io.env)) {
-      throw new CliError(
+      throw new CredproxyError(
+        'UNAVAILABLE',
         'the demo needs bubblewrap (bwrap), which is not installed',
-        `Install it, then run the demo again: ${installCommand(DEMO_PACKAGES, io.env)}`,
-        EXIT.UNAVAILABLE,
+        { hint: `Install it, then run the demo again: ${installCommand(DEMO_PACKAGES, io.env)}` },
       )
     }
     if (!(await installDebianPackages(DEMO_PACKAGES, io.env, io.stderr))) {
-      throw new CliError('installing bubblewrap with apt-get failed (its output is above)', 'Fix the apt-get problem, then run: npx credproxy demo', EXIT.UNAVAILABLE)
+      throw new CredproxyError('UNAVAILABLE', 'installing bubblewrap with apt-get failed (its output is above)', { hint: 'Fix the apt-get problem, then run: npx credproxy demo' })
     }
     problem = findOnPath('bwrap', io.env) === null ? 'apt-get finished, but there is still no bwrap on PATH' : probeBwrap(io.env)
     if (problem === null) return
   }
-  throw new CliError(`the demo needs bubblewrap: ${problem}`, 'Fix that, then run: npx credproxy demo (`credproxy doctor` checks everything)', EXIT.UNAVAILABLE)
+  throw new CredproxyError('UNAVAILABLE', `the demo needs bubblewrap: ${problem}`, { hint: 'Fix that, then run: npx credproxy demo (`credproxy doctor` checks everything)' })
 }
 
 async function demo(json: boolean, io: CliIO): Promise<number> {
   await ensureBubblewrap(io)
   const color = !json && useColor(io.stdout, io.env)
-  const mark = (ok: boolean): string => (ok ? (color ? '\u001b[32m✓\u001b[0m' : '✓') : color ? '\u001b[31m✗ FAIL\u001b[0m' : '✗ FAIL')
+  const mark = (ok: boolean): string => statusMark(ok, color, '✗ FAIL')
   const say = (line: string): void => {
     if (!json) writeLine(io.stdout, line)
   }
@@ -386,23 +387,18 @@ export const command: Command = {
   name: 'demo',
   help,
   async run(args, io) {
-    let values
-    try {
-      ;({ values } = parseArgs({
-        args,
-        strict: true,
-        allowPositionals: false,
-        options: {
-          json: { type: 'boolean' },
-          probe: { type: 'boolean' },
-          key: { type: 'string' },
-          decoy: { type: 'string' },
-          hidden: { type: 'string', multiple: true },
-        },
-      }))
-    } catch (error) {
-      throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy demo --help`.')
-    }
+    const values = parseOptions(
+      'demo',
+      args,
+      {
+        json: { type: 'boolean' },
+        probe: { type: 'boolean' },
+        key: { type: 'string' },
+        decoy: { type: 'string' },
+        hidden: { type: 'string', multiple: true },
+      },
+      { hint: 'Run `credproxy demo --help`.' },
+    )
     if (values.probe === true) {
       if (values.key === undefined || values.decoy === undefined) throw new UsageError('--probe needs --key and --decoy')
       return probe({ key: values.key, decoy: values.decoy, hidden: values.hidden ?? [] }, io)

@@ -1,17 +1,16 @@
 // `credproxy doctor`: what this host can do and what is in the way, each problem
 // with its fix. Read-only: it makes no backend choice, prunes nothing, prints no
 // credential value (names only). Exit 1 when any check finds a problem.
-import { lstat, readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
-import { CliError, UsageError, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { statusMark, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { loadProvidersConfig } from '../oauth/provider-config.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
 import { buildKeyringSeccompFilter } from '../sandbox/seccomp.js'
 import { processAlive, SessionRecordSchema, sessionsDir } from '../control/session-registry.js'
-import { isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from '../control/socket-path.js'
+import { isSocketFile, isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from '../control/socket-path.js'
 import { backendChoicePath, keyringMode, keyringService, readBackendChoice, type BackendChoice } from '../storage/backend-selection.js'
 import { fileRecordIds } from '../storage/index.js'
 import { KeyringBackend } from '../storage/keyring-backend.js'
@@ -19,6 +18,9 @@ import { KeyringClient } from '../storage/keyring-client.js'
 import { LockDirectory } from '../storage/locks.js'
 import { recordId } from '../storage/record-backend.js'
 import { findOnPath, installCommand } from '../system-deps.js'
+import { CredproxyError } from '../errors.js'
+import { safeParseJson } from '../json-file.js'
+import { parseOptions } from './parse-options.js'
 
 const help = `Usage: credproxy doctor [--json]
 
@@ -60,7 +62,7 @@ function check(name: string, ok: boolean, detail: string, fix?: string): DoctorC
 }
 
 function message(error: unknown): { detail: string; fix?: string } {
-  if (error instanceof CliError) return error.hint === undefined ? { detail: error.message } : { detail: error.message, fix: error.hint }
+  if (error instanceof CredproxyError) return error.hint === undefined ? { detail: error.message } : { detail: error.message, fix: error.hint }
   return { detail: error instanceof Error ? error.message : String(error) }
 }
 
@@ -177,14 +179,6 @@ async function providersCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   }
 }
 
-async function isSocketFile(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isSocket()
-  } catch {
-    return false
-  }
-}
-
 /** Stale registry entries and session directories, found without removing any. */
 async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   const stale: string[] = []
@@ -193,17 +187,13 @@ async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   const registry = await readdir(sessionsDir(paths)).catch(() => [] as string[])
   for (const name of registry) {
     if (!name.endsWith('.json')) continue
-    let record
-    try {
-      record = SessionRecordSchema.safeParse(JSON.parse(await readFile(join(sessionsDir(paths), name), 'utf8')))
-    } catch {
-      record = null
-    }
-    if (record?.success !== true) continue
-    if (processAlive(record.data.pid) && (await isSocketFile(record.data.controlSocketPath))) {
+    const text = await readFile(join(sessionsDir(paths), name), 'utf8').catch(() => null)
+    const record = text === null ? null : safeParseJson(text, SessionRecordSchema)
+    if (record?.ok !== true) continue
+    if (processAlive(record.value.pid) && (await isSocketFile(record.value.controlSocketPath))) {
       live += 1
-      liveIds.add(record.data.id)
-    } else stale.push(`session ${record.data.id} (pid ${record.data.pid} is gone)`)
+      liveIds.add(record.value.id)
+    } else stale.push(`session ${record.value.id} (pid ${record.value.pid} is gone)`)
   }
   const runtime = await readdir(paths.runtimeDir, { withFileTypes: true }).catch(() => [])
   for (const entry of runtime) {
@@ -217,12 +207,7 @@ async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
 }
 
 async function run(args: string[], io: CliIO): Promise<number> {
-  let json: boolean
-  try {
-    json = parseArgs({ args, strict: true, allowPositionals: false, options: { json: { type: 'boolean' } } }).values.json === true
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy doctor --help` for the options.')
-  }
+  const json = parseOptions('doctor', args, { json: { type: 'boolean' } }).json === true
   const paths = resolvePaths(io.env)
   const checks: DoctorCheck[] = []
   const creds = await storageChecks(io, paths, checks)
@@ -235,7 +220,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
     writeLine(io.stdout, JSON.stringify({ ok: problems === 0, checks, credentials: creds }))
   } else {
     const color = useColor(io.stdout, io.env)
-    const mark = (ok: boolean): string => (ok ? (color ? '\u001b[32m✓\u001b[0m' : '✓') : color ? '\u001b[31m✗\u001b[0m' : '✗')
+    const mark = (ok: boolean): string => statusMark(ok, color)
     for (const c of checks) {
       writeLine(io.stdout, `${mark(c.ok)} ${c.name.padEnd(11)} ${c.detail}`)
       if (c.fix !== undefined && !c.ok) writeLine(io.stdout, `  ${''.padEnd(11)} fix: ${c.fix}`)

@@ -3,11 +3,11 @@
 // through the broker socket, on the host from the host store (commands/stores.ts).
 import { spawn } from 'node:child_process'
 import { createProviderKeyStorage, isKeyName, isProxyMode, type ProviderKeyStorage } from '@credproxy/core/client'
-import { CliError, UsageError, type CliIO, type Command } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
+import { type CliIO, type Command } from '../cli-io.js'
 import { exitCodeOf } from '../sandbox/exit-code.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { openCommandStores } from './stores.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 /** Env var names we set for a child: the POSIX portable form. */
 const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/
@@ -61,7 +61,7 @@ export const command: Command = {
       const value = await keyStorage.getKey(name)
       if (value === null) {
         const where = isProxyMode(io.env) ? 'on the host (the broker has no such key)' : 'in the host store'
-        throw new CliError(`API key ${name} is not stored ${where}`, `Store it on the host: credproxy key set ${name}`, EXIT.NOT_FOUND)
+        throw new CredproxyError('NOT_FOUND', `API key ${name} is not stored ${where}`, { hint: `Store it on the host: credproxy key set ${name}` })
       }
       childEnv[env] = value
     }
@@ -101,7 +101,7 @@ async function spawnAndWait(argv: string[], env: NodeJS.ProcessEnv, io: CliIO): 
       child.once('error', (error: NodeJS.ErrnoException) =>
         reject(
           error.code === 'ENOENT'
-            ? new CliError(`command not found: ${file}`, 'Check the command name and PATH.', 127)
+            ? new CredproxyError('COMMAND_NOT_FOUND', `command not found: ${file}`, { hint: 'Check the command name and PATH.' })
             : error,
         ),
       )

@@ -1,7 +1,7 @@
 // `credproxy grant --session ID ...`: add grants to a running session from the host,
 // effective on the session's next request (no reconnect). Talks to the control socket.
 import { isKeyName } from '@credproxy/core'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { resolvePaths } from '../paths.js'
 import { sendControlRequest } from '../control/control-client.js'
@@ -9,6 +9,7 @@ import { CAPABILITIES, GrantSetSchema, parseProviderGrant, type Capability, type
 import { findSession } from '../control/session-registry.js'
 import { parseOptions } from './parse-options.js'
 import { openCommandStores } from './stores.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 type GrantVerb = 'grant' | 'revoke'
 
@@ -109,7 +110,7 @@ export async function changeGrants(verb: GrantVerb, args: string[], io: CliIO): 
   const session = await findSession(resolvePaths(io.env), parsed.session)
   const data = await sendControlRequest(session.controlSocketPath, verb, parsed.change)
   const grants = GrantSetSchema.safeParse((data as { grants?: unknown } | null)?.grants)
-  if (!grants.success) throw new CliError('the session answered without its grants', 'Run `credproxy sessions` to check it.')
+  if (!grants.success) throw new CredproxyError('FAILED', 'the session answered without its grants', { hint: 'Run `credproxy sessions` to check it.' })
   if (parsed.json) {
     writeLine(io.stdout, JSON.stringify({ session: session.id, grants: grants.data }, null, 2))
   } else {

@@ -1,10 +1,11 @@
 // `credproxy key set|get|list|delete`: API keys in host storage (and, later, through
 // the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
-import { parseArgs } from 'node:util'
 import { isKeyName, isProxyMode, ProxyError } from '@credproxy/core/client'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { openCommandStores } from './stores.js'
+import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine, parseOptions } from './parse-options.js'
 
 const help = `Usage: credproxy key <set|get|list|delete|migrate> [NAME] [options]
 
@@ -45,14 +46,14 @@ function validName(name: string | undefined, sub: string): string {
 }
 
 /** The next step depends on where we are: inside a sandbox (backend broker) keys are set on the host only. */
-function notFound(name: string, sub: 'get' | 'delete', backend: string): CliError {
+function notFound(name: string, sub: 'get' | 'delete', backend: string): CredproxyError {
   const hint =
     sub === 'delete'
       ? 'Nothing was deleted; list the stored keys with: credproxy key list'
       : backend === 'broker'
         ? `Store it on the host (outside the sandbox) with: credproxy key set ${name}`
         : `Store one with: credproxy key set ${name}`
-  return new CliError(`no API key named ${name}`, hint, EXIT.NOT_FOUND)
+  return new CredproxyError('NOT_FOUND', `no API key named ${name}`, { hint: hint })
 }
 
 async function readValue(io: CliIO, name: string): Promise<string> {
@@ -74,7 +75,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
     )
   }
   if (sub === 'set') {
-    // Checked before parseArgs: its messages would echo an argument that may be the secret.
+    // Checked before parsing: parseArgs's messages would echo an argument that may be the secret.
     const [name, ...extra] = rest
     if (extra.length > 0 || name?.startsWith('-') === true) {
       throw new UsageError(
@@ -90,13 +91,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
     return EXIT.OK
   }
   if (sub === 'migrate') return migrate(rest, io)
-  let parsed
-  try {
-    parsed = parseArgs({ args: rest, strict: true, allowPositionals: true, options: { json: { type: 'boolean' } } })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy key --help` for the options.')
-  }
-  const { values, positionals } = parsed
+  const { values, positionals } = parseCommandLine('key', rest, { json: { type: 'boolean' } })
   if (sub === 'list') {
     if (positionals.length > 0) throw new UsageError('key list takes no NAME', 'Run `credproxy key list`.')
     const keys = await (await openCommandStores(io)).keys.listKeys()
@@ -130,12 +125,7 @@ async function migrate(args: string[], io: CliIO): Promise<number> {
   if (isProxyMode(io.env)) {
     throw new UsageError('`credproxy key migrate` works on the host only, not inside a sandbox', 'Run it in a terminal on the host.')
   }
-  let to: string | undefined
-  try {
-    to = parseArgs({ args, strict: true, allowPositionals: false, options: { to: { type: 'string' } } }).values.to
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Example: credproxy key migrate --to keyring')
-  }
+  const { to } = parseOptions('key migrate', args, { to: { type: 'string' } }, { hint: 'Example: credproxy key migrate --to keyring' })
   if (to !== 'keyring' && to !== 'file') throw new UsageError('key migrate needs --to keyring or --to file', 'Example: credproxy key migrate --to keyring')
   // Host storage code, loaded only for this subcommand (key get stays light).
   const [{ resolvePaths }, { LockDirectory }, { migrateCredentials }] = await Promise.all([

@@ -3,7 +3,7 @@
 // signals, exits with the command's code, and tears everything down on every path.
 import { basename, dirname } from 'node:path'
 import { KeyName } from '@credproxy/core'
-import { UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { ensurePrivateDir } from '../fs-private.js'
 import { resolvePaths } from '../paths.js'
 import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../broker/grants.js'
@@ -15,6 +15,7 @@ import { reapOrphanedNamespaceInits, setChildSubreaper } from '../sandbox/reaper
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
 import { escapeUntrusted, logLineTo } from '../escape.js'
+import { UsageError } from '../errors.js'
 
 /** Signals credproxy run forwards to the sandbox (the command decides what they mean). */
 export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGWINCH'] as const

@@ -1,6 +1,7 @@
 // Reading a secret for a command: all of stdin when piped, else a prompt that
 // does not echo. Never argv: a value there shows in `ps` and shell history.
-import { CliError, UsageError, type CliIO } from '../cli-io.js'
+import { type CliIO } from '../cli-io.js'
+import { CredproxyError, UsageError } from '../errors.js'
 
 /** Upper bound on piped input (a token JSON or an API key). */
 export const MAX_STDIN_BYTES = 1024 * 1024
@@ -27,7 +28,7 @@ const CTRL_C = '\u0003'
 export async function promptHidden(io: CliIO, prompt: string): Promise<string> {
   const { stdin } = io
   if (stdin.setRawMode === undefined) {
-    throw new CliError('cannot turn off echo on this terminal', 'Pipe the value on stdin instead.')
+    throw new CredproxyError('FAILED', 'cannot turn off echo on this terminal', { hint: 'Pipe the value on stdin instead.' })
   }
   io.stderr.write(prompt)
   stdin.setRawMode(true)

@@ -4,8 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { readFile, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { parseArgs } from 'node:util'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import type { HostOAuth } from '../credentials/host-oauth.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
@@ -14,6 +13,8 @@ import type { HostStores } from '../storage/types.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
 import { logLineTo } from '../escape.js'
 import { egressAuditSink, hostEgressCredentials, loadEgressRules, startEgressProxy } from '../egress/index.js'
+import { CredproxyError, UsageError } from '../errors.js'
+import { parseOptions } from './parse-options.js'
 
 /** A legacy token longer than this is refused (the wire schema's limit). */
 export const MAX_LEGACY_TOKEN_CHARS = 1024
@@ -61,28 +62,18 @@ export interface ServeOptions {
 }
 
 export function parseServeArgs(args: readonly string[]): ServeOptions {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: false,
-      options: {
-        socket: { type: 'string' },
-        'secret-file': { type: 'string' },
-        'legacy-token-file': { type: 'string' },
-        grant: { type: 'string', multiple: true },
-        'grant-key': { type: 'string', multiple: true },
-        'grant-all': { type: 'boolean' },
-        'allow-save': { type: 'boolean' },
-        egress: { type: 'string', multiple: true },
-        'egress-port': { type: 'string' },
-        verbose: { type: 'boolean' },
-      },
-    }))
-  } catch (error) {
-    throw new UsageError((error as Error).message, 'Run `credproxy serve --help` for the options.')
-  }
+  const values = parseOptions('serve', args, {
+    socket: { type: 'string' },
+    'secret-file': { type: 'string' },
+    'legacy-token-file': { type: 'string' },
+    grant: { type: 'string', multiple: true },
+    'grant-key': { type: 'string', multiple: true },
+    'grant-all': { type: 'boolean' },
+    'allow-save': { type: 'boolean' },
+    egress: { type: 'string', multiple: true },
+    'egress-port': { type: 'string' },
+    verbose: { type: 'boolean' },
+  })
   const capabilities: Capability[] = values['allow-save'] === true ? ['read', 'login', 'save'] : ['read', 'login']
   const grants: GrantSet = { providers: [], keys: [], capabilities }
   try {
@@ -120,7 +111,7 @@ async function readLegacyToken(path: string, io: CliIO): Promise<string> {
   try {
     text = await readFile(path, 'utf8')
   } catch (error) {
-    throw new CliError(`cannot read legacy token file ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, 'Pass --legacy-token-file a file you can read.')
+    throw new CredproxyError('FAILED', `cannot read legacy token file ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, { hint: 'Pass --legacy-token-file a file you can read.' })
   }
   const token = text.trim()
   if (token.length === 0 || token.length > MAX_LEGACY_TOKEN_CHARS || /\s/.test(token)) {

@@ -2,7 +2,6 @@
 // scripts (`Authorization: Bearer $(credproxy token github)`). Inside a sandbox it
 // comes through the broker (refreshed there); on the host it is refreshed first
 // when near expiry and a provider is configured.
-import { parseArgs } from 'node:util'
 import {
   createTokenStore,
   DEFAULT_BUCKET,
@@ -12,10 +11,12 @@ import {
   secondsUntilExpiry,
   type OAuthToken,
 } from '@credproxy/core/client'
-import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { logLineTo } from '../escape.js'
 import { REFRESH_MARGIN_SECONDS } from '../oauth/refresh-margin.js'
+import { CredproxyError, UsageError } from '../errors.js'
+import { parseCommandLine } from './parse-options.js'
 
 const help = `Usage: credproxy token PROVIDER [--bucket B] [--json]
 
@@ -35,17 +36,7 @@ Examples:
   credproxy token gemini --bucket work --json`
 
 export function parseTokenArgs(args: readonly string[]): { provider: string; bucket: string; json: boolean } {
-  let parsed
-  try {
-    parsed = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: true,
-      options: { bucket: { type: 'string' }, json: { type: 'boolean' } },
-    })
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy token --help` for the options.')
-  }
+  const parsed = parseCommandLine('token', args, { bucket: { type: 'string' }, json: { type: 'boolean' } })
   const [provider, ...extra] = parsed.positionals
   if (provider === undefined || extra.length > 0) throw new UsageError('expected exactly one PROVIDER', 'Example: credproxy token github')
   if (!isProviderName(provider)) throw new UsageError(`invalid provider name '${provider}'`, 'Provider names are 1-64 characters of letters, digits, . _ @ -.')
@@ -80,10 +71,10 @@ export const command: Command = {
     const token = await fetchToken(provider, bucket, io)
     const label = bucket === DEFAULT_BUCKET ? provider : `${provider} --bucket ${bucket}`
     if (token === null) {
-      throw new CliError(`no token stored for ${label}`, `Log in first: credproxy auth login ${label}`, EXIT.NOT_FOUND)
+      throw new CredproxyError('NOT_FOUND', `no token stored for ${label}`, { hint: `Log in first: credproxy auth login ${label}` })
     }
     if (secondsUntilExpiry(token) <= 0) {
-      throw new CliError(`the token for ${label} has expired and could not be refreshed`, `Log in again: credproxy auth login ${label}`, EXIT.AUTH_REQUIRED)
+      throw new CredproxyError('AUTH_REQUIRED', `the token for ${label} has expired and could not be refreshed`, { hint: `Log in again: credproxy auth login ${label}` })
     }
     if (json) {
       writeLine(io.stdout, JSON.stringify({ access_token: token.access_token, token_type: token.token_type, expiry: token.expiry }))

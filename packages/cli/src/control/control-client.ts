@@ -1,14 +1,13 @@
 // The host commands' side of the control channel (control.ts): one request, one answer.
 import { connect } from 'node:net'
 import { encodeFrame, FrameDecoder } from '@credproxy/core'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import { MAX_CONTROL_FRAME_BYTES, ControlResponseSchema, type ControlOp } from './control-channel.js'
+import { CredproxyError } from '../errors.js'
 
 /** How long a host command waits for a session to answer. */
 export const CONTROL_REQUEST_TIMEOUT_MS = 3_000
 
-/** Send one control request and return its data; failures are CliErrors with a next step. */
+/** Send one control request and return its data; failures are CredproxyErrors with a next step. */
 export async function sendControlRequest(
   socketPath: string,
   op: ControlOp,
@@ -27,11 +26,11 @@ export async function sendControlRequest(
       if (error === null) resolve(value)
       else reject(error)
     }
-    const unreachable = (): CliError =>
-      new CliError(
+    const unreachable = (): CredproxyError =>
+      new CredproxyError(
+        'UNAVAILABLE',
         `the session's control socket ${socketPath} did not answer`,
-        'Run `credproxy sessions` to list running sessions.',
-        EXIT.UNAVAILABLE,
+        { hint: 'Run `credproxy sessions` to list running sessions.' },
       )
     socket.setTimeout(options.timeoutMs ?? CONTROL_REQUEST_TIMEOUT_MS, () => finish(unreachable()))
     socket.on('error', () => finish(unreachable()))
@@ -50,10 +49,10 @@ export async function sendControlRequest(
   })
   const response = ControlResponseSchema.safeParse(answer)
   if (!response.success || response.data.id !== id) {
-    throw new CliError(`the session answered with a malformed control message`, 'Run `credproxy sessions` to check it.')
+    throw new CredproxyError('FAILED', `the session answered with a malformed control message`, { hint: 'Run `credproxy sessions` to check it.' })
   }
   if (!response.data.ok) {
-    throw new CliError(`the session refused ${op}: ${response.data.error}`, 'Run `credproxy grant --help` for the syntax.', EXIT.USAGE)
+    throw new CredproxyError('USAGE', `the session refused ${op}: ${response.data.error}`, { hint: 'Run `credproxy grant --help` for the syntax.' })
   }
   return response.data.data
 }

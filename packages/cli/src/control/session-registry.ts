@@ -2,14 +2,14 @@
 // <stateDir>/sessions, so host commands (`credproxy sessions|grant|revoke`) can find
 // a session's control socket. Entries whose process is gone are pruned on listing.
 import { constants } from 'node:fs'
-import { lstat, open, readdir, rename, unlink } from 'node:fs/promises'
+import { open, readdir, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import * as z from 'zod'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
 import type { CredproxyPaths } from '../paths.js'
-import { SESSION_ID_PATTERN } from './socket-path.js'
+import { isSocketFile, SESSION_ID_PATTERN } from './socket-path.js'
+import { CredproxyError } from '../errors.js'
+import { safeParseJson } from '../json-file.js'
 /** A registry file larger than this is not ours; it is skipped. */
 export const MAX_REGISTRY_FILE_BYTES = 64 * 1024
 
@@ -71,22 +71,14 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-async function isSocket(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isSocket()
-  } catch {
-    return false
-  }
-}
-
 async function readRecord(path: string): Promise<SessionRecord | null> {
   try {
     const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW)
     try {
       const info = await handle.stat()
       if (!info.isFile() || info.size > MAX_REGISTRY_FILE_BYTES) return null
-      const parsed = SessionRecordSchema.safeParse(JSON.parse(await handle.readFile('utf8')))
-      return parsed.success ? parsed.data : null
+      const parsed = safeParseJson(await handle.readFile('utf8'), SessionRecordSchema)
+      return parsed.ok ? parsed.value : null
     } finally {
       await handle.close()
     }
@@ -110,7 +102,7 @@ export async function listSessions(paths: CredproxyPaths): Promise<SessionRecord
     const record = await readRecord(path)
     if (record === null || `${record.id}.json` !== name) continue
     // A dead pid, or a live pid without its control socket (the pid was reused after a crash).
-    if (!processAlive(record.pid) || !(await isSocket(record.controlSocketPath))) {
+    if (!processAlive(record.pid) || !(await isSocketFile(record.controlSocketPath))) {
       await unlink(path).catch(() => undefined)
       await unlink(record.controlSocketPath).catch(() => undefined)
       continue
@@ -120,14 +112,14 @@ export async function listSessions(paths: CredproxyPaths): Promise<SessionRecord
   return sessions.sort((a, b) => a.started.localeCompare(b.started))
 }
 
-/** The running session with this id, or a CliError pointing at `credproxy sessions`. */
+/** The running session with this id, or a CredproxyError pointing at `credproxy sessions`. */
 export async function findSession(paths: CredproxyPaths, id: string): Promise<SessionRecord> {
   if (!isSessionId(id)) {
-    throw new CliError(`${JSON.stringify(id.slice(0, 64))} is not a session id`, 'Run `credproxy sessions` to list session ids.', EXIT.USAGE)
+    throw new CredproxyError('USAGE', `${JSON.stringify(id.slice(0, 64))} is not a session id`, { hint: 'Run `credproxy sessions` to list session ids.' })
   }
   const record = (await listSessions(paths)).find((session) => session.id === id)
   if (record === undefined) {
-    throw new CliError(`no running session has id ${id}`, 'Run `credproxy sessions` to list running sessions.', EXIT.NOT_FOUND)
+    throw new CredproxyError('NOT_FOUND', `no running session has id ${id}`, { hint: 'Run `credproxy sessions` to list running sessions.' })
   }
   return record
 }

@@ -6,9 +6,8 @@ import { chmod, lstat, mkdir, mkdtemp, rename, rmdir, unlink } from 'node:fs/pro
 import { connect, type Server } from 'node:net'
 import { dirname, join } from 'node:path'
 import { MAX_SOCKET_PATH_BYTES } from '@credproxy/core'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import { ensurePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../fs-private.js'
+import { CredproxyError } from '../errors.js'
 
 export const SOCKET_FILE_NAME = 'broker.sock'
 /** How long probing a leftover socket may take before it counts as dead. */
@@ -35,10 +34,20 @@ export interface BoundSocket {
 
 function checkLength(path: string): void {
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new CliError(
+    throw new CredproxyError(
+      'FAILED',
       `socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the limit of Unix sockets`,
-      'Use a shorter --socket path, or set CREDPROXY_HOME or XDG_RUNTIME_DIR to a shorter directory.',
+      { hint: 'Use a shorter --socket path, or set CREDPROXY_HOME or XDG_RUNTIME_DIR to a shorter directory.' },
     )
+  }
+}
+
+/** A socket file is at path (not followed through a symlink). */
+export async function isSocketFile(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isSocket()
+  } catch {
+    return false
   }
 }
 
@@ -67,13 +76,13 @@ export async function clearStaleSocket(path: string): Promise<void> {
     throw error
   }
   if (!info.isSocket()) {
-    throw new CliError(`${path} exists and is not a socket`, 'Choose another --socket path or move that file away.')
+    throw new CredproxyError('FAILED', `${path} exists and is not a socket`, { hint: 'Choose another --socket path or move that file away.' })
   }
   if (await isSocketLive(path)) {
-    throw new CliError(
+    throw new CredproxyError(
+      'UNAVAILABLE',
       `another broker is already listening on ${path}`,
-      'Stop that broker first, or choose another --socket path.',
-      EXIT.UNAVAILABLE,
+      { hint: 'Stop that broker first, or choose another --socket path.' },
     )
   }
   await unlink(path)

@@ -2,21 +2,13 @@
 // directory with broker.sock, its control socket and its registry entry. `run`,
 // `serve` and `sessions` prune them; a session that is still starting (socket not
 // yet bound, or bound and live but not yet registered) is never touched.
-import { lstat, readdir, rmdir, unlink } from 'node:fs/promises'
+import { readdir, rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CredproxyPaths } from '../paths.js'
 import { listSessions, type SessionRecord } from './session-registry.js'
-import { isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from './socket-path.js'
+import { isSocketFile, isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from './socket-path.js'
 
 const CONTROL_SOCKET_NAME = /^control-([A-Za-z0-9_-]{1,128})\.sock$/
-
-async function isSocketFile(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isSocket()
-  } catch {
-    return false
-  }
-}
 
 /** A socket file nobody accepts connections on. */
 async function isDeadSocket(path: string): Promise<boolean> {

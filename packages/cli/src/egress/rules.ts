@@ -6,7 +6,8 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { KEY_NAME_PATTERN, PROVIDER_NAME_PATTERN } from '@credproxy/core'
 import { z } from 'zod'
-import { CliError } from '../cli-io.js'
+import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 import { EGRESS_PRESETS } from './presets.js'
 
 export const EGRESS_FILE_NAME = 'egress.json'
@@ -150,7 +151,7 @@ export function presetRules(): EgressRule[] {
 
 /**
  * Presets plus <configDir>/egress.json: a user rule with a preset's name replaces the preset.
- * A missing file means presets only; an invalid one is a CliError naming the file and field.
+ * A missing file means presets only; an invalid one is a CredproxyError (INVALID_FILE) naming the file and field.
  */
 export async function loadEgressRules(configDir: string): Promise<EgressRule[]> {
   const file = join(configDir, EGRESS_FILE_NAME)
@@ -159,7 +160,7 @@ export async function loadEgressRules(configDir: string): Promise<EgressRule[]> 
     text = await readFile(file, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new CliError(`cannot read ${file}: ${(error as Error).message}`, 'Check the file permissions.')
+      throw new CredproxyError('INVALID_FILE', `cannot read ${file}: ${(error as Error).message}`, { hint: 'Check the file permissions.' })
     }
   }
   return text === null ? presetRules() : parseEgressRules(text, file)
@@ -167,28 +168,17 @@ export async function loadEgressRules(configDir: string): Promise<EgressRule[]> 
 
 export function parseEgressRules(text: string, file: string): EgressRule[] {
   if (Buffer.byteLength(text) > MAX_EGRESS_FILE_BYTES) {
-    throw new CliError(`${file} is larger than ${MAX_EGRESS_FILE_BYTES} bytes`, 'It should only hold egress rules.')
+    throw new CredproxyError('INVALID_FILE', `${file} is larger than ${MAX_EGRESS_FILE_BYTES} bytes`, { hint: 'It should only hold egress rules.' })
   }
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch (error) {
-    // Keep only the position: V8's message quotes the text around the error.
-    const at = /at position (\d+)/.exec((error as Error).message)?.[1]
-    throw new CliError(`${file} is not valid JSON${at === undefined ? '' : ` (at byte ${at})`}`, 'Fix the file; see dev-docs/egress.md for the format.')
-  }
-  const parsed = EgressFileSchema.safeParse(json)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue === undefined || issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.')
-    throw new CliError(`${file}: invalid field ${field}: ${issue?.message ?? 'invalid'}`, 'Fix the field; see dev-docs/egress.md for the format.')
-  }
-  const disabled = new Set(parsed.data.disablePresets ?? [])
+  const data = parseJsonFile(text, file, EgressFileSchema, {
+    hint: (problem) => (problem.kind === 'syntax' ? 'Fix the file; see dev-docs/egress.md for the format.' : 'Fix the field; see dev-docs/egress.md for the format.'),
+  })
+  const disabled = new Set(data.disablePresets ?? [])
   // User rules first: when two granted rules cover one host, the user's own rule wins over a preset.
   const byName = new Map<string, EgressRule>()
-  for (const [index, rule] of parsed.data.rules.entries()) {
+  for (const [index, rule] of data.rules.entries()) {
     if (byName.has(rule.name)) {
-      throw new CliError(`${file}: invalid field rules.${index}.name: rule ${rule.name} is defined twice`, 'Give each rule its own name.')
+      throw new CredproxyError('INVALID_FILE', `${file}: invalid field rules.${index}.name: rule ${rule.name} is defined twice`, { hint: 'Give each rule its own name.' })
     }
     byName.set(rule.name, rule)
   }
@@ -198,7 +188,7 @@ export function parseEgressRules(text: string, file: string): EgressRule[] {
     if (rule.route === undefined) continue
     const other = routes.get(rule.route)
     if (other !== undefined) {
-      throw new CliError(`${file}: route ${rule.route} is used by rules ${other} and ${rule.name}`, 'Give each rule its own route.')
+      throw new CredproxyError('INVALID_FILE', `${file}: route ${rule.route} is used by rules ${other} and ${rule.name}`, { hint: 'Give each rule its own route.' })
     }
     routes.set(rule.route, rule.name)
   }

@@ -1,11 +1,10 @@
 // Errors the OAuth machinery raises towards the server. Messages written here are
-// meant for the client (they name a command, never a secret), so they use the
-// server's ExposedProxyError marker; anything else crosses as the fixed safe message.
+// meant for the client (they name a command, never a secret), so they are marked
+// `expose`; anything else crosses as the fixed safe message.
 import { ProxyError, type ErrorCode } from '@credproxy/core'
-import { ExposedProxyError } from '../broker/dispatch.js'
 
 export function exposedError(code: ErrorCode, message: string, cause?: unknown): ProxyError {
-  return new ExposedProxyError(code, message, cause === undefined ? {} : { cause })
+  return new ProxyError(code, message, cause === undefined ? { expose: true } : { cause, expose: true })
 }
 
 /** The one message a user must see when the grant is gone: what to run next. */

@@ -2,7 +2,7 @@
 // network. The wait is cut into short ticks: safe beyond setTimeout's 2^31-1 ms
 // limit, and each tick compares the wall clock with what it expected, so a
 // machine that slept re-checks at once instead of trusting a stale timer.
-import { ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
+import { backoffDelay, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
 
 /** Refresh at least this long before expiry (seconds)... */
 export const MIN_REFRESH_LEAD_SECONDS = 300
@@ -189,7 +189,8 @@ export class ProactiveScheduler {
     }
     watch.failures += 1
     const retryAfterMs = error instanceof ProxyError && error.retryAfter !== undefined ? error.retryAfter * 1000 : 0
-    const backoff = Math.min(SCHEDULER_RETRY_MAX_MS, SCHEDULER_RETRY_BASE_MS * 2 ** (watch.failures - 1))
+    // No jitter: the planned time is jittered already, and one watch retries alone.
+    const backoff = backoffDelay(watch.failures - 1, { baseMs: SCHEDULER_RETRY_BASE_MS, maxMs: SCHEDULER_RETRY_MAX_MS, jitter: false })
     this.log(`oauth ${watch.provider}/${watch.bucket}: proactive refresh failed (${code}); retry ${watch.failures} in ${Math.max(backoff, retryAfterMs)} ms`)
     watch.dueAt = this.now() + Math.max(backoff, retryAfterMs)
     this.arm(watch)

@@ -5,9 +5,9 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PROVIDER_NAME_PATTERN } from '@credproxy/core'
 import * as z from 'zod'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import type { CredproxyPaths } from '../paths.js'
+import { CredproxyError } from '../errors.js'
+import { parseJsonFile } from '../json-file.js'
 import { exposedError } from './errors.js'
 
 export const PROVIDERS_FILE_NAME = 'providers.json'
@@ -71,7 +71,7 @@ export function providersFilePath(paths: CredproxyPaths): string {
   return join(paths.configDir, PROVIDERS_FILE_NAME)
 }
 
-/** null when the file does not exist; a CliError naming the file and field when it is invalid. */
+/** null when the file does not exist; a CredproxyError naming the file and field when it is invalid. */
 export async function loadProvidersConfig(paths: CredproxyPaths): Promise<ProvidersConfig | null> {
   const file = providersFilePath(paths)
   let text: string
@@ -79,50 +79,30 @@ export async function loadProvidersConfig(paths: CredproxyPaths): Promise<Provid
     text = await readFile(file, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new CliError(`cannot read ${file}: ${(error as Error).message}`, 'Check the file permissions.')
+    throw new CredproxyError('FAILED', `cannot read ${file}: ${(error as Error).message}`, { hint: 'Check the file permissions.' })
   }
   return parseProvidersConfig(text, file)
 }
 
 export function parseProvidersConfig(text: string, file: string): ProvidersConfig {
   if (Buffer.byteLength(text) > MAX_PROVIDERS_FILE_BYTES) {
-    throw new CliError(`${file} is larger than ${MAX_PROVIDERS_FILE_BYTES} bytes`, 'It should only hold provider settings.')
+    throw new CredproxyError('FAILED', `${file} is larger than ${MAX_PROVIDERS_FILE_BYTES} bytes`, { hint: 'It should only hold provider settings.' })
   }
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch (error) {
-    // V8's message quotes the text around the error, which may be client_secret: keep only the position.
-    const at = /at position (\d+)/.exec((error as Error).message)?.[1]
-    const where = at === undefined ? '' : ` (${lineAndColumn(text, Number(at))})`
-    throw new CliError(`${file} is not valid JSON${where}`, 'Fix the file; `credproxy help oauth` shows the format with a worked example.')
-  }
-  const parsed = ProvidersFileSchema.safeParse(json)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue === undefined || issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.')
-    throw new CliError(
-      `${file}: invalid field ${field}: ${issue?.message ?? 'invalid'}`,
-      'Fix the field; `credproxy help oauth` shows the format with a worked example.',
-    )
-  }
+  const data = parseJsonFile(text, file, ProvidersFileSchema, {
+    hint: (problem) => `Fix the ${problem.kind === 'syntax' ? 'file' : 'field'}; \`credproxy help oauth\` shows the format with a worked example.`,
+  })
   const providers = new Map<string, ProviderConfig>()
-  for (const [name, config] of Object.entries(parsed.data.providers)) providers.set(name, { ...config, name })
+  for (const [name, config] of Object.entries(data.providers)) providers.set(name, { ...config, name })
   return { file, providers }
 }
 
-function lineAndColumn(text: string, offset: number): string {
-  const before = text.slice(0, offset).split('\n')
-  return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`
-}
-
 /** The error for `credproxy auth login X` when X is not in providers.json. */
-export function providerNotConfigured(provider: string, file: string): CliError {
+export function providerNotConfigured(provider: string, file: string): CredproxyError {
   const example = JSON.stringify({ providers: { [provider]: { issuer: 'https://login.example.com', client_id: 'YOUR_CLIENT_ID', scopes: ['offline_access'] } } })
-  return new CliError(
+  return new CredproxyError(
+    'NOT_FOUND',
     `no OAuth provider '${provider}' is configured on this host`,
-    `Add it to ${file}, for example: ${example} (\`credproxy help oauth\` has a worked GitHub example)`,
-    EXIT.NOT_FOUND,
+    { hint: `Add it to ${file}, for example: ${example} (\`credproxy help oauth\` has a worked GitHub example)` },
   )
 }
 

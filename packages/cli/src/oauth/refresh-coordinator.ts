@@ -5,11 +5,12 @@
 // the store fails to save is kept in memory, served, and its write retried.
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DEFAULT_BUCKET, mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
+import { backoffDelay, DEFAULT_BUCKET, mergeRefreshedToken, ProxyError, secondsUntilExpiry, type OAuthToken } from '@credproxy/core'
 import type { HeldLock } from '../storage/locks.js'
 import type { HostTokenStore } from '../storage/types.js'
 import { classifyOAuthError, describeFailure } from './classify-error.js'
 import { exposedError, reauthRequired } from './errors.js'
+import { withRefreshLock } from './refresh-lock.js'
 import { escapeUntrusted } from '../escape.js'
 import { REFRESH_MARGIN_SECONDS } from './refresh-margin.js'
 
@@ -194,8 +195,9 @@ export class RefreshCoordinator {
     }
 
     try {
-      const token = await this.options.tokens.withRefreshLock(provider, bucket, (lock) => this.refreshLocked(lock, key, provider, bucket, before, force), {
+      const token = await withRefreshLock(this.options.tokens, provider, bucket, (lock) => this.refreshLocked(lock, key, provider, bucket, before, force), {
         waitMs: this.options.lockWaitMs ?? COORDINATED_REFRESH_LOCK_WAIT_MS,
+        log: this.log,
       })
       this.failures.delete(key)
       return token
@@ -325,8 +327,8 @@ export class RefreshCoordinator {
         if (failure.kind !== 'transient' || attempt >= maxAttempts) {
           throw new ProxyError('REFRESH_FAILED', undefined, { cause: error })
         }
-        // Exponential backoff with full jitter, so several hosts do not retry in step.
-        await this.sleep(Math.round(base * 2 ** (attempt - 1) * (0.5 + Math.random() / 2)))
+        // Equal jitter (backoffDelay), so several hosts do not retry in step.
+        await this.sleep(backoffDelay(attempt - 1, { baseMs: base }))
       }
     }
   }

@@ -5,11 +5,10 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync, lstatSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs'
 import { isAbsolute, join, relative, resolve } from 'node:path'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import { buildKeyringSeccompFilter } from './seccomp.js'
 import { buildSandboxEnv } from './sandbox-env.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECCOMP_FD, type LaunchPlan, type SandboxRequest } from './types.js'
+import { CredproxyError } from '../errors.js'
 
 /** HOME inside when the host HOME is unusable (unset, relative or /). */
 export const FALLBACK_SANDBOX_HOME = '/tmp/home'
@@ -46,23 +45,23 @@ export function sandboxHome(hostEnv: NodeJS.ProcessEnv): { hostHome: string | nu
 export function checkBind(path: string, hiddenPaths: readonly string[], what: string, hostHome: string | null = null): void {
   const real = realPath(path)
   if (real === '/') {
-    throw new CliError(`${what} is /, which would make the whole host writable inside the sandbox`, 'Run from a project directory.', EXIT.USAGE)
+    throw new CredproxyError('USAGE', `${what} is /, which would make the whole host writable inside the sandbox`, { hint: 'Run from a project directory.' })
   }
   for (const hidden of hiddenPaths.map(realPath)) {
     if (isWithin(real, hidden) || isWithin(hidden, real)) {
       const where = isWithin(real, hidden) ? 'is inside' : 'contains'
-      throw new CliError(
+      throw new CredproxyError(
+        'USAGE',
         `${what} ${path} ${where} credproxy's own directory ${hidden}, which the sandbox must not see`,
-        'Run from a project directory that neither holds nor lies in a credproxy directory, or choose another --bind.',
-        EXIT.USAGE,
+        { hint: 'Run from a project directory that neither holds nor lies in a credproxy directory, or choose another --bind.' },
       )
     }
   }
   if (hostHome !== null && isWithin(hostHome, real)) {
-    throw new CliError(
+    throw new CredproxyError(
+      'USAGE',
       `${what} ${path} is or contains your home directory ${hostHome}; the sandbox would get your whole home read-write`,
-      'Run from a project directory below your home (e.g. ~/src/project), or bind only that directory.',
-      EXIT.USAGE,
+      { hint: 'Run from a project directory below your home (e.g. ~/src/project), or bind only that directory.' },
     )
   }
 }
@@ -78,19 +77,19 @@ export function checkRuntimePath(path: string, hostHome: string | null, hiddenPa
   if (hostHome !== null) guarded.unshift({ dir: hostHome, what: 'your home directory' })
   for (const { dir, what } of guarded) {
     if (isWithin(dir, real)) {
-      throw new CliError(
+      throw new CredproxyError(
+        'USAGE',
         `credproxy's install directory ${path} contains ${what} ${dir}; binding it into the sandbox would expose it`,
-        'Install credproxy (and its node_modules) in a directory that does not contain them, e.g. /opt/credproxy or a project checkout.',
-        EXIT.USAGE,
+        { hint: 'Install credproxy (and its node_modules) in a directory that does not contain them, e.g. /opt/credproxy or a project checkout.' },
       )
     }
   }
   for (const { dir } of guarded.slice(hostHome === null ? 0 : 1)) {
     if (isWithin(real, dir)) {
-      throw new CliError(
+      throw new CredproxyError(
+        'USAGE',
         `credproxy's install directory ${path} lies inside credproxy's own directory ${dir}, which the sandbox must not see`,
-        'Install credproxy outside its data, state, config and runtime directories.',
-        EXIT.USAGE,
+        { hint: 'Install credproxy outside its data, state, config and runtime directories.' },
       )
     }
   }
@@ -157,10 +156,10 @@ export function hostExecutedGuards(cwd: string): { guards: HostExecutedGuard[]; 
     const kind = kindOf(path)
     if (kind === 'symlink') {
       // A link is not a mount point: the sandbox could replace it and the host would follow the new one.
-      throw new CliError(
+      throw new CredproxyError(
+        'USAGE',
         `${path} is a symbolic link, which credproxy cannot make read-only inside the sandbox`,
-        'Replace the link with a copy of its target, or run from another directory.',
-        EXIT.USAGE,
+        { hint: 'Replace the link with a copy of its target, or run from another directory.' },
       )
     }
     if (kind !== 'missing') guards.push({ path, how: 'ro' })
@@ -232,7 +231,7 @@ export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
     const real = realPath(path)
     if (!existsSync(real)) {
       // A missing dir made on the host during the run would appear inside through the read-only root.
-      throw new CliError(`credproxy's directory ${path} does not exist, so it cannot be hidden from the sandbox`, 'Create it (credproxy run does) and rerun.', EXIT.USAGE)
+      throw new CredproxyError('USAGE', `credproxy's directory ${path} does not exist, so it cannot be hidden from the sandbox`, { hint: 'Create it (credproxy run does) and rerun.' })
     }
     hidden.push(real)
   }

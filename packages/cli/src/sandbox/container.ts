@@ -5,6 +5,7 @@ import { execFile, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { backoffDelay } from '@credproxy/core/client'
 import { checkBind, checkRuntimePath, EMPTY_FILE_NAME, hostExecutedGuards, realPath, sandboxHome } from './bwrap.js'
 import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD, type SandboxRequest } from './types.js'
@@ -143,7 +144,7 @@ export function watchContainerPid(
   const pause = (attempt: number): Promise<void> =>
     new Promise((resume) => {
       wake = resume
-      timer = setTimeout(resume, Math.min(interval * 2 ** (attempt - 1), CONTAINER_PID_MAX_INTERVAL_MS))
+      timer = setTimeout(resume, backoffDelay(attempt - 1, { baseMs: interval, maxMs: CONTAINER_PID_MAX_INTERVAL_MS, jitter: false }))
       timer.unref()
     })
   const found = (async (): Promise<number | null> => {

@@ -3,13 +3,13 @@
 // dev-docs/sandbox.md "Cleanup".
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import type { Writable } from 'node:stream'
-import { CliError, writeLine, type CliIO } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
+import { writeLine, type CliIO } from '../cli-io.js'
 import { inspectContainerPid, watchContainerPid, type ContainerPidLookup } from './container.js'
 import { exitCodeOf } from './exit-code.js'
 import { closeInheritedFdsOnExec, closeQuietly, openSealedData } from './inherited-fd.js'
 import { descendants, isAlive } from './process-tree.js'
 import type { PreparedLaunch } from './select.js'
+import { CredproxyError } from '../errors.js'
 
 /** How long a sandbox may take to exit after SIGTERM before everything in it gets SIGKILL. */
 export const TERMINATE_GRACE_MS = 3_000
@@ -49,10 +49,10 @@ export function spawnSandbox(prepared: PreparedLaunch, io: CliIO, options: Spawn
   const { plan } = prepared
   // The real process streams are inherited (TTY stays a TTY); test streams are piped.
   if (!closeInheritedFdsOnExec()) {
-    throw new CliError(
+    throw new CredproxyError(
+      'UNAVAILABLE',
       'credproxy cannot mark its inherited file descriptors close-on-exec, so they would leak into the sandbox',
-      'Reinstall credproxy so its koffi dependency loads (npm install), on Linux or macOS.',
-      EXIT.UNAVAILABLE,
+      { hint: 'Reinstall credproxy so its koffi dependency loads (npm install), on Linux or macOS.' },
     )
   }
   const inherited = plan.fds.map((data) => openSealedData(data))

@@ -3,13 +3,13 @@
 import { randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import type { Writable } from 'node:stream'
-import { CliError, writeLine } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
+import { writeLine } from '../cli-io.js'
 import { bwrapLaunchPlan, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
 import { buildSandboxEnv } from './sandbox-env.js'
 import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
 import { SANDBOX_CHOICES, type LaunchPlan, type SandboxChoice, type SandboxName, type SandboxRequest } from './types.js'
+import { CredproxyError } from '../errors.js'
 
 export const NONE_WARNING =
   'credproxy: WARNING: --sandbox none: the command runs WITHOUT isolation and can read every file and credential you can'
@@ -17,10 +17,10 @@ export const NONE_WARNING =
 export function parseSandboxChoice(value: string | undefined): SandboxChoice {
   const choice = value ?? 'auto'
   if (!(SANDBOX_CHOICES as readonly string[]).includes(choice)) {
-    throw new CliError(
+    throw new CredproxyError(
+      'USAGE',
       `unknown sandbox '${choice}'`,
-      `Use one of: ${SANDBOX_CHOICES.join(', ')} (e.g. credproxy run --sandbox bwrap -- CMD).`,
-      EXIT.USAGE,
+      { hint: `Use one of: ${SANDBOX_CHOICES.join(', ')} (e.g. credproxy run --sandbox bwrap -- CMD).` },
     )
   }
   return choice as SandboxChoice
@@ -47,7 +47,7 @@ export function selectSandbox(
   if (choice !== 'auto') {
     const problem = probe(choice, env)
     if (problem !== null) {
-      throw new CliError(`the ${choice} sandbox is not available: ${problem}`, 'Install or start it, or pick another with --sandbox.', EXIT.UNAVAILABLE)
+      throw new CredproxyError('UNAVAILABLE', `the ${choice} sandbox is not available: ${problem}`, { hint: 'Install or start it, or pick another with --sandbox.' })
     }
     return choice
   }
@@ -61,10 +61,10 @@ export function selectSandbox(
     }
     problems.push(`  ${name}: ${problem}`)
   }
-  throw new CliError(
+  throw new CredproxyError(
+    'UNAVAILABLE',
     `no sandbox backend works on this machine:\n${problems.join('\n')}`,
-    'Install bubblewrap (Linux) or start Docker/Podman; `--sandbox none` runs without isolation.',
-    EXIT.UNAVAILABLE,
+    { hint: 'Install bubblewrap (Linux) or start Docker/Podman; `--sandbox none` runs without isolation.' },
   )
 }
 
@@ -110,7 +110,7 @@ export async function prepareLaunch(
       env['CREDPROXY_SOCKET'] = `${input.socketDir}/${input.socketName}`
       env['CREDPROXY_SECRET_FD'] = sandboxEnv['CREDPROXY_SECRET_FD'] ?? '3'
       const [file, ...args] = input.command
-      if (file === undefined) throw new CliError('no command given', 'Example: credproxy run -- my-agent', EXIT.USAGE)
+      if (file === undefined) throw new CredproxyError('USAGE', 'no command given', { hint: 'Example: credproxy run -- my-agent' })
       return {
         plan: { backend, file, args, env, fds: [Buffer.from(secret, 'utf8')] },
         detached: false,

@@ -4,7 +4,8 @@
 // (and the demo, through run) use it; the egress proxy attaches to the same handle.
 // close() undoes everything in reverse order, attempting every step.
 import { unlink } from 'node:fs/promises'
-import { AuditLog, auditLogPath } from '../audit/audit-log.js'
+import { auditLogPath } from '../audit/audit-format.js'
+import { AuditLog } from '../audit/audit-writer.js'
 import { CredentialProxyServer, type PeerSummary } from '../broker/credential-proxy-server.js'
 import type { GrantSet, SessionGrants } from '../broker/grants.js'
 import type { AuditSink } from '../broker/hooks.js'

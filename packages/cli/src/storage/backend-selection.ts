@@ -1,12 +1,13 @@
 // CREDPROXY_KEYRING and CREDPROXY_KEYRING_SERVICE, validated at the edge, and the
 // saved backend choice (storage.json) that keeps credentials from moving silently.
 import { join } from 'node:path'
-import { CliError, UsageError } from '../cli-io.js'
+import { UsageError } from '../errors.js'
 import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { extraKey, isJsonObject } from './json-checks.js'
 import { DEFAULT_KEYRING_SERVICE } from './keyring-client.js'
 import type { BackendName } from './types.js'
+import { parseCheckedJsonFile } from '../json-file.js'
 
 export const KEYRING_MODES = ['auto', 'off', 'required'] as const
 export type KeyringMode = (typeof KEYRING_MODES)[number]
@@ -48,12 +49,12 @@ export interface BackendChoice {
 }
 
 /** The first invalid field of a parsed storage.json ('' for the whole) and why; undefined when valid. */
-function backendChoiceProblem(json: unknown): { field: string; message: string } | undefined {
-  if (!isJsonObject(json)) return { field: '', message: 'expected an object' }
-  if (json['version'] !== 1) return { field: 'version', message: 'expected 1' }
-  if (json['backend'] !== 'keyring' && json['backend'] !== 'file') return { field: 'backend', message: 'expected "keyring" or "file"' }
+function backendChoiceProblem(json: unknown): { field: string; issue: string } | undefined {
+  if (!isJsonObject(json)) return { field: '', issue: 'expected an object' }
+  if (json['version'] !== 1) return { field: 'version', issue: 'expected 1' }
+  if (json['backend'] !== 'keyring' && json['backend'] !== 'file') return { field: 'backend', issue: 'expected "keyring" or "file"' }
   const extra = extraKey(json, ['version', 'backend'])
-  return extra === undefined ? undefined : { field: '', message: `unrecognized key ${JSON.stringify(extra)}` }
+  return extra === undefined ? undefined : { field: '', issue: `unrecognized key ${JSON.stringify(extra)}` }
 }
 
 export function backendChoicePath(configDir: string): string {
@@ -65,21 +66,14 @@ export async function readBackendChoice(configDir: string): Promise<BackendChoic
   const file = backendChoicePath(configDir)
   const text = await readPrivateFile(file)
   if (text === null) return null
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    throw new CliError(`${file} is not valid JSON`, `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".`)
-  }
-  const problem = backendChoiceProblem(json)
-  if (problem !== undefined) {
-    const field = problem.field || '(top level)'
-    throw new CliError(
-      `${file}: field '${field}' is invalid (${problem.message})`,
-      'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.',
-    )
-  }
-  return json as unknown as BackendChoice
+  return parseCheckedJsonFile<BackendChoice>(text, file, backendChoiceProblem, {
+    message: (problem) =>
+      problem.kind === 'syntax' ? `${file} is not valid JSON` : `${file}: field '${problem.field || '(top level)'}' is invalid (${problem.issue})`,
+    hint: (problem) =>
+      problem.kind === 'syntax'
+        ? `Fix it, or delete it and credproxy chooses again on next use: {"version":1,"backend":"keyring"} or "file".`
+        : 'Expected {"version":1,"backend":"keyring"} or {"version":1,"backend":"file"}; to move credentials use `credproxy key migrate --to keyring|file`.',
+  })
 }
 
 export async function saveBackendChoice(configDir: string, backend: BackendName): Promise<void> {

@@ -4,6 +4,8 @@
 // See dev-docs/storage.md "File format".
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, scrypt } from 'node:crypto'
 import { extraKey, isJsonObject, type JsonObject } from './json-checks.js'
+import { CredproxyError } from '../errors.js'
+import { safeParseCheckedJson } from '../json-file.js'
 
 export const ENVELOPE_FORMAT = 'credproxy-secret'
 /** The version every write produces. */
@@ -75,9 +77,9 @@ export function envelopeAad(version: number, recordId: string): Buffer {
   return Buffer.from(`credproxy/v${version}/${recordId}`, 'utf8')
 }
 
-/** Why an envelope could not be opened; the caller adds the path. */
-export class EnvelopeError extends Error {
-  override name = 'EnvelopeError'
+/** Why an envelope could not be opened (code ENVELOPE_INVALID); the caller adds the path. */
+function envelopeError(reason: string): CredproxyError {
+  return new CredproxyError('ENVELOPE_INVALID', reason)
 }
 
 interface KdfParams {
@@ -141,18 +143,18 @@ export class CredentialCipher {
 
   /** The plaintext of an envelope of either version, and which version it was. */
   async open(recordId: string, text: string): Promise<{ plaintext: string; version: number }> {
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      throw new EnvelopeError('is not valid JSON')
+    const parsed = safeParseCheckedJson<Envelope>(text, (json) => {
+      const field = envelopeProblem(json)
+      return field === undefined ? undefined : { field, issue: 'invalid' }
+    })
+    if (!parsed.ok) {
+      const { problem } = parsed
+      throw envelopeError(problem.kind === 'syntax' ? 'is not valid JSON' : `is not a credproxy envelope (field '${problem.field}')`)
     }
-    const field = envelopeProblem(json)
-    if (field !== undefined) throw new EnvelopeError(`is not a credproxy envelope (field '${field}')`)
-    const envelope = json as Envelope
+    const envelope = parsed.value
     const iv = Buffer.from(envelope.iv, 'base64')
     const tag = Buffer.from(envelope.tag, 'base64')
-    if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw new EnvelopeError('has a bad iv or tag length')
+    if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw envelopeError('has a bad iv or tag length')
     let key: Buffer
     if (envelope.version === ENVELOPE_VERSION) {
       const salt = Buffer.from(envelope.kdf.salt, 'base64')
@@ -163,7 +165,7 @@ export class CredentialCipher {
         key = await deriveScryptKey(this.secret, Buffer.from(salt, 'base64'), { N, r, p })
       } catch {
         // In range but refused by scrypt (N not a power of 2, over maxmem): still a bad file, named as one.
-        throw new EnvelopeError(`has unusable scrypt parameters (N=${N}, r=${r}, p=${p})`)
+        throw envelopeError(`has unusable scrypt parameters (N=${N}, r=${r}, p=${p})`)
       }
     }
     const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: GCM_TAG_BYTES })
@@ -173,7 +175,7 @@ export class CredentialCipher {
       const plaintext = Buffer.concat([decipher.update(Buffer.from(envelope.ciphertext, 'base64')), decipher.final()]).toString('utf8')
       return { plaintext, version: envelope.version }
     } catch {
-      throw new EnvelopeError('failed to decrypt (wrong machine secret, tampered, or another credential\'s file)')
+      throw envelopeError('failed to decrypt (wrong machine secret, tampered, or another credential\'s file)')
     }
   }
 }

@@ -3,10 +3,9 @@
 import type { BigIntStats } from 'node:fs'
 import { lstat, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { CliError } from '../cli-io.js'
 import { ensurePrivateDir, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX, writeFileAtomic } from './atomic-write.js'
-import { CredentialCipher, EnvelopeError } from './envelope.js'
+import { CredentialCipher } from './envelope.js'
 import type { KeyringClient } from './keyring-client.js'
 import { loadMachineSecret } from './machine-secret.js'
 import {
@@ -17,6 +16,7 @@ import {
   type RecordKind,
   type RecordRef,
 } from './record-backend.js'
+import { CredproxyError } from '../errors.js'
 
 export const CREDENTIALS_DIR = 'credentials'
 export const RECORD_FILE_SUFFIX = '.enc'
@@ -80,10 +80,11 @@ export class FileBackend implements RecordBackend {
       this.#plain.set(path, { identity, value: plaintext })
       return plaintext
     } catch (error) {
-      if (!(error instanceof EnvelopeError)) throw error
-      throw new CliError(
+      if (!(error instanceof CredproxyError && error.code === 'ENVELOPE_INVALID')) throw error
+      throw new CredproxyError(
+        'FAILED',
         `${path} ${error.message}; refusing to treat it as empty`,
-        'Restore the file from a backup, or move it away and store the credential again.',
+        { hint: 'Restore the file from a backup, or move it away and store the credential again.' },
       )
     }
   }

@@ -12,7 +12,6 @@ import {
   type OAuthToken,
   type ProviderKeyStorage,
 } from '@credproxy/core/client'
-import { CliError } from '../cli-io.js'
 import { tokenProblem } from './json-checks.js'
 import {
   LockTimeoutError,
@@ -24,8 +23,9 @@ import {
   type ReleaseLock,
 } from './locks.js'
 import { recordFileBase, type RecordBackend, type RecordRef } from './record-backend.js'
-import type { HostTokenStore } from './types.js'
+import type { CredentialLockPurpose, HostTokenStore } from './types.js'
 import type { UsageStats } from './usage-stats.js'
+import { parseCheckedJsonFile } from '../json-file.js'
 
 /** An API key value larger than this is a mistake (a pasted file), not a key. */
 export const MAX_KEY_VALUE_BYTES = 64 * 1024
@@ -50,6 +50,11 @@ function keyRef(name: string): RecordRef & { kind: 'key' } {
     throw new ProxyError('INVALID_REQUEST', `invalid API key name (allowed: 1-64 of a-z A-Z 0-9 . _ -; ${RESERVED} are reserved)`)
   }
   return { kind: 'key', name }
+}
+
+/** One lock file per purpose and credential, whichever API takes it. */
+function credentialLockName(purpose: CredentialLockPurpose, provider: string, bucket: string | undefined): string {
+  return `${purpose}+${recordFileBase(tokenRef(provider, bucket))}`
 }
 
 /** Validate a token for storage; the error names the first bad field, never a value. */
@@ -150,20 +155,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return this.usage.close()
   }
 
-  async withRefreshLock<T>(
-    provider: string,
-    bucket: string,
-    fn: (lock: HeldLock) => Promise<T>,
-    options: { waitMs?: number } = {},
-  ): Promise<T> {
-    const ref = tokenRef(provider, bucket)
-    const waitMs = options.waitMs ?? REFRESH_LOCK_WAIT_MS
-    return this.locks.withLock(
-      `refresh+${recordFileBase(ref)}`,
-      { waitMs },
-      () => new LockTimeoutError(`refresh (${ref.provider}/${ref.bucket})`, waitMs, 'REFRESH_FAILED'),
-      fn,
-    )
+  lockCredential(purpose: CredentialLockPurpose, provider: string, bucket: string, options: { waitMs: number }): Promise<HeldLock | null> {
+    return this.locks.tryAcquire(credentialLockName(purpose, provider, bucket), options)
   }
 
   acquireRefreshLock(provider: string, options?: LockOptions): Promise<boolean> {
@@ -182,8 +175,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return this.releaseHeld('auth', provider, bucket)
   }
 
-  private async acquireHeld(kind: 'refresh' | 'auth', provider: string, options: LockOptions = {}): Promise<boolean> {
-    const name = `${kind}+${recordFileBase(tokenRef(provider, options.bucket))}`
+  private async acquireHeld(kind: CredentialLockPurpose, provider: string, options: LockOptions = {}): Promise<boolean> {
+    const name = credentialLockName(kind, provider, options.bucket)
     // options.staleMs is not used: a lock lives exactly as long as its holder (flock).
     const lock = await this.locks.tryAcquire(name, { waitMs: options.waitMs ?? REFRESH_LOCK_WAIT_MS })
     if (lock === null) return false
@@ -191,8 +184,8 @@ export class HostTokenStoreImpl implements HostTokenStore {
     return true
   }
 
-  private async releaseHeld(kind: 'refresh' | 'auth', provider: string, bucket?: string): Promise<void> {
-    const name = `${kind}+${recordFileBase(tokenRef(provider, bucket))}`
+  private async releaseHeld(kind: CredentialLockPurpose, provider: string, bucket?: string): Promise<void> {
+    const name = credentialLockName(kind, provider, bucket)
     const release = this.held.get(name)
     if (release === undefined) return
     this.held.delete(name)
@@ -202,21 +195,14 @@ export class HostTokenStoreImpl implements HostTokenStore {
   private async readToken(ref: RecordRef & { kind: 'token' }): Promise<OAuthToken | null> {
     const text = await this.backend.read(ref)
     if (text === null) return null
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    const problem = tokenProblem(json)
-    if (problem !== undefined) {
-      const field = problem.field
-      throw new CliError(
-        `${this.backend.describe(ref)} does not hold a valid token (field '${field}')`,
-        `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json`,
-      )
-    }
-    return json as OAuthToken
+    const where = this.backend.describe(ref)
+    return parseCheckedJsonFile<OAuthToken>(text, where, (json) => {
+      const problem = tokenProblem(json)
+      return problem === undefined ? undefined : { field: problem.field, issue: `expected ${problem.expected}` }
+    }, {
+      message: (problem) => `${where} does not hold a valid token (field '${problem.kind === 'schema' ? problem.field : ''}')`,
+      hint: `Store it again: credproxy auth import ${ref.provider} --bucket ${ref.bucket} < token.json`,
+    })
   }
 
   private withWriteLock<T>(ref: RecordRef, fn: () => Promise<T>): Promise<T> {

@@ -3,8 +3,6 @@
 // CREDPROXY_KEYRING=off|required overrides it.
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import { TEMP_PREFIX } from './atomic-write.js'
 import { backendChoicePath, keyringMode, keyringService, readBackendChoice, saveBackendChoice } from './backend-selection.js'
@@ -17,6 +15,7 @@ import { parseRecordFileBase, recordId, type RecordBackend } from './record-back
 import type { HostStores } from './types.js'
 import { UsageStats } from './usage-stats.js'
 import { logLineTo } from '../escape.js'
+import { CredproxyError } from '../errors.js'
 
 export type { BackendName, HostStores, HostTokenStore } from './types.js'
 export { keyringMode, keyringService, KEYRING_MODES, type KeyringMode, readBackendChoice, backendChoicePath, BACKEND_CHOICE_FILE } from './backend-selection.js'
@@ -77,13 +76,13 @@ export async function selectBackend(
     const failure = await keyring.probe()
     if (failure !== null) {
       if (mode === 'required') {
-        throw new CliError(`CREDPROXY_KEYRING=required but no OS keyring is reachable (${failure})`, KEYRING_HINT, EXIT.UNAVAILABLE)
+        throw new CredproxyError('UNAVAILABLE', `CREDPROXY_KEYRING=required but no OS keyring is reachable (${failure})`, { hint: KEYRING_HINT })
       }
       // Falling back to files here is what made stored keys vanish: say so instead.
-      throw new CliError(
+      throw new CredproxyError(
+        'UNAVAILABLE',
         `your credentials are in the OS keyring (saved choice in ${file}), but no keyring is reachable (${failure})`,
-        `${KEYRING_HINT} To use the encrypted files for this one command, set CREDPROXY_KEYRING=off (they do not hold the keyring's credentials).`,
-        EXIT.UNAVAILABLE,
+        { hint: `${KEYRING_HINT} To use the encrypted files for this one command, set CREDPROXY_KEYRING=off (they do not hold the keyring's credentials).` },
       )
     }
     if (choice === null) await saveBackendChoice(paths.configDir, 'keyring')

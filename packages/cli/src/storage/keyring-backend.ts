@@ -1,11 +1,11 @@
 // OS keyring backend: one keyring entry per credential (service from
 // CREDPROXY_KEYRING_SERVICE, default 'credproxy'; account = recordId), plus an
 // index entry, because keyrings cannot list entries portably.
-import { CliError } from '../cli-io.js'
 import { extraKey, isJsonObject } from './json-checks.js'
 import type { KeyringClient } from './keyring-client.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
 import { recordId, type RecordBackend, type RecordKind, type RecordRef } from './record-backend.js'
+import { parseCheckedJsonFile } from '../json-file.js'
 
 export const INDEX_ACCOUNT = 'index'
 const INDEX_LOCK = 'keyring-index'
@@ -62,19 +62,11 @@ export class KeyringBackend implements RecordBackend {
   private async readIndex(): Promise<string[]> {
     const text = await this.keyring.get(INDEX_ACCOUNT)
     if (text === null) return []
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    if (!isIndexJson(json)) {
-      throw new CliError(
-        `keyring entry '${this.keyring.service}/${INDEX_ACCOUNT}' is not a valid credproxy index`,
-        'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.',
-      )
-    }
-    return json.records
+    const entry = `keyring entry '${this.keyring.service}/${INDEX_ACCOUNT}'`
+    return parseCheckedJsonFile<{ version: 1; records: string[] }>(text, entry, (json) => (isIndexJson(json) ? undefined : { field: '', issue: 'not an index' }), {
+      message: () => `${entry} is not a valid credproxy index`,
+      hint: 'Delete that entry with your keyring tool (e.g. secret-tool); credproxy rebuilds it as credentials are saved.',
+    }).records
   }
 
   private async updateIndex(change: (ids: Set<string>) => unknown): Promise<void> {

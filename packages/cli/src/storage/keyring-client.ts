@@ -1,9 +1,8 @@
 // Thin async wrapper over @napi-rs/keyring: one service name, accounts named by
-// the caller, every failure turned into a CliError that says what to do.
+// the caller, every failure turned into a CredproxyError that says what to do.
 import { randomBytes } from 'node:crypto'
 import type { AsyncEntry as AsyncEntryType, EntryOptions } from '@napi-rs/keyring'
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
+import { CredproxyError } from '../errors.js'
 
 export const DEFAULT_KEYRING_SERVICE = 'credproxy'
 /** A Secret Service that never answers must not hang a command. */
@@ -68,23 +67,19 @@ export class KeyringClient {
       await this.delete(account, KEYRING_PROBE_TIMEOUT_MS)
       return null
     } catch (error) {
-      return error instanceof KeyringError ? error.reason : String(error)
+      return error instanceof CredproxyError && error.code === 'KEYRING_UNAVAILABLE' ? reasonOf(error.cause) : String(error)
     }
   }
 }
 
-export class KeyringError extends CliError {
-  override name = 'KeyringError'
-  constructor(
-    message: string,
-    readonly reason: string,
-  ) {
-    super(message, KEYRING_HINT, EXIT.UNAVAILABLE)
-  }
+// napi-rs messages name the platform failure, never the value.
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
 }
 
-function keyringError(action: string, account: string, error: unknown): KeyringError {
-  // napi-rs messages name the platform failure, never the value.
-  const reason = error instanceof Error ? error.message : String(error)
-  return new KeyringError(`could not ${action} keyring entry '${account}': ${reason}`, reason)
+function keyringError(action: string, account: string, error: unknown): CredproxyError {
+  return new CredproxyError('KEYRING_UNAVAILABLE', `could not ${action} keyring entry '${account}': ${reasonOf(error)}`, {
+    hint: KEYRING_HINT,
+    cause: error,
+  })
 }

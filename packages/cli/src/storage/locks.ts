@@ -6,15 +6,15 @@ import { open, stat, type FileHandle } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ProxyError, type ErrorCode } from '@credproxy/core/client'
-import { CliError } from '../cli-io.js'
+import { backoffDelay, ProxyError, type ErrorCode } from '@credproxy/core/client'
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../fs-private.js'
+import { CredproxyError } from '../errors.js'
 
 /** How long a credential write waits for its lock before failing. */
 export const WRITE_LOCK_WAIT_MS = 30_000
 /** Default wait of acquireRefreshLock / acquireAuthLock / withRefreshLock. */
 export const REFRESH_LOCK_WAIT_MS = 30_000
-/** Backoff between attempts: doubles from the minimum up to the maximum, with jitter. */
+/** Backoff between attempts (backoffDelay, equal jitter): the step doubles from the minimum up to the maximum. */
 export const LOCK_RETRY_MIN_MS = 2
 export const LOCK_RETRY_MAX_MS = 50
 /** Lock files end with this; the mkdir-style `.lock` directories of older versions are ignored. */
@@ -60,7 +60,7 @@ let flockBinding: { flock: Flock; errno: () => number } | undefined
 function loadFlock(): { flock: Flock; errno: () => number } {
   if (flockBinding !== undefined) return flockBinding
   if (process.platform !== 'linux' && process.platform !== 'darwin') {
-    throw new CliError(`credproxy's cross-process locks need flock(2), which ${process.platform} does not have`, 'Run credproxy on Linux or macOS.')
+    throw new CredproxyError('FAILED', `credproxy's cross-process locks need flock(2), which ${process.platform} does not have`, { hint: 'Run credproxy on Linux or macOS.' })
   }
   const require = createRequire(import.meta.url)
   const koffi = require('koffi') as typeof import('koffi')
@@ -126,7 +126,7 @@ export class LockDirectory {
   async tryAcquire(name: string, attempt: LockAttempt): Promise<HeldLock | null> {
     const path = join(this.dir, `${name}${LOCK_FILE_SUFFIX}`)
     const deadline = Date.now() + Math.max(0, attempt.waitMs)
-    let delay = LOCK_RETRY_MIN_MS
+    let retry = 0
     for (;;) {
       // O_NOFOLLOW: a symlink planted in the locks directory is refused, not followed.
       const handle = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, PRIVATE_FILE_MODE)
@@ -140,8 +140,8 @@ export class LockDirectory {
       if (lock !== null) return lock
       const left = deadline - Date.now()
       if (left <= 0) return null
-      await sleep(Math.min(left, delay / 2 + Math.random() * delay))
-      delay = Math.min(LOCK_RETRY_MAX_MS, delay * 2)
+      await sleep(Math.min(left, backoffDelay(retry, { baseMs: LOCK_RETRY_MIN_MS, maxMs: LOCK_RETRY_MAX_MS })))
+      retry += 1
     }
   }
 

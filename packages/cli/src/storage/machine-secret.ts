@@ -3,11 +3,12 @@
 import { randomBytes } from 'node:crypto'
 import { link, open, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { CliError } from '../cli-io.js'
 import { PRIVATE_FILE_MODE, readPrivateFile } from '../fs-private.js'
 import { syncDir, TEMP_PREFIX } from './atomic-write.js'
 import { BASE64, extraKey, isJsonObject } from './json-checks.js'
 import type { KeyringClient } from './keyring-client.js'
+import { CredproxyError } from '../errors.js'
+import { parseCheckedJsonFile } from '../json-file.js'
 
 export const MACHINE_SECRET_FILE = 'machine-secret.json'
 export const MACHINE_SECRET_ACCOUNT = 'machine-secret'
@@ -20,7 +21,9 @@ function base64Of(value: unknown, bytes: number): value is string {
 }
 
 /** {version: 1, secret, salt} and nothing else. */
-function isMachineSecretJson(json: unknown): json is { version: 1; secret: string; salt: string } {
+type MachineSecretJson = { version: 1; secret: string; salt: string }
+
+function isMachineSecretJson(json: unknown): json is MachineSecretJson {
   return (
     isJsonObject(json) &&
     json['version'] === 1 &&
@@ -46,19 +49,11 @@ function fresh(): string {
 }
 
 function parse(text: string, source: string): MachineSecret {
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = undefined
-  }
-  if (!isMachineSecretJson(json)) {
-    throw new CliError(
-      `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
-      'Restore it from a backup, or move the credproxy data directory away and store your credentials again.',
-    )
-  }
-  return { secret: Buffer.from(json.secret, 'base64'), salt: Buffer.from(json.salt, 'base64'), source }
+  const data = parseCheckedJsonFile<MachineSecretJson>(text, source, (json) => (isMachineSecretJson(json) ? undefined : { field: '', issue: 'not a machine secret' }), {
+    message: () => `${source} is not a valid credproxy machine secret; the encrypted credentials cannot be read without it`,
+    hint: 'Restore it from a backup, or move the credproxy data directory away and store your credentials again.',
+  })
+  return { secret: Buffer.from(data.secret, 'base64'), salt: Buffer.from(data.salt, 'base64'), source }
 }
 
 /** An existing file wins, so credentials written before a keyring appeared stay readable. */
@@ -76,7 +71,7 @@ export async function loadMachineSecret(dataDir: string, keyring?: KeyringClient
   }
   await createSecretFile(path)
   const created = await readSecretFile(path)
-  if (created === null) throw new CliError(`${path} vanished while it was being created`, 'Run the command again.')
+  if (created === null) throw new CredproxyError('FAILED', `${path} vanished while it was being created`, { hint: 'Run the command again.' })
   return created
 }
 

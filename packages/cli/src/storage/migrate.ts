@@ -2,8 +2,6 @@
 // backends without a moment where it exists in neither. Copy each record, read it
 // back from the target, and only when every copy is verified save the new choice and
 // delete the sources. An interruption at any point leaves one or two copies, never none.
-import { CliError } from '../cli-io.js'
-import { EXIT } from '../exit-codes.js'
 import type { CredproxyPaths } from '../paths.js'
 import { backendChoicePath, keyringService, saveBackendChoice } from './backend-selection.js'
 import { FileBackend } from './file-backend.js'
@@ -13,6 +11,7 @@ import { KeyringBackend } from './keyring-backend.js'
 import type { LockDirectory } from './locks.js'
 import { recordId, type RecordBackend, type RecordRef } from './record-backend.js'
 import type { BackendName } from './types.js'
+import { CredproxyError } from '../errors.js'
 
 export interface MigrateOptions {
   env: NodeJS.ProcessEnv
@@ -33,7 +32,7 @@ export interface MigrateResult {
 async function openKeyring(env: NodeJS.ProcessEnv, locks: LockDirectory): Promise<KeyringBackend> {
   const keyring = new KeyringClient(keyringService(env))
   const failure = await keyring.probe()
-  if (failure !== null) throw new CliError(`no OS keyring is reachable (${failure}); nothing was moved`, KEYRING_HINT, EXIT.UNAVAILABLE)
+  if (failure !== null) throw new CredproxyError('UNAVAILABLE', `no OS keyring is reachable (${failure}); nothing was moved`, { hint: KEYRING_HINT })
   return new KeyringBackend(keyring, locks)
 }
 
@@ -74,9 +73,10 @@ export async function migrateCredentials(options: MigrateOptions): Promise<Migra
     }
   }
   if (failures.length > 0) {
-    throw new CliError(
+    throw new CredproxyError(
+      'FAILED',
       `${failures.length} of ${refs.length} credential(s) could not be copied (${failures.join('; ')}); nothing was deleted and the backend in use is unchanged`,
-      'Fix the cause and run `credproxy key migrate` again; credentials already copied are recognised and not duplicated.',
+      { hint: 'Fix the cause and run `credproxy key migrate` again; credentials already copied are recognised and not duplicated.' },
     )
   }
 

@@ -21,18 +21,15 @@ export interface HostTokenStore extends TokenStore {
   /** Write what is still held in memory (usage counts); owners call it when done. The store stays usable. */
   close?(): Promise<void>
   /**
-   * Run fn while holding the cross-process refresh lock of provider/bucket.
-   * Throws when the lock cannot be had within waitMs; the lock of a process that
-   * died is free at once, the lock of a live (even stalled) one never is.
-   * fn gets the lock to check it is still held right before acting.
+   * The cross-process lock of one credential for `purpose` (the same lock file as
+   * acquireRefreshLock / acquireAuthLock), or null when another live process held it for
+   * the whole waitMs. The caller releases it. oauth/refresh-lock.ts builds the refresh lock on it.
    */
-  withRefreshLock<T>(
-    provider: string,
-    bucket: string,
-    fn: (lock: HeldLock) => Promise<T>,
-    options?: { waitMs?: number },
-  ): Promise<T>
+  lockCredential(purpose: CredentialLockPurpose, provider: string, bucket: string, options: { waitMs: number }): Promise<HeldLock | null>
 }
+
+/** What a per-credential lock serialises: a token refresh, or a login. */
+export type CredentialLockPurpose = 'refresh' | 'auth'
 
 export interface HostStores {
   tokens: HostTokenStore

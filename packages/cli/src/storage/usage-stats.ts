@@ -3,11 +3,11 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BUCKET_NAME_PATTERN, isReservedName, PROVIDER_NAME_PATTERN, ProxyError, type BucketStats } from '@credproxy/core/client'
-import { CliError } from '../cli-io.js'
 import { ensurePrivateFile } from '../fs-private.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { extraKey, isJsonObject } from './json-checks.js'
 import { LockTimeoutError, WRITE_LOCK_WAIT_MS, type LockDirectory } from './locks.js'
+import { parseCheckedJsonFile } from '../json-file.js'
 
 export const USAGE_FILE = 'usage.json'
 const USAGE_LOCK = 'usage'
@@ -195,17 +195,12 @@ export class UsageStats {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Map()
       throw error
     }
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    if (!isUsageJson(json)) {
-      throw new CliError(`${this.path} is not a valid usage file`, 'Remove it; it only holds request counts and is rebuilt.')
-    }
+    const data = parseCheckedJsonFile<UsageJson>(text, this.path, (json) => (isUsageJson(json) ? undefined : { field: '', issue: 'not a usage file' }), {
+      message: () => `${this.path} is not a valid usage file`,
+      hint: 'Remove it; it only holds request counts and is rebuilt.',
+    })
     // Object.entries reads own keys only; the Maps never touch a prototype.
-    return new Map(entries(json.providers).map(([provider, buckets]) => [provider, new Map(entries(buckets))]))
+    return new Map(entries(data.providers).map(([provider, buckets]) => [provider, new Map(entries(buckets))]))
   }
 
   private async update(change: (usage: Usage) => void): Promise<void> {

@@ -1,4 +1,4 @@
-// Shared by the security room's tests (peer-credentials, audit-log, control, security-*):
+// Shared by the security room's tests (peer-credentials, audit, control, security-*):
 // in-process CLI streams, and a session built from the real parts.
 import { PassThrough } from 'node:stream'
 import type { CliIO } from '../../src/cli-io.js'
@@ -8,7 +8,9 @@ import { join } from 'node:path'
 import { ProxySocketClient } from '@credproxy/core'
 import type { HostOAuth } from '../../src/credentials/host-oauth.js'
 import { resolvePaths, type CredproxyPaths } from '../../src/paths.js'
-import { AuditLog, auditLogPath, readAuditEntries, type AuditLine } from '../../src/audit/audit-log.js'
+import { auditLogPath, type AuditLine } from '../../src/audit/audit-format.js'
+import { readAuditEntries } from '../../src/audit/audit-reader.js'
+import { AuditLog } from '../../src/audit/audit-writer.js'
 import { startControlChannel, type ControlChannel } from '../../src/control/control-channel.js'
 import { CredentialProxyServer } from '../../src/broker/credential-proxy-server.js'
 import type { GrantSet } from '../../src/broker/grants.js'

@@ -91,8 +91,9 @@ export class MemoryTokenStore implements HostTokenStore {
     this.usage.set(k, { count: u.count + 1, lastUsed: Date.now() })
   }
 
-  async withRefreshLock<T>(_provider: string, _bucket: string, fn: (lock: HeldLock) => Promise<T>): Promise<T> {
-    return fn({ assertHeld: () => Promise.resolve(), release: () => Promise.resolve() })
+  // One process, no contention: a lock that is always free and always held.
+  async lockCredential(): Promise<HeldLock | null> {
+    return { assertHeld: () => Promise.resolve(), release: () => Promise.resolve() }
   }
 }
 

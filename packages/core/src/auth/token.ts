@@ -1,7 +1,7 @@
 // OAuth token shape, and the two rules that keep host-only secrets on the host.
 // No zod at run time here: the sandbox-side client loads this file (token-schema.ts has the schema).
 import type * as z from 'zod'
-import type { OAuthTokenSchema } from './token-schema.js'
+import type { OAuthTokenSchema } from '../protocol/token-schema.js'
 
 export type OAuthToken = z.infer<typeof OAuthTokenSchema>
 

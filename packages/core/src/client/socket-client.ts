@@ -3,6 +3,7 @@
 //
 // States: IDLE (no connection) -> CONNECTING -> HANDSHAKING -> READY -> back to
 // IDLE when the connection closes or idles out; CLOSED after close(), for good.
+import { backoffDelay } from '../backoff.js'
 import { ProxyError } from '../protocol/errors.js'
 import { MAX_IN_FLIGHT_REQUESTS } from '../protocol/limits.js'
 import type { OpData, OpName, OpPayload, Response } from '../protocol/messages.js'
@@ -18,7 +19,7 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 export const DEFAULT_IDLE_TIMEOUT_MS = 10_000
 /** Connection attempts per burst before CONNECTION_FAILED. */
 export const DEFAULT_CONNECT_ATTEMPTS = 3
-/** Delay before the second attempt; doubled for each further attempt. */
+/** Step before the second attempt, doubled for each further one; the wait is backoffDelay's (equal jitter). */
 export const DEFAULT_RECONNECT_BASE_DELAY_MS = 100
 /** Times one request is sent again after RATE_LIMITED before the caller sees the error. */
 export const RATE_LIMIT_RETRIES = 5
@@ -265,16 +266,17 @@ export class ProxySocketClient {
   }
 
   /**
-   * RATE_LIMITED means the server did not run the request: send it again after the
-   * server's retryAfter, doubled on each retry (plus jitter, so queued requests spread
-   * out), while the attempts, the wait cap and the request's own deadline allow.
+   * RATE_LIMITED means the server did not run the request: send it again after
+   * backoffDelay from twice the server's retryAfter (equal jitter: in [retryAfter, 2 x
+   * retryAfter] on the first retry, doubling after; never less than retryAfter), while
+   * the attempts, the wait cap and the request's own deadline allow.
    */
   #retryLater(pending: Pending, error: ProxyError): boolean {
     if (error.code !== 'RATE_LIMITED' || pending.rateLimitRetries >= RATE_LIMIT_RETRIES) return false
     const retryAfterMs = (error.retryAfter ?? 0) * 1000
     if (retryAfterMs > MAX_RATE_LIMIT_WAIT_MS) return false
-    const base = Math.max(retryAfterMs, 10) * 2 ** pending.rateLimitRetries
-    const waitMs = Math.min(MAX_RATE_LIMIT_WAIT_MS, base * (1 + Math.random() / 2))
+    const jittered = backoffDelay(pending.rateLimitRetries, { baseMs: 2 * Math.max(retryAfterMs, 10), maxMs: MAX_RATE_LIMIT_WAIT_MS })
+    const waitMs = Math.max(retryAfterMs, jittered)
     if (performance.now() + waitMs >= pending.deadline) return false
     pending.rateLimitRetries += 1
     pending.sentOn = undefined
@@ -307,7 +309,7 @@ export class ProxySocketClient {
     let attempts = 0
     try {
       for (let attempt = 0; attempt < this.#connectAttempts; attempt++) {
-        if (attempt > 0) await delay(this.#reconnectBaseDelayMs * 2 ** (attempt - 1))
+        if (attempt > 0) await delay(backoffDelay(attempt - 1, { baseMs: this.#reconnectBaseDelayMs }))
         if (this.#closed || this.#queue.length === 0) return
         attempts++
         const connection = new ClientConnection({

@@ -47,11 +47,17 @@ export interface ProxyErrorOptions {
   cause?: unknown
   /** Seconds to wait before retrying (RATE_LIMITED). */
   retryAfter?: number
+  /**
+   * The message was written to be read by the peer (it names a next step, never a secret or a
+   * raw library message), so the broker sends it instead of the code's fixed safe message.
+   */
+  expose?: boolean
 }
 
 export class ProxyError extends Error {
   override name = 'ProxyError'
   readonly retryAfter: number | undefined
+  readonly expose: boolean
 
   constructor(
     readonly code: ErrorCode,
@@ -60,5 +66,6 @@ export class ProxyError extends Error {
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.retryAfter = options.retryAfter
+    this.expose = options.expose === true
   }
 }

@@ -2,7 +2,7 @@
 // operation's payload (strict: unknown keys are a mistake) and data.
 // Normative spec: dev-docs/protocol.md "Operations".
 import * as z from 'zod'
-import { OAuthTokenSchema } from '../auth/token-schema.js'
+import { OAuthTokenSchema } from './token-schema.js'
 import { BucketName, KeyName, ProviderName } from './name-schemas.js'
 
 export { MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION, MAX_LEGACY_PROTOCOL_VERSION, OP_MIN_VERSION } from './versions.js'

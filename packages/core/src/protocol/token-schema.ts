@@ -1,4 +1,5 @@
 // The OAuth token schema: provider extras are kept (loose object); only these fields are required.
+// The wire shape of a token (protocol/messages.ts uses it); auth/token.ts has the plain type and helpers.
 // The sandbox-side client checks the same rules by hand (client/answer-checks.ts).
 import * as z from 'zod'
 
