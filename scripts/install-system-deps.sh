@@ -9,6 +9,8 @@ command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
 command -v dbus-run-session >/dev/null 2>&1 || missing+=(dbus)
 # The README's agent example (readme.test.ts) calls an API with curl from inside a sandbox.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# sandbox-secret-handoff.test.ts starts credproxy from Python inside the sandbox (the system python, not a per-user one under the hidden home).
+[ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${missing[*]}; install them as root:" >&2

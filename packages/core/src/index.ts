@@ -35,7 +35,7 @@ export {
   type LoginUI,
   type VerificationInfo,
 } from './auth/proxy-oauth-adapter.js'
-export { readSessionSecret, SECRET_FD_ENV, SECRET_FILE_ENV, MAX_SECRET_INPUT_BYTES, SECRET_FD_WAIT_MS } from './auth/session-secret.js'
+export { readSessionSecret, SECRET_FD_ENV, SECRET_FILE_ENV, MAX_SECRET_INPUT_BYTES } from './auth/session-secret.js'
 export {
   createTokenStore,
   createProviderKeyStorage,

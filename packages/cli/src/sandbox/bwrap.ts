@@ -9,7 +9,7 @@ import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { buildKeyringSeccompFilter } from './seccomp.js'
 import { buildSandboxEnv } from './sandbox-env.js'
-import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECCOMP_FD, type LaunchPlan, type SandboxRequest } from './types.js'
+import { SANDBOX_BIN_DIR, SANDBOX_SECRET_FILE, SANDBOX_SOCKET_DIR, SECCOMP_FD, SECRET_FD, type LaunchPlan, type SandboxRequest } from './types.js'
 
 /** HOME inside when the host HOME is unusable (unset, relative or /). */
 export const FALLBACK_SANDBOX_HOME = '/tmp/home'
@@ -267,13 +267,16 @@ export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
   // Every credproxy dir that no tmpfs above already hides, wherever it lives (/srv, /opt, a home not named by HOME).
   const bound = [...writable, ...request.runtimeDirs.map(realPath), ...request.nodeFiles.map(realPath)]
   for (const dir of dedupeNested(hidden)) if (isVisible(dir, bound, covered)) args.push('--tmpfs', dir)
+  // bwrap copies the sealed memfd on fd 3 into a read-only 0400 file and closes the fd, so the secret
+  // reaches every descendant, whoever spawned it (Node and Python do not pass fd 3 on).
+  args.push('--perms', '0400', '--ro-bind-data', String(SECRET_FD), SANDBOX_SECRET_FILE)
   args.push('--ro-bind', request.socketDir, SANDBOX_SOCKET_DIR)
   args.push('--ro-bind', request.shimDir, SANDBOX_BIN_DIR)
   args.push('--chdir', cwd)
   const seccomp = buildKeyringSeccompFilter()
   if (seccomp !== null) args.push('--seccomp', String(SECCOMP_FD))
   args.push('--', ...request.command)
-  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName })
+  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName, secretFile: SANDBOX_SECRET_FILE })
   return { args, env, seccomp, created: protectedFiles.created }
 }
 

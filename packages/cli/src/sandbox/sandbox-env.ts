@@ -30,6 +30,8 @@ export interface SandboxEnvOptions {
   socketName: string
   /** PATH after the shim directory; defaults to the host PATH or DEFAULT_PATH. */
   path?: string
+  /** Where the secret is inside: a file path (CREDPROXY_SECRET_FILE); default fd 3 (CREDPROXY_SECRET_FD). */
+  secretFile?: string
 }
 
 export function buildSandboxEnv(hostEnv: NodeJS.ProcessEnv, options: SandboxEnvOptions): Record<string, string> {
@@ -42,6 +44,7 @@ export function buildSandboxEnv(hostEnv: NodeJS.ProcessEnv, options: SandboxEnvO
   env['PATH'] = `${SANDBOX_BIN_DIR}:${rest}`
   env['HOME'] = options.home
   env['CREDPROXY_SOCKET'] = `${SANDBOX_SOCKET_DIR}/${options.socketName}`
-  env['CREDPROXY_SECRET_FD'] = String(SECRET_FD)
+  if (options.secretFile === undefined) env['CREDPROXY_SECRET_FD'] = String(SECRET_FD)
+  else env['CREDPROXY_SECRET_FILE'] = options.secretFile
   return env
 }
