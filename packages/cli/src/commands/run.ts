@@ -122,12 +122,18 @@ export function grantHint(entry: AuditEntry): { what: string; flag: string; gran
   return null
 }
 
-/** Tees audit entries to the log and tells the user, once each, what a refused request needed. */
+/**
+ * Tees audit entries to the log and tells the user, once each, what a refused request
+ * needed. Not when the sandbox writes to this same stderr: the refused command's own
+ * error line (which carries the same pasteable command) is then the one line the user sees.
+ */
 function hintingAudit(log: AuditSink, io: CliIO, sessionId: () => string): AuditSink {
   const shown = new Set<string>()
+  const sharedStderr = (io.stderr as { fd?: unknown }).fd === 2
   return {
     write(entry) {
       log.write(entry)
+      if (sharedStderr) return
       const hint = grantHint(entry)
       if (hint === null || shown.has(hint.what)) return
       shown.add(hint.what)
