@@ -32,6 +32,7 @@ import {
   authorize,
   dispatch,
   ExposedProxyError,
+  legacyRefusal,
   parseRequest,
   requestNames,
   type DispatchContext,
@@ -514,7 +515,13 @@ export class BrokerConnection {
     }
     const refusal = authorize(request, this.host.grants, names)
     if (refusal !== null) {
-      this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
+      const legacy = (this.#version ?? 1) < 3 ? legacyRefusal(request.op, refusal) : null
+      if (legacy === null) this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
+      else {
+        // The audit line (and the host's hint) still says what happened: NOT_GRANTED.
+        this.#send(legacy.ok ? { id, ok: true, data: legacy.data } : { id, ...this.#error(legacy.code, legacy.message) })
+        this.#auditRequest(op, names, refusal.code, startedAt)
+      }
       return
     }
     const entry: InFlight = { id, op, names, startedAt, answered: false }
