@@ -36,11 +36,13 @@ Options:
   --sandbox NAME        auto (default), bwrap, docker, podman or none (no isolation)
   --grant P[:BUCKET]    grant OAuth provider P (all buckets, or only BUCKET); repeatable
   --grant-key NAME      grant the API key NAME; repeatable
+  --grant-all           grant every provider and every API key (as serve --grant-all)
   --allow-save          let the sandbox save and remove tokens (default: read and login only)
   --allow-network       keep network access (default: none; bwrap then shares the host
                         network namespace, abstract Unix sockets included)
   --legacy-clients      also serve protocol v1/v2 clients (llxprt-code's inner client); they
-                        carry no proof, so only the peer check (inside this sandbox) admits them
+                        carry no proof, so only the peer check (inside this sandbox) admits them;
+                        sets LLXPRT_CREDENTIAL_SOCKET and LLXPRT_CAPABILITY_FD inside
   --bind PATH           also bind PATH read-write at the same path; repeatable
   --image IMAGE         container image for docker/podman (default node:20-bookworm-slim)
   --verbose             broker log lines on stderr
@@ -77,6 +79,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
     'allow-save': { type: 'boolean' },
     'allow-network': { type: 'boolean' },
     'legacy-clients': { type: 'boolean' },
+    'grant-all': { type: 'boolean' },
     bind: { type: 'string', multiple: true },
     image: { type: 'string' },
     verbose: { type: 'boolean' },
@@ -94,6 +97,10 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
     }
     return name
   })
+  if (values['grant-all'] === true) {
+    providers.push({ provider: '*' })
+    keys.push('*')
+  }
   const capabilities: Capability[] = [...DEFAULT_CAPABILITIES]
   if (values['allow-save'] === true) capabilities.push('save')
   return {
@@ -220,6 +227,7 @@ export async function runCommand(
         socketName: basename(started.socketPath),
         binds: options.binds,
         allowNetwork: options.allowNetwork,
+        legacyClients: options.legacyClients,
         hiddenPaths: hiddenPaths(io.env, paths),
         ...(options.image === undefined ? {} : { image: options.image }),
       },

@@ -7,7 +7,7 @@ import { CliError, writeLine } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { bwrapLaunchPlan, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
-import { buildSandboxEnv } from './sandbox-env.js'
+import { addLegacyClientEnv, buildSandboxEnv } from './sandbox-env.js'
 import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
 import { SANDBOX_CHOICES, type LaunchPlan, type SandboxChoice, type SandboxName, type SandboxRequest } from './types.js'
 
@@ -93,6 +93,7 @@ export async function prepareLaunch(
   try {
     if (backend === 'bwrap') {
       const plan = bwrapLaunchPlan(request, secret)
+      if (input.legacyClients === true) addLegacyClientEnv(plan, plan.env['CREDPROXY_SOCKET'] ?? '')
       const cleanup = async (): Promise<void> => {
         removeEmptyMountpoints(plan.mountpoints ?? [])
         await shim.remove()
@@ -111,11 +112,9 @@ export async function prepareLaunch(
       env['CREDPROXY_SECRET_FD'] = sandboxEnv['CREDPROXY_SECRET_FD'] ?? '3'
       const [file, ...args] = input.command
       if (file === undefined) throw new CliError('no command given', 'Example: credproxy run -- my-agent', EXIT.USAGE)
-      return {
-        plan: { backend, file, args, env, fds: [Buffer.from(secret, 'utf8')] },
-        detached: false,
-        cleanup: shim.remove,
-      }
+      const plan: LaunchPlan = { backend, file, args, env, fds: [Buffer.from(secret, 'utf8')] }
+      if (input.legacyClients === true) addLegacyClientEnv(plan, env['CREDPROXY_SOCKET'])
+      return { plan, detached: false, cleanup: shim.remove }
     }
     const secretDir = await writeSecretDir(secret)
     const name = `credproxy-${randomBytes(6).toString('hex')}`

@@ -40,6 +40,8 @@ export interface SandboxRequest {
   nodeFiles: readonly string[]
   /** Container image (docker/podman only). */
   image?: string
+  /** `run --legacy-clients`: also set what llxprt-code's inner client reads (sandbox-env.ts addLegacyClientEnv). */
+  legacyClients?: boolean
 }
 
 /** A ready-to-spawn command line. `fds[i]` reaches the child as fd 3+i (an unlinked private file, see inherited-fd.ts). */
