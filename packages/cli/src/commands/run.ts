@@ -153,6 +153,17 @@ function hintingAudit(log: AuditSink, io: CliIO, sessionId: () => string): Audit
   }
 }
 
+/** A granted key that is not stored would only fail later, inside the sandbox: say so now (as `grant` does). */
+async function noteMissingKeys(keys: readonly string[], stores: HostStores, io: CliIO): Promise<void> {
+  const named = keys.filter((key) => key !== '*')
+  if (named.length === 0) return
+  const stored = await stores.keys.listKeys().catch(() => null)
+  if (stored === null) return
+  for (const key of named.filter((k) => !stored.includes(k))) {
+    writeLine(io.stderr, `credproxy: note: no API key named ${key} is stored on the host yet; the sandbox gets it once you run: credproxy key set ${key}`)
+  }
+}
+
 export interface StartedSession {
   sessionId: string
   socketPath: string
@@ -185,6 +196,7 @@ export async function runCommand(
     const stores = openedStores ?? (await openHostStores({ env: io.env, paths, log: logLineTo(io.stderr) }))
     // Registered first, so it runs last: after the server stopped, its usage counts are written.
     if (openedStores === undefined) cleanups.push(async () => stores.tokens.close?.())
+    await noteMissingKeys(options.grants.keys, stores, io)
     // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.
     const oauth = await createOAuthBroker({ stores, paths, env: io.env, log: brokerLog })
     if (oauth !== null) cleanups.push(() => oauth.close())
