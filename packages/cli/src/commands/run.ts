@@ -259,6 +259,19 @@ export async function runCommand(
       handlers.set(signal, handler)
       process.on(signal, handler)
     }
+    if (backend !== 'none') {
+      // Ctrl-Z stops credproxy's process group only; the sandbox runs in its own session and
+      // would keep reading the terminal beside the host shell. Stop it with us, resume it with us.
+      const stop = (): void => {
+        running.forward('SIGSTOP')
+        process.kill(process.pid, 'SIGSTOP')
+      }
+      const resume = (): void => running.forward('SIGCONT')
+      for (const [signal, handler] of [['SIGTSTP', stop], ['SIGCONT', resume]] as const) {
+        handlers.set(signal, handler)
+        process.on(signal, handler)
+      }
+    }
     const exit = await running.exited
     return exit.code
   } finally {
