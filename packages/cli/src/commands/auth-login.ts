@@ -3,6 +3,7 @@
 // it. Both go through ProxyOAuthAdapter, so the user sees the same thing. Never
 // prints a token.
 import { parseArgs } from 'node:util'
+import { optionError } from './parse-options.js'
 import {
   BUCKET_NAME_PATTERN,
   createOAuthAdapter,
@@ -47,7 +48,7 @@ function parseLoginArgs(args: string[]): LoginArgs {
       },
     })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy auth login --help` for the options.')
+    throw optionError('auth login', { bucket: { type: 'string' }, flow: { type: 'string' }, 'no-browser': { type: 'boolean' } }, error)
   }
   const [provider, ...rest] = parsed.positionals
   if (provider === undefined || rest.length > 0) {

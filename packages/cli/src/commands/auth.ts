@@ -1,6 +1,7 @@
 // `credproxy auth import|status|logout` (and `login`, from auth-login.ts): OAuth
 // tokens per provider and bucket. Output never carries a token, not even a prefix.
 import { parseArgs } from 'node:util'
+import { optionError } from './parse-options.js'
 import { DEFAULT_BUCKET, isProviderName, BUCKET_NAME_PATTERN, OAuthTokenSchema, type OAuthToken } from '@credproxy/core'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
@@ -114,7 +115,7 @@ function parse(args: string[], sub: string, options: { json?: boolean; bucket?: 
       },
     })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), `Run \`credproxy auth ${sub} --help\` for the options.`)
+    throw optionError(`auth ${sub}`, { bucket: { type: 'string' }, json: { type: 'boolean' } }, error)
   }
 }
 

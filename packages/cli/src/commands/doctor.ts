@@ -2,9 +2,10 @@
 // with its fix. Read-only: it makes no backend choice, prunes nothing, prints no
 // credential value (names only). Exit 1 when any check finds a problem.
 import { lstat, readdir, readFile } from 'node:fs/promises'
+import { optionError } from './parse-options.js'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { CliError, UsageError, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
+import { CliError, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { loadProvidersConfig } from '../oauth/provider-config.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
@@ -221,7 +222,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
   try {
     json = parseArgs({ args, strict: true, allowPositionals: false, options: { json: { type: 'boolean' } } }).values.json === true
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy doctor --help` for the options.')
+    throw optionError('doctor', { json: { type: 'boolean' } }, error)
   }
   const paths = resolvePaths(io.env)
   const checks: DoctorCheck[] = []

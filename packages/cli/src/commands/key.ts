@@ -1,6 +1,7 @@
 // `credproxy key set|get|list|delete`: API keys in host storage (and, later, through
 // the broker inside a sandbox). Values come from stdin or a hidden prompt, never argv.
 import { parseArgs } from 'node:util'
+import { optionError } from './parse-options.js'
 import { isKeyName, isProxyMode, ProxyError } from '@credproxy/core/client'
 import { CliError, UsageError, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
@@ -94,7 +95,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
   try {
     parsed = parseArgs({ args: rest, strict: true, allowPositionals: true, options: { json: { type: 'boolean' } } })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy key --help` for the options.')
+    throw optionError('key', { json: { type: 'boolean' } }, error)
   }
   const { values, positionals } = parsed
   if (sub === 'list') {
@@ -134,7 +135,7 @@ async function migrate(args: string[], io: CliIO): Promise<number> {
   try {
     to = parseArgs({ args, strict: true, allowPositionals: false, options: { to: { type: 'string' } } }).values.to
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Example: credproxy key migrate --to keyring')
+    throw optionError('key migrate', { to: { type: 'string' } }, error)
   }
   if (to !== 'keyring' && to !== 'file') throw new UsageError('key migrate needs --to keyring or --to file', 'Example: credproxy key migrate --to keyring')
   // Host storage code, loaded only for this subcommand (key get stays light).

@@ -67,23 +67,23 @@ export interface RunOptions {
   command: string[]
 }
 
+const RUN_OPTIONS = {
+  sandbox: { type: 'string' },
+  grant: { type: 'string', multiple: true },
+  'grant-key': { type: 'string', multiple: true },
+  'allow-save': { type: 'boolean' },
+  'allow-network': { type: 'boolean' },
+  'legacy-clients': { type: 'boolean' },
+  'grant-all': { type: 'boolean' },
+  bind: { type: 'string', multiple: true },
+  image: { type: 'string' },
+  verbose: { type: 'boolean' },
+} as const
+
 export function parseRunArgs(args: readonly string[]): RunOptions {
-  const { flags, command } = splitAtDashDash(args, {
-    missingDashDash: 'Example: credproxy run --grant-key K -- credproxy key get K',
-    emptyCommand: 'Example: credproxy run -- my-agent',
-  })
-  const values = parseOptions('run', flags, {
-    sandbox: { type: 'string' },
-    grant: { type: 'string', multiple: true },
-    'grant-key': { type: 'string', multiple: true },
-    'allow-save': { type: 'boolean' },
-    'allow-network': { type: 'boolean' },
-    'legacy-clients': { type: 'boolean' },
-    'grant-all': { type: 'boolean' },
-    bind: { type: 'string', multiple: true },
-    image: { type: 'string' },
-    verbose: { type: 'boolean' },
-  })
+  const examples = { missingDashDash: 'Example: credproxy run --grant-key K -- credproxy key get K', emptyCommand: 'Example: credproxy run -- my-agent' }
+  const { flags, command } = splitAtDashDash(args, examples, { command: 'run', options: RUN_OPTIONS })
+  const values = parseOptions('run', flags, RUN_OPTIONS)
   const providers: ProviderGrant[] = (values.grant ?? []).map((text) => {
     try {
       return parseProviderGrant(text)

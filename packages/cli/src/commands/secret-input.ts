@@ -44,7 +44,8 @@ export async function promptHidden(io: CliIO, prompt: string): Promise<string> {
           }
           if (char === CTRL_C) {
             stdin.off('data', onData)
-            reject(new UsageError('cancelled', 'Nothing was stored.'))
+            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+            reject(new CliError('cancelled', 'Nothing was stored.', 130))
             return
           }
           if (BACKSPACE.has(char)) value = value.slice(0, -1)

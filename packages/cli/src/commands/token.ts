@@ -3,6 +3,7 @@
 // comes through the broker (refreshed there); on the host it is refreshed first
 // when near expiry and a provider is configured.
 import { parseArgs } from 'node:util'
+import { optionError } from './parse-options.js'
 import {
   createTokenStore,
   DEFAULT_BUCKET,
@@ -43,7 +44,7 @@ export function parseTokenArgs(args: readonly string[]): { provider: string; buc
       options: { bucket: { type: 'string' }, json: { type: 'boolean' } },
     })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error), 'Run `credproxy token --help` for the options.')
+    throw optionError('token', { bucket: { type: 'string' }, json: { type: 'boolean' } }, error)
   }
   const [provider, ...extra] = parsed.positionals
   if (provider === undefined || extra.length > 0) throw new UsageError('expected exactly one PROVIDER', 'Example: credproxy token github')

@@ -3,8 +3,8 @@
 // tmpfs, and only the session socket directory (read-only) and the working
 // directory (read-write) bound in. Mount table: dev-docs/sandbox.md.
 import { spawnSync } from 'node:child_process'
-import { existsSync, lstatSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs'
-import { isAbsolute, join, relative, resolve } from 'node:path'
+import { accessSync, constants as fsConstants, existsSync, lstatSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs'
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { buildKeyringSeccompFilter } from './seccomp.js'
@@ -320,4 +320,46 @@ export function probeBwrap(env: NodeJS.ProcessEnv = process.env, arch: NodeJS.Ar
     return 'bwrap is installed but cannot create namespaces here (unprivileged user namespaces may be disabled: sysctl kernel.unprivileged_userns_clone=1)'
   }
   return null
+}
+
+/** What a shell reports for a command it cannot find. */
+export const COMMAND_NOT_FOUND_EXIT = 127
+
+function isExecutableFile(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.X_OK)
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Refuse, before launching, a command the sandbox would not find (bwrap would print
+ * only its own "execvp" line): not on PATH, or only in a directory the sandbox hides.
+ * `hidden` lists those (home, /tmp...); `visible` the binds that re-expose parts of them.
+ */
+export function checkCommandFound(command: string, options: { cwd: string; path: string; hidden: readonly string[]; visible: readonly string[] }): void {
+  if (command === 'credproxy') return // the shim, first on PATH inside
+  const candidates = command.includes('/') ? [resolve(options.cwd, command)] : options.path.split(':').filter((dir) => isAbsolute(dir)).map((dir) => join(dir, command))
+  const found = candidates.filter(isExecutableFile)
+  if (found.length === 0) {
+    throw new CliError(
+      `command not found: ${command}`,
+      command.includes('/') ? 'Check the path (relative paths start at the working directory).' : 'Check the name, or pass its full path; PATH inside is the host PATH.',
+      COMMAND_NOT_FOUND_EXIT,
+    )
+  }
+  const seen = found.find((path) => {
+    const real = realPath(path)
+    return options.visible.some((dir) => isWithin(real, dir)) || !options.hidden.some((dir) => isWithin(real, dir))
+  })
+  if (seen === undefined) {
+    const where = found[0] as string
+    throw new CliError(
+      `${command.includes('/') ? command : `${command} (${where})`} is in a directory the sandbox hides (your home, /tmp, /var/tmp and /run are not visible inside)`,
+      `Install it outside those, or pass --bind ${dirname(where)} to make that directory visible (read-write).`,
+      COMMAND_NOT_FOUND_EXIT,
+    )
+  }
 }

@@ -2,12 +2,13 @@
 // which on stderr, and turn a request into a ready-to-spawn LaunchPlan.
 import { randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import type { Writable } from 'node:stream'
 import { CliError, writeLine } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
-import { bwrapLaunchPlan, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints } from './bwrap.js'
+import { bwrapLaunchPlan, checkCommandFound, HOST_SCRATCH_DIRS, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints, sandboxHome } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
-import { addLegacyClientEnv, buildSandboxEnv } from './sandbox-env.js'
+import { addLegacyClientEnv, buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
 import { SANDBOX_CHOICES, type LaunchPlan, type SandboxChoice, type SandboxName, type SandboxRequest } from './types.js'
 
@@ -87,11 +88,25 @@ export async function prepareLaunch(
   tty: boolean,
 ): Promise<PreparedLaunch> {
   const container = backend === 'docker' || backend === 'podman'
+  for (const bind of input.binds) {
+    // bwrap would stop with its own "Can't find source path"; a container engine would create it.
+    if (!existsSync(bind)) throw new CliError(`--bind ${bind} does not exist`, 'Create it first, or check the path.', EXIT.USAGE)
+  }
   // The real binary: bwrap binds that file, not a symlink to it in a hidden dir.
   const shim = await createShim(container ? 'node' : nodeBinary())
   const request: SandboxRequest = { ...input, shimDir: shim.dir, runtimeDirs: runtimeDirs(), nodeFiles: container ? [] : nodeFiles() }
   try {
     if (backend === 'bwrap') {
+      const { hostHome } = sandboxHome(input.hostEnv)
+      const [file] = input.command
+      if (file !== undefined) {
+        checkCommandFound(file, {
+          cwd: input.cwd,
+          path: input.hostEnv['PATH'] ?? DEFAULT_PATH,
+          hidden: [...HOST_SCRATCH_DIRS, ...(hostHome === null ? [] : [hostHome])],
+          visible: [realPath(input.cwd), ...input.binds.map(realPath), ...request.nodeFiles.map(realPath), ...request.runtimeDirs.map(realPath)],
+        })
+      }
       const plan = bwrapLaunchPlan(request, secret)
       if (input.legacyClients === true) addLegacyClientEnv(plan, plan.env['CREDPROXY_SOCKET'] ?? '')
       const cleanup = async (): Promise<void> => {
