@@ -1,8 +1,8 @@
 // Every process in a real bubblewrap sandbox authenticates, whoever started it:
 // Node's child_process, Python's subprocess, npx, `npm run` and tsx pass no fd 3 on,
 // so the secret must reach them another way (CREDPROXY_SECRET_FILE). Needs `npm run build`.
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, test } from 'vitest'
 import { makeCliHome, removeCliHomes, runCli } from './helpers/cli-runner.js'
@@ -74,5 +74,21 @@ console.log(JSON.stringify({ key: await keys.getKey('K') }))
     expect(result.stderr).toBe('')
     expect(child(result.stdout)).toEqual({ key: VALUE })
     expect(result.code).toBe(0)
+  })
+})
+
+describe('--sandbox none', () => {
+  test('credproxy started by Node (spawnSync) gets the key; the secret file is gone with the session', async () => {
+    const { env, cwd, home } = await makeCliHome('cp-handoff-none-', async (stores) => stores.keys.saveKey('K', VALUE))
+    const script = `${NODE_PARENT}
+console.log(JSON.stringify({ file: process.env.CREDPROXY_SECRET_FILE }))`
+    const result = await runCli(['run', '--sandbox', 'none', '--grant-key', 'K', '--', 'node', '-e', script], { env, cwd })
+    expect(result.code).toBe(0)
+    const [spawned, where] = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(spawned).toEqual({ status: 0, signal: null, stdout: `${VALUE}\n`, stderr: '' })
+    const file = String(where?.['file'])
+    expect(file.startsWith(home)).toBe(true)
+    expect(existsSync(file)).toBe(false)
+    expect(existsSync(dirname(file))).toBe(false)
   })
 })
