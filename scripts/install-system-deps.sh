@@ -11,10 +11,13 @@ command -v dbus-run-session >/dev/null 2>&1 || missing+=(dbus)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v git >/dev/null 2>&1 || missing+=(git)
 [ -x /usr/lib/git-core/git-http-backend ] || missing+=(git)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# sandbox-secret-handoff.test.ts starts credproxy from Python inside the sandbox (the system python, not a per-user one under the hidden home).
+[ -x /usr/bin/python3 ] || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+# run-job-control.test.ts drives Ctrl-Z and fg on a real terminal.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${missing[*]}; install them as root:" >&2

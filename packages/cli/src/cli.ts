@@ -9,6 +9,7 @@ import { findHelpTopic } from './commands/help-topics.js'
 import { EXIT } from './exit-codes.js'
 import { escapeUntrusted } from './escape.js'
 import { CredproxyError, type CredproxyErrorCode } from './errors.js'
+import { closest } from './suggest.js'
 
 export const VERSION = '0.1.0'
 
@@ -22,6 +23,10 @@ export function globalHelp(): string {
     'Commands:',
     ...Object.entries(COMMANDS).map(([name, entry]) => `  ${name.padEnd(10)} ${entry.summary}`),
     '',
+    'Options:',
+    '  --help, -h          this help',
+    '  --version, -v, -V   print the version (also: credproxy version)',
+    '',
     'Run `credproxy <command> --help` (or `credproxy help <command>`) for options and examples.',
     'OAuth providers (providers.json): `credproxy help oauth`.',
     'Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 not granted or refused,',
@@ -30,9 +35,19 @@ export function globalHelp(): string {
   ].join('\n')
 }
 
+const GLOBAL_OPTIONS = ['--help', '-h', '--version', '-v', '-V'] as const
+
 function unknownCommand(name: string, io: CliIO): number {
-  writeLine(io.stderr, `credproxy: unknown command '${name.slice(0, 64)}'`)
-  writeLine(io.stderr, '  Run `credproxy --help` to see the commands.')
+  const shown = escapeUntrusted(name.slice(0, 64))
+  if (name.startsWith('-')) {
+    const guess = closest(name, GLOBAL_OPTIONS.filter((o) => o.startsWith('--')))
+    writeLine(io.stderr, `credproxy: unknown option ${shown}`)
+    writeLine(io.stderr, `  ${guess === undefined ? '' : `Did you mean ${guess}? `}Run \`credproxy --help\` to see the commands and options.`)
+    return EXIT.USAGE
+  }
+  const guess = closest(name, [...Object.keys(COMMANDS), 'help', 'version'])
+  writeLine(io.stderr, `credproxy: unknown command '${shown}'`)
+  writeLine(io.stderr, `  ${guess === undefined ? '' : `Did you mean \`credproxy ${guess}\`? `}Run \`credproxy --help\` to see the commands.`)
   return EXIT.USAGE
 }
 
@@ -80,6 +95,8 @@ const HOST_EXIT: Record<CredproxyErrorCode, number> = {
   COMMAND_NOT_FOUND: 127,
   INVALID_FILE: EXIT.FAILURE,
   ENVELOPE_INVALID: EXIT.FAILURE,
+  // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+  CANCELLED: 130,
   FAILED: EXIT.FAILURE,
 }
 
@@ -107,7 +124,7 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
       writeLine(io.stdout, command.helpFor?.(rest) ?? command.help)
       return EXIT.OK
     }
-    if (name === '--version' || name === '-V') {
+    if (name === '--version' || name === '-V' || name === '-v' || name === 'version') {
       writeLine(io.stdout, VERSION)
       return EXIT.OK
     }

@@ -16,6 +16,7 @@ export const CREDPROXY_ERROR_CODES = {
   INVALID_FILE: 'A file credproxy reads is unreadable, not JSON, or fails its schema.',
   ENVELOPE_INVALID: 'An encrypted credential file cannot be opened.',
   COMMAND_NOT_FOUND: 'The command to run does not exist on PATH.',
+  CANCELLED: 'The user cancelled (Ctrl-C at a prompt).',
   FAILED: 'The operation failed; the message says why.',
 } as const
 

@@ -34,7 +34,7 @@ const CASES: Case[] = [
   { what: 'unknown command', argv: ['frobnicate'], exit: EXIT.USAGE, says: "unknown command 'frobnicate'", next: 'credproxy --help' },
   { what: 'missing argument', argv: ['key', 'get'], exit: EXIT.USAGE, says: 'key get needs a NAME', next: 'credproxy key get OPENAI_API_KEY' },
   { what: 'missing PROVIDER', argv: ['auth', 'login'], exit: EXIT.USAGE, says: 'auth login takes one PROVIDER', next: 'credproxy auth login github' },
-  { what: 'unknown option', argv: ['token', 'github', '--bukket', 'x'], exit: EXIT.USAGE, says: "'--bukket'", next: 'credproxy token --help' },
+  { what: 'unknown option', argv: ['token', 'github', '--bukket', 'x'], exit: EXIT.USAGE, says: 'unknown option --bukket', next: 'credproxy token --help' },
   { what: 'key not found', argv: ['key', 'get', 'NOPE'], exit: EXIT.NOT_FOUND, says: 'no API key named NOPE', next: 'credproxy key set NOPE' },
   { what: 'no token stored', argv: ['token', 'github'], exit: EXIT.NOT_FOUND, says: 'no token stored for github', next: 'credproxy auth login github' },
   { what: 'no such session', argv: ['grant', '--session', 'abcdefgh12', '--key', 'K'], exit: EXIT.NOT_FOUND, says: 'no running session has id abcdefgh12', next: 'credproxy sessions' },

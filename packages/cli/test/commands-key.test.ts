@@ -39,7 +39,7 @@ describe('credproxy key', () => {
 
   test('Ctrl-C at the prompt stores nothing', async () => {
     const set = await cli(['key', 'set', 'K'], { tty: 'abc\u0003' })
-    expect(set.code).toBe(EXIT.USAGE)
+    expect(set.code).toBe(130)
     expect(set.stderr).toContain('cancelled')
     expect((await cli(['key', 'get', 'K'])).code).toBe(EXIT.NOT_FOUND)
   })

@@ -303,6 +303,31 @@ describe('credproxy sessions / grant / revoke', () => {
     expect(err).toContain('credproxy sessions')
   })
 
+  test('--session takes a unique start of the id; an ambiguous start lists the matches', async () => {
+    await start()
+    const granted = await cli('grant', '--session', SESSION.slice(0, 4), '--key', 'PREFIX_KEY')
+    expect(granted.code).toBe(0)
+    expect(granted.out).toContain(`session ${SESSION} now has`)
+    expect(grants.checkKey('PREFIX_KEY').ok).toBe(true)
+    // A second running session whose id starts the same way.
+    const other = 'a1b2999999999999'
+    const second = await startControlChannel(
+      { sessionId: other, grants: new SessionGrants(other, { providers: [], keys: [], capabilities: ['read'] }), socketPath: join(paths.runtimeDir, `s-${other}`, 'broker.sock'), peers: () => [] },
+      paths,
+      {},
+    )
+    try {
+      const ambiguous = await cli('grant', '--session', 'a1b2', '--key', 'K')
+      expect(ambiguous.code).toBe(2)
+      expect(ambiguous.err).toContain(`2 running sessions have ids starting with a1b2: `)
+      expect(ambiguous.err).toContain(SESSION)
+      expect(ambiguous.err).toContain(other)
+      expect((await cli('grant', '--session', 'a1b2c', '--key', 'K2')).code).toBe(0)
+    } finally {
+      await second.stop()
+    }
+  })
+
   test('usage errors name the problem and the next command', async () => {
     expect(await cli('grant', '--provider', 'anthropic')).toMatchObject({ code: 2, err: expect.stringContaining('--session ID is required') as unknown })
     expect(await cli('grant', '--session', SESSION)).toMatchObject({ code: 2, err: expect.stringContaining('nothing to grant') as unknown })

@@ -10,6 +10,7 @@ import { afterEach, describe, expect, test } from 'vitest'
 import { makeCliHome, removeCliHomes, runCli } from './helpers/cli-runner.js'
 
 const CLIENT = fileURLToPath(new URL('./fixtures/legacy-client.mjs', import.meta.url))
+const LLXPRT_CLIENT = fileURLToPath(new URL('./fixtures/llxprt-v2-client.mjs', import.meta.url))
 const KEY_VALUE = 'legacy-visible-key-1b7e'
 
 afterEach(removeCliHomes)
@@ -50,6 +51,29 @@ describe('credproxy run --legacy-clients', () => {
     expect(outside[0]).toMatchObject({ ok: false, code: 'FORBIDDEN' })
     expect(JSON.stringify(outside)).not.toContain(KEY_VALUE)
   }, 60_000)
+})
+
+describe('credproxy run --legacy-clients --grant-all: llxprt-code finds the broker on its own', () => {
+  test('its v2 client reads LLXPRT_CREDENTIAL_SOCKET and its token from LLXPRT_CAPABILITY_FD; a missing name is null/false to it, not an exception', async () => {
+    const { env, cwd } = await makeCliHome('cp-llxprt-', (stores) => stores.keys.saveKey('K', KEY_VALUE), { HOME: '/root' })
+    const requests = ['get_api_key', '{"name":"K"}', 'has_api_key', '{"name":"MISSING"}', 'get_api_key', '{"name":"MISSING"}']
+    const script = `[ "$LLXPRT_CREDENTIAL_SOCKET" = "$CREDPROXY_SOCKET" ] && echo SAME_SOCKET; node ${LLXPRT_CLIENT} "$@"`
+    const { code, stdout } = await runCli(['run', '--sandbox', 'bwrap', '--legacy-clients', '--grant-all', '--', 'sh', '-c', script, 'sh', ...requests], { env, cwd })
+    expect(code).toBe(0)
+    expect(stdout).toContain('SAME_SOCKET')
+    const seen = answers(stdout)
+    expect(seen[0]).toEqual({ socketSet: true, tokenValid: true })
+    expect(seen[1]).toMatchObject({ op: 'handshake', ok: true, data: { version: 2 } })
+    expect(seen[2]).toMatchObject({ ok: true, data: { key: KEY_VALUE } })
+    expect(seen[3]).toMatchObject({ ok: true, data: { exists: false } })
+    expect(seen[4]).toMatchObject({ ok: false, code: 'NOT_FOUND' })
+  }, 60_000)
+
+  test('without --legacy-clients nothing of llxprt-code is set', async () => {
+    const { env, cwd } = await makeCliHome('cp-llxprt-')
+    const { stdout } = await runCli(['run', '--sandbox', 'bwrap', '--', 'sh', '-c', 'env | grep -c ^LLXPRT_ || true'], { env, cwd })
+    expect(stdout.trim()).toBe('0')
+  })
 })
 
 /** The same client on the host, against the session's real socket path. */

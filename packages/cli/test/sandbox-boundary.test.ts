@@ -141,7 +141,7 @@ describe.runIf(process.platform === 'linux')('the bwrap sandbox boundary, tried 
     expect(bound.stderr).toContain("credproxy's own directory")
   })
 
-  test('descriptors the launcher left open never reach the sandbox: only 0, 1, 2 and the secret on 3', async () => {
+  test('descriptors the launcher left open never reach the sandbox: only 0, 1, 2 (bwrap consumed the secret\'s fd 3)', async () => {
     const { env, cwd, home } = await makeCliHome('cp-e2e-', async (stores) => stores.keys.saveKey('OTHER', OTHER_VALUE))
     // fd 100 on the (hidden) credproxy home, fd 101 a stray pipe, as a shell or parent might leave them.
     // `ls` runs as the command itself: no shell pipeline whose pipe fds would show up.
@@ -155,17 +155,24 @@ describe.runIf(process.platform === 'linux')('the bwrap sandbox boundary, tried 
     expect(result.status).toBe(0)
     // "N -> target" per descriptor, less the directory ls itself opened to list them.
     const fds = [...result.stdout.matchAll(/ (\d+) -> (.*)$/gm)].map((m) => [m[1] ?? '', m[2] ?? '']).filter(([, target]) => !/^\/proc\/\d+\/fd$/.test(target ?? ''))
-    expect(fds.map(([fd]) => Number(fd)).sort((a, b) => a - b)).toEqual([0, 1, 2, 3])
-    expect(fds.find(([fd]) => fd === '3')?.[1]).toMatch(/memfd:credproxy-data/)
+    expect(fds.map(([fd]) => Number(fd)).sort((a, b) => a - b)).toEqual([0, 1, 2])
     expect(result.stdout).not.toContain(home)
   })
 
-  test('the secret on fd 3 cannot be rewritten through /proc/self/fd/3: later clients still authenticate', async () => {
+  test('the secret file cannot be rewritten, widened or removed from inside: later clients still authenticate', async () => {
     const { env, cwd } = await makeCliHome('cp-e2e-', async (stores) => stores.keys.saveKey('K', KEY_VALUE))
-    const script = `printf 0000 > /proc/self/fd/3 || echo rewrite-refused; printf 0000 1<>/proc/self/fd/3 || echo rw-refused; node ${PROBE} K`
+    const f = '"$CREDPROXY_SECRET_FILE"'
+    const script = [
+      `stat -c %a ${f}`,
+      `printf 0000 > ${f} || echo rewrite-refused`,
+      `chmod 600 ${f} || echo chmod-refused`,
+      `rm -f ${f} || echo rm-refused`,
+      `mv ${f} /run/credproxy-secret/x || echo mv-refused`,
+      `node ${PROBE} K`,
+    ].join('; ')
     const result = await runCli(['run', '--sandbox', 'bwrap', '--grant-key', 'K', '--', 'sh', '-c', script], { env, cwd })
-    expect(result.stdout).toContain('rewrite-refused')
-    expect(result.stdout).toContain('rw-refused')
+    expect(result.stdout.split('\n')[0]).toBe('400')
+    for (const refused of ['rewrite-refused', 'chmod-refused', 'rm-refused', 'mv-refused']) expect(result.stdout).toContain(refused)
     expect(result.stdout).toContain(`"K":{"ok":true,"value":"${KEY_VALUE}"}`)
   })
 
@@ -202,6 +209,8 @@ describe('stale-session pruning inside a sandbox', () => {
     const inside = { CREDPROXY_SOCKET: '/run/credproxy/broker.sock', CREDPROXY_SECRET_FD: '3' }
     const removed: string[] = []
     expect(await pruneStaleSessions(paths, (p) => removed.push(p), inside)).toEqual([])
+    const insideBwrap = { CREDPROXY_SOCKET: '/run/credproxy/broker.sock', CREDPROXY_SECRET_FILE: '/run/credproxy-secret/session-secret' }
+    expect(await pruneStaleSessions(paths, (p) => removed.push(p), insideBwrap)).toEqual([])
     expect(readdirSync(sessionsDir(paths))).toEqual(['deadbeefdeadbeef.json'])
     // On the host the same entry is pruned.
     await pruneStaleSessions(paths, undefined, {})

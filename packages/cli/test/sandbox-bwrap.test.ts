@@ -163,13 +163,15 @@ describe('buildBwrapArgs', () => {
     expect(() => buildBwrapArgs({ ...r, binds: [hidden] })).toThrow(/must not see/)
   })
 
-  test('hands the secret on fd 3 and the seccomp program on fd 4, never in argv or env', () => {
+  test('hands the secret on fd 3 (bwrap turns it into a read-only 0400 file) and the seccomp program on fd 4, never in argv or env', () => {
     const secret = 'ab'.repeat(32)
     const plan = bwrapLaunchPlan(request(), secret)
     expect(Buffer.from(plan.fds[0] as Uint8Array).toString()).toBe(secret)
     expect(plan.args.join(' ')).not.toContain(secret)
     expect(Object.values(plan.env).join(' ')).not.toContain(secret)
-    expect(plan.env['CREDPROXY_SECRET_FD']).toBe('3')
+    expect(plan.env['CREDPROXY_SECRET_FD']).toBeUndefined()
+    expect(plan.env['CREDPROXY_SECRET_FILE']).toBe('/run/credproxy-secret/session-secret')
+    expect(plan.args.join(' ')).toContain('--perms 0400 --ro-bind-data 3 /run/credproxy-secret/session-secret')
     expect(plan.env['CREDPROXY_SOCKET']).toBe('/run/credproxy/broker.sock')
   })
 })

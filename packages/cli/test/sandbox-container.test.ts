@@ -85,7 +85,8 @@ describe('docker and podman argv', () => {
     expect(args).not.toContain('CREDPROXY_HOME')
     const env = value(buildContainerArgs('docker', request, options), '-e')
     expect(env).toContain('CREDPROXY_SOCKET=/run/credproxy/broker.sock')
-    expect(env).toContain('CREDPROXY_SECRET_FD=3')
+    expect(env).toContain('CREDPROXY_SECRET_FILE=/run/credproxy-secret/session-secret')
+    expect(env.some((e) => e.startsWith('CREDPROXY_SECRET_FD'))).toBe(false)
   })
 
   test('asks for a TTY only when the host has one', () => {

@@ -21,6 +21,18 @@ describe('SessionGrants', () => {
     expect(g.checkKey('GITHUB_TOKEN')).toMatchObject({ ok: false })
   })
 
+  test('a refused save names the flag run and serve accept (--allow-save), and the grant command; login has no start flag', () => {
+    const save = grants().checkProvider('gemini', 'default', 'save')
+    expect(save).toEqual({
+      ok: false,
+      message: 'capability save is not granted to this session; start it with --allow-save or run `credproxy grant --session sess-1234abcd --capability save` on the host',
+    })
+    expect(grants().checkProvider('gemini', 'default', 'login')).toEqual({
+      ok: false,
+      message: 'capability login is not granted to this session; run `credproxy grant --session sess-1234abcd --capability login` on the host',
+    })
+  })
+
   test('filters show granted names only', () => {
     const g = grants()
     expect(g.filterProviders(['anthropic', 'gemini', 'openai'])).toEqual(['anthropic', 'gemini'])

@@ -70,7 +70,7 @@ export { OAuthTokenSchema } from './protocol/token-schema.js'
 /** Client limits that only the full door's users tune or display (section 9). */
 export { CLIENT_HANDSHAKE_TIMEOUT_MS } from './client/client-connection.js'
 export { MAX_SERVER_MESSAGE_CHARS } from './client/server-message.js'
-export { MAX_SECRET_INPUT_BYTES, SECRET_FD_WAIT_MS } from './auth/session-secret.js'
+export { MAX_SECRET_INPUT_BYTES } from './auth/session-secret.js'
 
 /** The OAuth login flow driven through the broker (initiate, poll, cancel) for a sandboxed CLI. */
 export {

@@ -100,6 +100,12 @@ describe('hand-written checks agree with the zod schemas', () => {
     }
   })
 
+  test('a token with scope: null (llxprt-code sends it) is a token, on both sides', () => {
+    expect(isValidOpData('get_token', { ...TOKEN, scope: null })).toBe(true)
+    expect(payloadProblem('save_token', { provider: 'p', token: { ...TOKEN, scope: null } })).toBeUndefined()
+    expect(isValidOpData('get_token', { ...TOKEN, scope: 1 })).toBe(false)
+  })
+
   test('a bad payload names the failing field', () => {
     expect(payloadProblem('get_api_key', { name: 'bad name' })).toBe('name')
     expect(payloadProblem('get_token', { provider: 'p', extra: 1 })).toBe('extra')

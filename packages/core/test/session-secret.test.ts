@@ -1,5 +1,5 @@
 // readSessionSecret in real child processes (the secret is cached per process, and
-// the fd is a real inherited pipe). Needs the built package: run `npm run build` first.
+// the fd is a real inherited descriptor). Needs the built package: run `npm run build` first.
 import { createHash } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
@@ -50,7 +50,7 @@ afterAll(async () => {
 })
 
 describe('CREDPROXY_SECRET_FD', () => {
-  test('reads the secret from an inherited pipe once, closes the fd and removes the variable', async () => {
+  test('reads the secret from an inherited file once, closes the fd and removes the variable', async () => {
     const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3: `${SECRET_HEX}\n` })
     expect(seen).toEqual({ sha256: SECRET_SHA, envHasFd: false, fdOpen: false, cached: true })
   })
@@ -90,6 +90,43 @@ describe('CREDPROXY_SECRET_FD', () => {
     for (const one of seen) expect(one['sha256']).toBe(SECRET_SHA)
   })
 
+  test('a pipe on fd 3 (a parent that did not pass the secret on) is neither read nor closed, and the error names CREDPROXY_SECRET_FILE', async () => {
+    // Node's own libuv pipe sits on fd 3 in a child Node spawned; closing it aborted Node (rc 134).
+    const script = `${READ_SECRET}
+const { fstatSync: stat } = await import('node:fs')
+const { readFileSync } = await import('node:fs')
+let open = true
+try { stat(3) } catch { open = false }
+console.log(JSON.stringify({ stillOpen: open, unread: readFileSync(3, 'utf8') }))`
+    const result = await runChild(script, { env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3Pipe: 'not-ours\n' })
+    const [first, second] = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(first?.['code']).toBe('UNAUTHORIZED')
+    expect(first?.['message']).toContain('CREDPROXY_SECRET_FILE')
+    expect(first?.['envHasFd']).toBe(false)
+    expect(second).toEqual({ stillOpen: true, unread: 'not-ours\n' })
+  })
+
+  test('a Node child of a process holding the secret on fd 3 (spawn without fd 3) fails clearly, no abort', async () => {
+    // The parent reads nothing; its child inherits CREDPROXY_SECRET_FD=3 but fd 3 is libuv's own.
+    const child = `const CORE = ${JSON.stringify(CORE_DIST)};\n${READ_SECRET}`
+    const script = `
+const { spawnSync } = await import('node:child_process')
+const r = spawnSync(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(child)}], { encoding: 'utf8' })
+console.log(JSON.stringify({ status: r.status, signal: r.signal, out: JSON.parse(r.stdout) }))`
+    const result = await runChild(script, { env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3: `${SECRET_HEX}\n` })
+    expect(result.stderr).toBe('')
+    const seen = JSON.parse(result.stdout) as { status: number; signal: string | null; out: Record<string, unknown> }
+    expect(seen.status).toBe(0)
+    expect(seen.signal).toBeNull()
+    expect(seen.out['code']).toBe('UNAUTHORIZED')
+  })
+
+  test('a file of the wrong size on the fd is not read', async () => {
+    const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '3' }), fd3: `${SECRET_HEX}\n${'x'.repeat(100)}` })
+    expect(seen['code']).toBe('UNAUTHORIZED')
+    expect(seen['message']).toContain('not a session secret')
+  })
+
   test('stdio fds are refused', async () => {
     const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FD: '0' }) })
     expect(seen['code']).toBe('UNAUTHORIZED')
@@ -103,6 +140,21 @@ describe('CREDPROXY_SECRET_FILE', () => {
     await writeFile(file, `${SECRET_HEX}\n`, { mode: 0o600 })
     const seen = await read({ env: baseEnv({ CREDPROXY_SECRET_FILE: file }) })
     expect(seen['sha256']).toBe(SECRET_SHA)
+  })
+
+  test('a 0400 file wins over CREDPROXY_SECRET_FD, whose fd is left alone', async () => {
+    const file = join(dir, 'secret-ro')
+    await writeFile(file, `${SECRET_HEX}\n`, { mode: 0o400 })
+    const script = `${READ_SECRET}
+const { fstatSync: stat } = await import('node:fs')
+let open = true
+try { stat(3) } catch { open = false }
+console.log(JSON.stringify({ stillOpen: open }))`
+    const result = await runChild(script, { env: baseEnv({ CREDPROXY_SECRET_FILE: file, CREDPROXY_SECRET_FD: '3' }), fd3Pipe: 'x' })
+    const [first, second] = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(first?.['sha256']).toBe(SECRET_SHA)
+    expect(first?.['envHasFd']).toBe(false)
+    expect(second).toEqual({ stillOpen: true })
   })
 
   test('refuses a file others can read', async () => {

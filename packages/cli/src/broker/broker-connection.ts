@@ -17,7 +17,7 @@ import {
   safeMessage,
   type ErrorCode,
 } from '@credproxy/core'
-import type { ParsedRequest, RequestHandler, RequestNames } from './dispatch.js'
+import { legacyRefusal, type ParsedRequest, type RequestHandler, type RequestNames } from './dispatch.js'
 import {
   handshakeStep,
   INITIAL_HANDSHAKE_STATE,
@@ -456,7 +456,13 @@ export class BrokerConnection {
       return
     }
     if (refusal !== null) {
-      this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
+      const legacy = (this.#version ?? 1) < 3 ? legacyRefusal(request.op, refusal) : null
+      if (legacy === null) this.#reject(id, op, names, startedAt, refusal.code, refusal.message)
+      else {
+        // The audit line (and the host's hint) still says what happened: NOT_GRANTED.
+        this.#send(legacy.ok ? { id, ok: true, data: legacy.data } : { id, ...this.#error(legacy.code, legacy.message) })
+        this.#auditRequest(op, names, refusal.code, startedAt)
+      }
       return
     }
     const entry: InFlight = { id, op, names, startedAt, answered: false }

@@ -3,7 +3,7 @@
 // of live connections; each connection runs in broker-connection.ts and hands its
 // requests to the session's one RequestHandler (dispatch.ts).
 import { createServer, type Server, type Socket } from 'node:net'
-import { encodeFrame, generateSessionSecret, safeMessage, SESSION_SECRET_BYTES } from '@credproxy/core'
+import { encodeFrame, generateSessionSecret, MIN_PROTOCOL_VERSION, safeMessage, SESSION_SECRET_BYTES } from '@credproxy/core'
 import type { OAuthBroker } from '../oauth/broker.js'
 import type { CredentialSource } from '../credentials/credential-source.js'
 import { StoredCredentialSource } from '../credentials/stored-credential-source.js'
@@ -260,7 +260,8 @@ export class CredentialProxyServer {
   #refuse(socket: Socket, code: 'FORBIDDEN', message: string): void {
     this.#refused.add(socket)
     socket.once('close', () => this.#refused.delete(socket))
-    socket.end(encodeFrame({ op: 'handshake', ok: false, code, error: message }))
+    // No byte of the peer's handshake was read: v1 is the version every client speaks.
+    socket.end(encodeFrame({ v: MIN_PROTOCOL_VERSION, op: 'handshake', ok: false, code, error: message }))
     setTimeout(() => socket.destroy(), REFUSED_CLOSE_MS).unref()
   }
 

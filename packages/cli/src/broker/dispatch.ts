@@ -84,6 +84,17 @@ export function authorize(
 }
 
 type Data = Record<string, unknown>
+
+/**
+ * How a v1/v2 client is told a name is not granted: as llxprt-code's own server
+ * answers that version, since its wrappers turn NOT_FOUND into null and
+ * {exists:false} into false, but throw on NOT_GRANTED. null: answer NOT_GRANTED.
+ */
+export function legacyRefusal(op: OpName, refusal: ProxyError): { ok: true; data: Data } | { ok: false; code: 'NOT_FOUND'; message: string } | null {
+  if (op === 'has_api_key') return { ok: true, data: { exists: false } }
+  if (op === 'get_token' || op === 'get_api_key' || op === 'get_bucket_stats') return { ok: false, code: 'NOT_FOUND', message: refusal.message }
+  return null
+}
 type Handler<O extends OpName> = (ctx: DispatchContext, payload: OpPayload<O>) => Promise<Data>
 
 function notFound(what: string): ProxyError {

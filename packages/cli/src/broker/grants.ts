@@ -90,7 +90,8 @@ export class SessionGrants {
 
   checkCapability(capability: Capability): GrantDecision {
     if (this.#capabilities.has(capability)) return { ok: true }
-    return this.#refuse(`capability ${capability} is not granted to this session`, `--capability ${capability}`)
+    // Only save has a start flag; read and login are on unless revoked.
+    return this.#refuse(`capability ${capability} is not granted to this session`, capability === 'save' ? '--allow-save' : null, `--capability ${capability}`)
   }
 
   /** bucket undefined: any grant on the provider will do (list_buckets). */
@@ -185,10 +186,8 @@ export class SessionGrants {
   }
 
   // The message names the grant to add: at start-up, or at runtime from the host.
-  #refuse(what: string, startFlag: string, grantFlag: string = startFlag): GrantDecision {
-    return {
-      ok: false,
-      message: `${what}; start it with ${startFlag} or run \`credproxy grant --session ${this.sessionId} ${grantFlag}\` on the host`,
-    }
+  #refuse(what: string, startFlag: string | null, grantFlag: string = startFlag ?? ''): GrantDecision {
+    const grant = `\`credproxy grant --session ${this.sessionId} ${grantFlag}\` on the host`
+    return { ok: false, message: startFlag === null ? `${what}; run ${grant}` : `${what}; start it with ${startFlag} or run ${grant}` }
   }
 }

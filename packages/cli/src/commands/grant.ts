@@ -20,7 +20,8 @@ export function grantUsage(verb: GrantVerb, description: string): string {
 ${description}
 
 Options:
-  --session ID         the session to change (see \`credproxy sessions\`)
+  --session ID         the session to change, or the start of its id when only one
+                       running session's id starts so (see \`credproxy sessions\`)
   --provider P[:B]     ${verb} provider P, or only bucket B of it (repeatable)
   --key NAME           ${verb} the API key NAME (repeatable)
   --capability C       ${verb} read, login or save (repeatable)

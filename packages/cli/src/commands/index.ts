@@ -12,7 +12,7 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: Record<string, CommandEntry> = {
-  run: { summary: 'Run a command in a sandbox with brokered credentials', load: () => import('./run.js').then((m) => m.command) },
+  run: { hostOnly: true, summary: 'Run a command in a sandbox with brokered credentials', load: () => import('./run.js').then((m) => m.command) },
   exec: { summary: 'Run a command with API keys in its environment', load: () => import('./exec.js').then((m) => m.command) },
   serve: { hostOnly: true, summary: 'Run a broker on a Unix socket for an external sandbox launcher', load: () => import('./serve.js').then((m) => m.command) },
   token: { summary: 'Print an access token for scripts', load: () => import('./token.js').then((m) => m.command) },

@@ -33,11 +33,13 @@ Options:
   --sandbox NAME        auto (default), bwrap, docker, podman or none (no isolation)
   --grant P[:BUCKET]    grant OAuth provider P (all buckets, or only BUCKET); repeatable
   --grant-key NAME      grant the API key NAME; repeatable
+  --grant-all           grant every provider and every API key (as serve --grant-all)
   --allow-save          let the sandbox save and remove tokens (default: read and login only)
   --allow-network       keep network access (default: none; bwrap then shares the host
                         network namespace, abstract Unix sockets included)
   --legacy-clients      also serve protocol v1/v2 clients (llxprt-code's inner client); they
-                        carry no proof, so only the peer check (inside this sandbox) admits them
+                        carry no proof, so only the peer check (inside this sandbox) admits them;
+                        sets LLXPRT_CREDENTIAL_SOCKET and LLXPRT_CAPABILITY_FD inside
   --bind PATH           also bind PATH read-write at the same path; repeatable
   --image IMAGE         container image for docker/podman (default node:20-bookworm-slim)
   --verbose             broker log lines on stderr
@@ -62,22 +64,23 @@ export interface RunOptions {
   command: string[]
 }
 
+const RUN_OPTIONS = {
+  sandbox: { type: 'string' },
+  grant: { type: 'string', multiple: true },
+  'grant-key': { type: 'string', multiple: true },
+  'allow-save': { type: 'boolean' },
+  'allow-network': { type: 'boolean' },
+  'legacy-clients': { type: 'boolean' },
+  'grant-all': { type: 'boolean' },
+  bind: { type: 'string', multiple: true },
+  image: { type: 'string' },
+  verbose: { type: 'boolean' },
+} as const
+
 export function parseRunArgs(args: readonly string[]): RunOptions {
-  const { flags, command } = splitAtDashDash(args, {
-    missingDashDash: 'Example: credproxy run --grant-key K -- credproxy key get K',
-    emptyCommand: 'Example: credproxy run -- my-agent',
-  })
-  const values = parseOptions('run', flags, {
-    sandbox: { type: 'string' },
-    grant: { type: 'string', multiple: true },
-    'grant-key': { type: 'string', multiple: true },
-    'allow-save': { type: 'boolean' },
-    'allow-network': { type: 'boolean' },
-    'legacy-clients': { type: 'boolean' },
-    bind: { type: 'string', multiple: true },
-    image: { type: 'string' },
-    verbose: { type: 'boolean' },
-  })
+  const examples = { missingDashDash: 'Example: credproxy run --grant-key K -- credproxy key get K', emptyCommand: 'Example: credproxy run -- my-agent' }
+  const { flags, command } = splitAtDashDash(args, examples, { command: 'run', options: RUN_OPTIONS })
+  const values = parseOptions('run', flags, RUN_OPTIONS)
   const providers: ProviderGrant[] = (values.grant ?? []).map((text) => {
     try {
       return parseProviderGrant(text)
@@ -91,6 +94,10 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
     }
     return name
   })
+  if (values['grant-all'] === true) {
+    providers.push({ provider: '*' })
+    keys.push('*')
+  }
   const capabilities: Capability[] = [...DEFAULT_CAPABILITIES]
   if (values['allow-save'] === true) capabilities.push('save')
   return {
@@ -119,12 +126,18 @@ export function grantHint(entry: AuditEntry): { what: string; flag: string; gran
   return null
 }
 
-/** Tees audit entries to the log and tells the user, once each, what a refused request needed. */
+/**
+ * Tees audit entries to the log and tells the user, once each, what a refused request
+ * needed. Not when the sandbox writes to this same stderr: the refused command's own
+ * error line (which carries the same pasteable command) is then the one line the user sees.
+ */
 function hintingAudit(log: AuditSink, io: CliIO, sessionId: () => string): AuditSink {
   const shown = new Set<string>()
+  const sharedStderr = (io.stderr as { fd?: unknown }).fd === 2
   return {
     write(entry) {
       log.write(entry)
+      if (sharedStderr) return
       const hint = grantHint(entry)
       if (hint === null || shown.has(hint.what)) return
       shown.add(hint.what)
@@ -134,6 +147,17 @@ function hintingAudit(log: AuditSink, io: CliIO, sessionId: () => string): Audit
         `credproxy: the sandbox was refused ${hint.what}: rerun with ${hint.flag}, or grant it now: credproxy grant --session ${sessionId()} ${hint.grant}`,
       )
     },
+  }
+}
+
+/** A granted key that is not stored would only fail later, inside the sandbox: say so now (as `grant` does). */
+async function noteMissingKeys(keys: readonly string[], credentials: { listApiKeys(): Promise<string[]> }, io: CliIO): Promise<void> {
+  const named = keys.filter((key) => key !== '*')
+  if (named.length === 0) return
+  const stored = await credentials.listApiKeys().catch(() => null)
+  if (stored === null) return
+  for (const key of named.filter((k) => !stored.includes(k))) {
+    writeLine(io.stderr, `credproxy: note: no API key named ${key} is stored on the host yet; the sandbox gets it once you run: credproxy key set ${key}`)
   }
 }
 
@@ -196,6 +220,7 @@ async function runSession(
       sandboxed: true,
       wrapAudit: (log, sessionId) => hintingAudit(log, io, sessionId),
     })
+    await noteMissingKeys(options.grants.keys, session.credentials, io)
     if (options.legacyClients) {
       writeLine(io.stderr, 'credproxy: --legacy-clients: protocol v1/v2 clients are admitted by the peer check alone (any process in this sandbox)')
     }
@@ -212,6 +237,7 @@ async function runSession(
         socketName: basename(session.socketPath),
         binds: options.binds,
         allowNetwork: options.allowNetwork,
+        legacyClients: options.legacyClients,
         hiddenPaths: hiddenPaths(io.env, paths),
         ...(options.image === undefined ? {} : { image: options.image }),
       },
@@ -231,6 +257,19 @@ async function runSession(
       }
       handlers.set(signal, handler)
       process.on(signal, handler)
+    }
+    if (backend !== 'none') {
+      // Ctrl-Z stops credproxy's process group only; the sandbox runs in its own session and
+      // would keep reading the terminal beside the host shell. Stop it with us, resume it with us.
+      const stop = (): void => {
+        running.forward('SIGSTOP')
+        process.kill(process.pid, 'SIGSTOP')
+      }
+      const resume = (): void => running.forward('SIGCONT')
+      for (const [signal, handler] of [['SIGTSTP', stop], ['SIGCONT', resume]] as const) {
+        handlers.set(signal, handler)
+        process.on(signal, handler)
+      }
     }
     const exit = await running.exited
     return exit.code

@@ -45,7 +45,7 @@ export async function promptHidden(io: CliIO, prompt: string): Promise<string> {
           }
           if (char === CTRL_C) {
             stdin.off('data', onData)
-            reject(new UsageError('cancelled', 'Nothing was stored.'))
+            reject(new CredproxyError('CANCELLED', 'cancelled', { hint: 'Nothing was stored.' }))
             return
           }
           if (BACKSPACE.has(char)) value = value.slice(0, -1)

@@ -112,17 +112,29 @@ export async function listSessions(paths: CredproxyPaths): Promise<SessionRecord
   return sessions.sort((a, b) => a.started.localeCompare(b.started))
 }
 
-/** The running session with this id, or a CredproxyError pointing at `credproxy sessions`. */
+/** The running session with this id, or the only one whose id starts with it (`grant --session 3fa2`). */
 export async function findSession(paths: CredproxyPaths, id: string): Promise<SessionRecord> {
-  if (!isSessionId(id)) {
+  if (!SESSION_ID_PREFIX_PATTERN.test(id)) {
     throw new CredproxyError('USAGE', `${JSON.stringify(id.slice(0, 64))} is not a session id`, { hint: 'Run `credproxy sessions` to list session ids.' })
   }
-  const record = (await listSessions(paths)).find((session) => session.id === id)
-  if (record === undefined) {
-    throw new CredproxyError('NOT_FOUND', `no running session has id ${id}`, { hint: 'Run `credproxy sessions` to list running sessions.' })
+  const sessions = await listSessions(paths)
+  const exact = sessions.find((session) => session.id === id)
+  if (exact !== undefined) return exact
+  const matches = sessions.filter((session) => session.id.startsWith(id))
+  if (matches.length > 1) {
+    throw new CredproxyError('USAGE', `${matches.length} running sessions have ids starting with ${id}: ${matches.map((s) => s.id).join(', ')}`, {
+      hint: 'Pass more of the id (`credproxy sessions` lists them).',
+    })
   }
-  return record
+  const [only] = matches
+  if (only === undefined) {
+    throw new CredproxyError('NOT_FOUND', `no running session has id ${id} or an id starting with it`, { hint: 'Run `credproxy sessions` to list running sessions.' })
+  }
+  return only
 }
+
+/** What a session id or the start of one may look like. */
+const SESSION_ID_PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
 
 /** Read a registry file without checking liveness (tests, diagnostics). */
 export async function readSessionRecord(paths: CredproxyPaths, id: string): Promise<SessionRecord | null> {

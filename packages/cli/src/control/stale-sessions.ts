@@ -6,6 +6,7 @@ import { readdir, rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CredproxyPaths } from '../paths.js'
 import { listSessions, type SessionRecord } from './session-registry.js'
+import { SANDBOX_SECRET_FILE } from '../sandbox/types.js'
 import { isSocketFile, isSocketLive, SESSION_ID_PATTERN, SOCKET_FILE_NAME } from './socket-path.js'
 
 const CONTROL_SOCKET_NAME = /^control-([A-Za-z0-9_-]{1,128})\.sock$/
@@ -16,11 +17,12 @@ async function isDeadSocket(path: string): Promise<boolean> {
 }
 
 /**
- * true inside a credproxy sandbox: its launcher always sets these two. There the
- * host's pids are not ours to see (every one would look dead), so nothing is pruned.
+ * true inside a credproxy sandbox: its launcher always sets the socket and the secret
+ * (an fd, or bwrap's in-sandbox file). There the host's pids are not ours to see
+ * (every one would look dead), so nothing is pruned.
  */
 export function insideCredproxySandbox(env: NodeJS.ProcessEnv): boolean {
-  return env['CREDPROXY_SOCKET'] !== undefined && env['CREDPROXY_SECRET_FD'] !== undefined
+  return env['CREDPROXY_SOCKET'] !== undefined && (env['CREDPROXY_SECRET_FD'] !== undefined || env['CREDPROXY_SECRET_FILE'] === SANDBOX_SECRET_FILE)
 }
 
 /**

@@ -3,11 +3,11 @@
 // tmpfs, and only the session socket directory (read-only) and the working
 // directory (read-write) bound in. Mount table: dev-docs/sandbox.md.
 import { spawnSync } from 'node:child_process'
-import { existsSync, lstatSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs'
-import { isAbsolute, join, relative, resolve } from 'node:path'
+import { accessSync, constants as fsConstants, existsSync, lstatSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs'
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { buildKeyringSeccompFilter } from './seccomp.js'
 import { buildSandboxEnv } from './sandbox-env.js'
-import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECCOMP_FD, type LaunchPlan, type SandboxRequest } from './types.js'
+import { SANDBOX_BIN_DIR, SANDBOX_SECRET_FILE, SANDBOX_SOCKET_DIR, SECCOMP_FD, SECRET_FD, type LaunchPlan, type SandboxRequest } from './types.js'
 import { CredproxyError } from '../errors.js'
 
 /** HOME inside when the host HOME is unusable (unset, relative or /). */
@@ -266,13 +266,16 @@ export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
   // Every credproxy dir that no tmpfs above already hides, wherever it lives (/srv, /opt, a home not named by HOME).
   const bound = [...writable, ...request.runtimeDirs.map(realPath), ...request.nodeFiles.map(realPath)]
   for (const dir of dedupeNested(hidden)) if (isVisible(dir, bound, covered)) args.push('--tmpfs', dir)
+  // bwrap copies the sealed memfd on fd 3 into a read-only 0400 file and closes the fd, so the secret
+  // reaches every descendant, whoever spawned it (Node and Python do not pass fd 3 on).
+  args.push('--perms', '0400', '--ro-bind-data', String(SECRET_FD), SANDBOX_SECRET_FILE)
   args.push('--ro-bind', request.socketDir, SANDBOX_SOCKET_DIR)
   args.push('--ro-bind', request.shimDir, SANDBOX_BIN_DIR)
   args.push('--chdir', cwd)
   const seccomp = buildKeyringSeccompFilter()
   if (seccomp !== null) args.push('--seccomp', String(SECCOMP_FD))
   args.push('--', ...request.command)
-  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName })
+  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName, secretFile: SANDBOX_SECRET_FILE })
   return { args, env, seccomp, created: protectedFiles.created }
 }
 
@@ -316,4 +319,45 @@ export function probeBwrap(env: NodeJS.ProcessEnv = process.env, arch: NodeJS.Ar
     return 'bwrap is installed but cannot create namespaces here (unprivileged user namespaces may be disabled: sysctl kernel.unprivileged_userns_clone=1)'
   }
   return null
+}
+
+/** What a shell reports for a command it cannot find. */
+
+function isExecutableFile(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.X_OK)
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Refuse, before launching, a command the sandbox would not find (bwrap would print
+ * only its own "execvp" line): not on PATH, or only in a directory the sandbox hides.
+ * `hidden` lists those (home, /tmp...); `visible` the binds that re-expose parts of them.
+ */
+export function checkCommandFound(command: string, options: { cwd: string; path: string; hidden: readonly string[]; visible: readonly string[] }): void {
+  if (command === 'credproxy') return // the shim, first on PATH inside
+  const candidates = command.includes('/') ? [resolve(options.cwd, command)] : options.path.split(':').filter((dir) => isAbsolute(dir)).map((dir) => join(dir, command))
+  const found = candidates.filter(isExecutableFile)
+  if (found.length === 0) {
+    throw new CredproxyError(
+      'COMMAND_NOT_FOUND',
+      `command not found: ${command}`,
+      { hint: command.includes('/') ? 'Check the path (relative paths start at the working directory).' : 'Check the name, or pass its full path; PATH inside is the host PATH.' },
+    )
+  }
+  const seen = found.find((path) => {
+    const real = realPath(path)
+    return options.visible.some((dir) => isWithin(real, dir)) || !options.hidden.some((dir) => isWithin(real, dir))
+  })
+  if (seen === undefined) {
+    const where = found[0] as string
+    throw new CredproxyError(
+      'COMMAND_NOT_FOUND',
+      `${command.includes('/') ? command : `${command} (${where})`} is in a directory the sandbox hides (your home, /tmp, /var/tmp and /run are not visible inside)`,
+      { hint: `Install it outside those, or pass --bind ${dirname(where)} to make that directory visible (read-write).` },
+    )
+  }
 }

@@ -4,18 +4,18 @@
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { backoffDelay } from '@credproxy/core/client'
 import { checkBind, checkRuntimePath, EMPTY_FILE_NAME, hostExecutedGuards, realPath, sandboxHome } from './bwrap.js'
 import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
-import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECRET_FD, type SandboxRequest } from './types.js'
+import { SANDBOX_BIN_DIR, SANDBOX_SECRET_FILE, SANDBOX_SOCKET_DIR, type SandboxRequest } from './types.js'
 
 export type Engine = 'docker' | 'podman'
 
 /** Image used when --image is not given: it must have `node` for the credproxy shim. */
 export const DEFAULT_CONTAINER_IMAGE = 'node:20-bookworm-slim'
-/** Where the one-shot secret directory appears inside the container. */
-export const CONTAINER_SECRET_DIR = '/run/credproxy-secret'
+/** Where the one-shot host secret directory appears inside the container (emptied by the prelude). */
+export const CONTAINER_SECRET_DIR = '/run/credproxy-secret-in'
 export const CONTAINER_SECRET_FILE = 'session-secret'
 /** HOME inside a container: a fresh tmpfs. */
 export const CONTAINER_HOME = '/tmp/home'
@@ -28,11 +28,11 @@ export interface ContainerIdentity {
 }
 
 /**
- * Opens the secret file on fd 3 and deletes it before the command starts, so
- * the secret is on a descriptor only, as with bwrap, and gone from the mount.
+ * Copies the secret to a 0400 file on the container's own tmpfs (where every process
+ * inside finds it, as with bwrap) and deletes the host file before the command starts.
  */
 const SECRET_PRELUDE =
-  `f=${CONTAINER_SECRET_DIR}/${CONTAINER_SECRET_FILE}; exec ${SECRET_FD}<"$f" && rm -f "$f" && exec "$@"`
+  `f=${CONTAINER_SECRET_DIR}/${CONTAINER_SECRET_FILE}; umask 0277 && cat "$f" > ${SANDBOX_SECRET_FILE} && rm -f "$f" && exec "$@"`
 
 export function buildContainerArgs(
   engine: Engine,
@@ -50,6 +50,8 @@ export function buildContainerArgs(
   args.push('--user', `${options.identity.uid}:${options.identity.gid}`)
   if (!request.allowNetwork) args.push('--network', 'none')
   args.push('--tmpfs', `${CONTAINER_HOME}:rw,mode=1777`)
+  // Memory only, never the image's disk layer: the prelude copies the secret here.
+  args.push('--tmpfs', `${dirname(SANDBOX_SECRET_FILE)}:rw,mode=1777`)
   args.push('-v', `${request.socketDir}:${SANDBOX_SOCKET_DIR}:ro`)
   args.push('-v', `${request.shimDir}:${SANDBOX_BIN_DIR}:ro`)
   // Read-write only so the prelude can delete the secret once it holds it open.
@@ -68,7 +70,7 @@ export function buildContainerArgs(
     else if (how === 'empty-file') args.push('-v', `${join(request.shimDir, EMPTY_FILE_NAME)}:${path}:ro`)
     else args.push('--tmpfs', `${path}:ro`)
   }
-  const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH })
+  const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH, secretFile: SANDBOX_SECRET_FILE })
   // The allowlisted env holds no secret (sandbox-env.ts), so NAME=VALUE on the argv is fine.
   for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) args.push('-e', `${name}=${value}`)
   args.push(request.image ?? DEFAULT_CONTAINER_IMAGE)

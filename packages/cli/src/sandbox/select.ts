@@ -2,11 +2,15 @@
 // which on stderr, and turn a request into a ready-to-spawn LaunchPlan.
 import { randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { writeSessionSecretFile } from '../broker/session-secret-file.js'
 import type { Writable } from 'node:stream'
 import { writeLine } from '../cli-io.js'
-import { bwrapLaunchPlan, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints } from './bwrap.js'
+import { bwrapLaunchPlan, checkCommandFound, HOST_SCRATCH_DIRS, hostExecutedGuards, probeBwrap, realPath, removeEmptyMountpoints, sandboxHome } from './bwrap.js'
 import { buildContainerArgs, ENGINE_PROBE_TIMEOUT_MS, probeEngine, writeSecretDir, type Engine } from './container.js'
-import { buildSandboxEnv } from './sandbox-env.js'
+import { addLegacyClientEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { createShim, nodeBinary, nodeFiles, runtimeDirs } from './shim.js'
 import { SANDBOX_CHOICES, type LaunchPlan, type SandboxChoice, type SandboxName, type SandboxRequest } from './types.js'
 import { CredproxyError } from '../errors.js'
@@ -78,6 +82,9 @@ export interface PreparedLaunch {
   cleanup(): Promise<void>
 }
 
+/** `--sandbox none`: the secret file's name in the session directory (removed before the directory). */
+export const NONE_SECRET_FILE = 'session-secret'
+
 export type LaunchInput = Omit<SandboxRequest, 'shimDir' | 'runtimeDirs' | 'nodeFiles'>
 
 export async function prepareLaunch(
@@ -87,12 +94,27 @@ export async function prepareLaunch(
   tty: boolean,
 ): Promise<PreparedLaunch> {
   const container = backend === 'docker' || backend === 'podman'
+  for (const bind of input.binds) {
+    // bwrap would stop with its own "Can't find source path"; a container engine would create it.
+    if (!existsSync(bind)) throw new CredproxyError('USAGE', `--bind ${bind} does not exist`, { hint: 'Create it first, or check the path.' })
+  }
   // The real binary: bwrap binds that file, not a symlink to it in a hidden dir.
   const shim = await createShim(container ? 'node' : nodeBinary())
   const request: SandboxRequest = { ...input, shimDir: shim.dir, runtimeDirs: runtimeDirs(), nodeFiles: container ? [] : nodeFiles() }
   try {
     if (backend === 'bwrap') {
+      const { hostHome } = sandboxHome(input.hostEnv)
+      const [file] = input.command
+      if (file !== undefined) {
+        checkCommandFound(file, {
+          cwd: input.cwd,
+          path: input.hostEnv['PATH'] ?? DEFAULT_PATH,
+          hidden: [...HOST_SCRATCH_DIRS, ...(hostHome === null ? [] : [hostHome])],
+          visible: [realPath(input.cwd), ...input.binds.map(realPath), ...request.nodeFiles.map(realPath), ...request.runtimeDirs.map(realPath)],
+        })
+      }
       const plan = bwrapLaunchPlan(request, secret)
+      if (input.legacyClients === true) addLegacyClientEnv(plan, plan.env['CREDPROXY_SOCKET'] ?? '')
       const cleanup = async (): Promise<void> => {
         removeEmptyMountpoints(plan.mountpoints ?? [])
         await shim.remove()
@@ -105,17 +127,22 @@ export async function prepareLaunch(
       for (const [name, value] of Object.entries(input.hostEnv)) {
         if (value !== undefined && !name.startsWith('CREDPROXY_')) env[name] = value
       }
-      const sandboxEnv = buildSandboxEnv(input.hostEnv, { home: input.hostEnv['HOME'] ?? '/', socketName: input.socketName })
       env['PATH'] = `${shim.dir}:${input.hostEnv['PATH'] ?? ''}`
       env['CREDPROXY_SOCKET'] = `${input.socketDir}/${input.socketName}`
-      env['CREDPROXY_SECRET_FD'] = sandboxEnv['CREDPROXY_SECRET_FD'] ?? '3'
       const [file, ...args] = input.command
       if (file === undefined) throw new CredproxyError('USAGE', 'no command given', { hint: 'Example: credproxy run -- my-agent' })
-      return {
-        plan: { backend, file, args, env, fds: [Buffer.from(secret, 'utf8')] },
-        detached: false,
-        cleanup: shim.remove,
+      // Nothing to hide from without a sandbox: a 0600 file in the session's own 0700
+      // directory reaches every descendant, whoever spawned it (no fd to pass on).
+      const secretFile = join(input.socketDir, NONE_SECRET_FILE)
+      await writeSessionSecretFile(secretFile, Buffer.from(secret, 'hex'))
+      env['CREDPROXY_SECRET_FILE'] = secretFile
+      const plan: LaunchPlan = { backend, file, args, env, fds: [] }
+      if (input.legacyClients === true) addLegacyClientEnv(plan, env['CREDPROXY_SOCKET'])
+      const cleanup = async (): Promise<void> => {
+        await unlink(secretFile).catch(() => undefined)
+        await shim.remove()
       }
+      return { plan, detached: false, cleanup }
     }
     const secretDir = await writeSecretDir(secret)
     const name = `credproxy-${randomBytes(6).toString('hex')}`

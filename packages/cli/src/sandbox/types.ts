@@ -11,6 +11,8 @@ export const SANDBOX_SOCKET_DIR = '/run/credproxy'
 export const SANDBOX_BIN_DIR = '/run/credproxy-bin'
 /** The inherited descriptor carrying the 64-hex session secret (spawn stdio index). */
 export const SECRET_FD = 3
+/** Where the secret is inside bwrap and containers: a 0400 file on the sandbox's own tmpfs, readable by every process in the sandbox. */
+export const SANDBOX_SECRET_FILE = '/run/credproxy-secret/session-secret'
 /** bwrap reads its seccomp program from this descriptor and closes it before the command starts. */
 export const SECCOMP_FD = 4
 
@@ -38,6 +40,8 @@ export interface SandboxRequest {
   nodeFiles: readonly string[]
   /** Container image (docker/podman only). */
   image?: string
+  /** `run --legacy-clients`: also set what llxprt-code's inner client reads (sandbox-env.ts addLegacyClientEnv). */
+  legacyClients?: boolean
 }
 
 /** A ready-to-spawn command line. `fds[i]` reaches the child as fd 3+i (an unlinked private file, see inherited-fd.ts). */

@@ -1,7 +1,9 @@
 // Run the built oauth-child.mjs fixture as a sandboxed client of a real
 // CredentialProxyServer, through a relay that records every byte the child receives.
 import { spawn } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
 import { createConnection, createServer, type Server } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -42,9 +44,13 @@ export interface ChildRun {
 
 export function runChild(socketPath: string, secret: Buffer, args: string[]): ChildRun {
   const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], CREDPROXY_SOCKET: socketPath, CREDPROXY_SECRET_FD: '3' }
-  const child = spawn(process.execPath, [FIXTURE, ...args], { stdio: ['ignore', 'pipe', 'inherit', 'pipe'], env })
-  const fd3 = child.stdio[3] as NodeJS.WritableStream
-  fd3.end(`${secret.toString('hex')}\n`)
+  // fd 3 is an unlinked 0600 file, as `credproxy run --sandbox none` hands it over (a client reads no pipe).
+  const dir = mkdtempSync(join(tmpdir(), 'credproxy-fd-'))
+  writeFileSync(join(dir, 'secret'), `${secret.toString('hex')}\n`, { mode: 0o600 })
+  const fd = openSync(join(dir, 'secret'), 'r')
+  rmSync(dir, { recursive: true, force: true })
+  const child = spawn(process.execPath, [FIXTURE, ...args], { stdio: ['ignore', 'pipe', 'inherit', fd], env })
+  closeSync(fd)
   const lines: Record<string, unknown>[] = []
   let buffered = ''
   const stdout = child.stdout

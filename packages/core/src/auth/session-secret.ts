@@ -1,17 +1,16 @@
-// The session secret reaches the sandboxed process on an inherited file descriptor
-// (CREDPROXY_SECRET_FD), or for other launchers in a host-written 0600 file
-// (CREDPROXY_SECRET_FILE). It is read once per process and kept in memory only.
+// The session secret reaches the sandboxed process in a read-only file only the
+// sandbox sees (CREDPROXY_SECRET_FILE: every descendant can read it, whoever spawned
+// it), or on an inherited descriptor (CREDPROXY_SECRET_FD) that is verified before it
+// is read or closed: a child whose parent did not pass the fd on sees someone else's
+// fd there (libuv's own pipe in Node). Read once per process and kept in memory only.
 import { closeSync, fstatSync, openSync, readSync, constants as fsConstants } from 'node:fs'
 import { ProxyError } from '../protocol/errors.js'
-import { parseSessionSecret } from '../protocol/handshake.js'
+import { parseSessionSecret, SESSION_SECRET_BYTES } from '../protocol/handshake.js'
 
 export const SECRET_FD_ENV = 'CREDPROXY_SECRET_FD'
 export const SECRET_FILE_ENV = 'CREDPROXY_SECRET_FILE'
-/** More than this from the fd or file is not a session secret (64 hex characters plus a newline). */
+/** More than this in the file is not a session secret (64 hex characters plus a newline). */
 export const MAX_SECRET_INPUT_BYTES = 4_096
-/** How long a non-blocking secret fd may stay empty before we give up. */
-export const SECRET_FD_WAIT_MS = 2_000
-const SECRET_FD_POLL_MS = 5
 
 // fds 0-2 are stdio; a secret fd is always one the launcher added.
 function parseFd(text: string): number | undefined {
@@ -24,9 +23,10 @@ const HINT = 'start the sandbox with `credproxy run`, which hands the secret ove
 let cached: Buffer | undefined
 
 /**
- * The session secret for this process. The first call reads it (fd: to EOF or the
- * first newline, then closes the fd and deletes CREDPROXY_SECRET_FD from `env`);
- * later calls return the same secret. Throws ProxyError('UNAUTHORIZED') with a
+ * The session secret for this process. The first call reads it (the file when
+ * CREDPROXY_SECRET_FILE is set, else the fd once fstat shows it is a secret-sized
+ * file, which is then closed) and deletes CREDPROXY_SECRET_FD from `env`; later
+ * calls return the same secret. Throws ProxyError('UNAUTHORIZED') with a
  * clear message when none was handed over or it is malformed.
  */
 export function readSessionSecret(env: NodeJS.ProcessEnv = process.env): Buffer {
@@ -36,14 +36,16 @@ export function readSessionSecret(env: NodeJS.ProcessEnv = process.env): Buffer 
   }
   const fdText = env[SECRET_FD_ENV]
   const file = env[SECRET_FILE_ENV]
+  // Our own children must not trust an fd number they will not inherit.
+  delete env[SECRET_FD_ENV]
   let secret: Buffer
-  if (fdText !== undefined) {
-    delete env[SECRET_FD_ENV]
+  if (file !== undefined && file !== '') {
+    // The file reaches every descendant; an fd named beside it is left alone (not ours to close).
+    secret = parse(readPrivateFile(file), `${SECRET_FILE_ENV} (${file})`)
+  } else if (fdText !== undefined) {
     const fd = parseFd(fdText)
     if (fd === undefined) throw new ProxyError('UNAUTHORIZED', `${SECRET_FD_ENV} must name an inherited file descriptor (3 or above); ${HINT}`)
     secret = parse(readFd(fd), `${SECRET_FD_ENV}=${fd}`)
-  } else if (file !== undefined && file !== '') {
-    secret = parse(readPrivateFile(file), `${SECRET_FILE_ENV} (${file})`)
   } else {
     throw new ProxyError('UNAUTHORIZED', `no session secret was handed to this process (${SECRET_FD_ENV} or ${SECRET_FILE_ENV}); ${HINT}`)
   }
@@ -59,31 +61,37 @@ function parse(text: string, source: string): Buffer {
   }
 }
 
-/** Read to EOF or the first newline, whichever comes first, then close the fd (always). */
+/** 64 hex characters, optionally with a newline: the only sizes a handed-over secret has. */
+const SECRET_SIZES = [SESSION_SECRET_BYTES * 2, SESSION_SECRET_BYTES * 2 + 1]
+
+/**
+ * Read the fd only once fstat shows what a launcher hands over (a regular file or
+ * memfd of a secret's size), then close it. Anything else (a pipe, socket, eventfd,
+ * a closed fd) belongs to someone else in this process: neither read nor closed.
+ */
 function readFd(fd: number): string {
-  const buffer = Buffer.alloc(MAX_SECRET_INPUT_BYTES + 1)
+  let size: number
+  try {
+    const stat = fstatSync(fd)
+    if (!stat.isFile()) throw new Error('not a file')
+    size = stat.size
+  } catch {
+    throw new ProxyError('UNAUTHORIZED', `${SECRET_FD_ENV}=${fd} does not name the session secret here (its parent process did not pass fd ${fd} on, as Node's child_process and Python's subprocess do not); use ${SECRET_FILE_ENV}, which \`credproxy run\` sets for every process in its sandbox`)
+  }
+  if (!SECRET_SIZES.includes(size)) {
+    throw new ProxyError('UNAUTHORIZED', `${SECRET_FD_ENV}=${fd} is a ${size}-byte file, not a session secret (64 lowercase hex characters); ${HINT}`)
+  }
+  const buffer = Buffer.alloc(size)
   let length = 0
   try {
-    // `credproxy run` hands over an unlinked file shared by every process that
-    // inherits the fd: read at explicit offsets (pread) so the shared file position
-    // stays at 0 for the next process in the sandbox. A pipe has one reader only.
-    const seekable = isRegularFile(fd)
-    const deadline = Date.now() + SECRET_FD_WAIT_MS
-    while (length <= MAX_SECRET_INPUT_BYTES && !buffer.subarray(0, length).includes(0x0a)) {
-      let n: number
-      try {
-        n = readSync(fd, buffer, length, buffer.length - length, seekable ? length : null)
-      } catch (error) {
-        // A non-blocking pipe with nothing written yet: wait briefly without spinning.
-        if ((error as NodeJS.ErrnoException).code === 'EAGAIN' && Date.now() < deadline) {
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SECRET_FD_POLL_MS)
-          continue
-        }
-        throw new ProxyError('UNAUTHORIZED', `cannot read the session secret from ${SECRET_FD_ENV}=${fd} (${(error as NodeJS.ErrnoException).code ?? 'error'}); ${HINT}`)
-      }
+    // Positional reads: every process inheriting the same open file shares its position.
+    while (length < size) {
+      const n = readSync(fd, buffer, length, size - length, length)
       if (n === 0) break
       length += n
     }
+  } catch (error) {
+    throw new ProxyError('UNAUTHORIZED', `cannot read the session secret from ${SECRET_FD_ENV}=${fd} (${(error as NodeJS.ErrnoException).code ?? 'error'}); ${HINT}`)
   } finally {
     try {
       closeSync(fd)
@@ -91,16 +99,7 @@ function readFd(fd: number): string {
       // Already closed: nothing more to protect.
     }
   }
-  if (length > MAX_SECRET_INPUT_BYTES) throw new ProxyError('UNAUTHORIZED', `${SECRET_FD_ENV}=${fd} carried more than a session secret; ${HINT}`)
   return buffer.subarray(0, length).toString('utf8')
-}
-
-function isRegularFile(fd: number): boolean {
-  try {
-    return fstatSync(fd).isFile()
-  } catch {
-    return false
-  }
 }
 
 /** The file must be a regular file of this user that nobody else can read or write. */

@@ -62,7 +62,7 @@ const providerBucket = { provider, bucket: optional(str(0, Infinity, BUCKET_NAME
 const keyName = { name: str(0, Infinity, KEY_NAME_PATTERN) }
 const sessionId = str(0, Infinity, SESSION_ID)
 const token = object(
-  { access_token: str(1), refresh_token: optional(str(1)), expiry: num, token_type: str(1), scope: optional(str()) },
+  { access_token: str(1), refresh_token: optional(str(1)), expiry: num, token_type: str(1), scope: optional(either(str(), (v) => (v === null ? undefined : ''))) },
   false,
 )
 const empty = object({}, true)

@@ -9,5 +9,6 @@ export const OAuthTokenSchema = z.looseObject({
   /** Unix seconds. */
   expiry: z.number().finite(),
   token_type: z.string().min(1),
-  scope: z.string().optional(),
+  /** null is what llxprt-code's clients send when a provider gave no scope. */
+  scope: z.string().nullable().optional(),
 })
