@@ -23,6 +23,25 @@ function budget(options: ConstructorParameters<typeof AuditBudget>[1] = {}): { s
 const counted = (lines: AuditEntry[], match: (e: AuditEntry) => boolean): number => lines.filter(match).reduce((n, e) => n + (e.count ?? 1), 0)
 
 describe('AuditBudget', () => {
+  test('egress lines: a flood of refused requests is summarized, and each forwarded request during it is written', () => {
+    const { sink, budget: b } = budget()
+    const egress = (status: number, reason?: string): AuditEntry => ({
+      session: 's1',
+      event: 'egress',
+      outcome: reason === undefined ? 'ok' : 'FORBIDDEN',
+      ...(reason === undefined ? {} : { reason }),
+      egress: { method: 'GET', host: 'api.test', path: '/', status, bytesIn: 0, bytesOut: 0, injected: reason === undefined },
+    })
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 1_000; i++) b.write(egress(403, 'host-not-allowed'))
+      b.write(egress(200))
+    }
+    b.flush()
+    expect(sink.filter((e) => e.outcome === 'ok')).toHaveLength(20)
+    expect(sink.length).toBeLessThan(20 + AUDIT_NOISE_LINES_PER_INTERVAL + 5)
+    expect(counted(sink, (e) => e.reason === 'host-not-allowed')).toBe(20_000)
+  })
+
   test('100,000 refusals in one interval: the first few line by line, the rest as one summary line with the count', () => {
     const { sink, budget: b } = budget()
     for (let i = 0; i < 100_000; i++) b.write(refused())

@@ -5,6 +5,7 @@
 // close() undoes everything in reverse order, attempting every step.
 import { unlink } from 'node:fs/promises'
 import { auditLogPath } from '../audit/audit-format.js'
+import { AuditBudget } from '../audit/audit-budget.js'
 import { AuditLog } from '../audit/audit-writer.js'
 import { CredentialProxyServer, type PeerSummary } from '../broker/credential-proxy-server.js'
 import type { GrantSet, SessionGrants } from '../broker/grants.js'
@@ -65,7 +66,11 @@ export interface HostSession {
    * It satisfies the egress proxy's EgressCredentials shape (apiKey, accessToken).
    */
   readonly credentials: CredentialSource
-  /** The session's audit sink (the same lines `credproxy audit` reads). */
+  /**
+   * The audit sink for the session's other doors (the egress proxy): the same log `credproxy audit`
+   * reads, behind a flood budget of its own like the broker's (audit-budget.ts), so a flood through
+   * one door cannot push the other's lines out.
+   */
   readonly audit: AuditSink
   readonly paths: CredproxyPaths
   /** Connected broker peers. */
@@ -146,13 +151,16 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
       },
     )
     cleanups.push(() => control.stop())
+    const doorAudit = new AuditBudget(audit)
+    // Runs before the log closes (cleanups run in reverse): the last summaries are written.
+    cleanups.push(async () => doorAudit.flush())
     return {
       sessionId,
       socketPath: started.socketPath,
       secret: started.secret,
       grants: server.grants,
       credentials,
-      audit,
+      audit: doorAudit,
       paths,
       peers: () => server.peers(),
       attachSandbox(pids) {
