@@ -42,8 +42,8 @@ describe('layering of errors', () => {
 
 describe('exit codes', () => {
   test.each(Object.keys(CREDPROXY_ERROR_CODES) as CredproxyErrorCode[])('%s exits with a documented code', (code) => {
-    // README "Exit codes", plus 127 for a command `exec` cannot find (what a shell prints).
-    expect([...Object.values(EXIT), 127]).toContain(exitCodeFor(new CredproxyError(code, 'x')))
+    // dev-docs/cli.md "Exit codes", plus 127 for a command that cannot be found and 130 for Ctrl-C (what a shell prints).
+    expect([...Object.values(EXIT), 127, 130]).toContain(exitCodeFor(new CredproxyError(code, 'x')))
   })
 
   test('the codes the lower layers throw most keep their exit codes', () => {

@@ -31,6 +31,6 @@ export function tokenProblem(value: unknown): { field: string; expected: string 
   if (value['refresh_token'] !== undefined && !isNonEmptyString(value['refresh_token'])) return { field: 'refresh_token', expected: 'a non-empty string' }
   if (typeof value['expiry'] !== 'number' || !Number.isFinite(value['expiry'])) return { field: 'expiry', expected: 'a number (Unix seconds)' }
   if (!isNonEmptyString(value['token_type'])) return { field: 'token_type', expected: 'a non-empty string' }
-  if (value['scope'] !== undefined && typeof value['scope'] !== 'string') return { field: 'scope', expected: 'a string' }
+  if (value['scope'] !== undefined && value['scope'] !== null && typeof value['scope'] !== 'string') return { field: 'scope', expected: 'a string or null' }
   return undefined
 }
