@@ -41,15 +41,25 @@ const SourceSchema = z
     if (kinds !== 1) ctx.addIssue({ code: 'custom', path: ['command'], message: 'give exactly one of command, env, file' })
   })
 
-const TokenNameSchema = z.string().refine((id) => {
+function isTokenName(id: string): boolean {
   const [provider, bucket, ...rest] = id.split('/')
   return rest.length === 0 && provider !== undefined && bucket !== undefined && PROVIDER_NAME_PATTERN.test(provider) && BUCKET_NAME_PATTERN.test(bucket)
-}, 'token sources are named provider/bucket')
+}
 
-export const SourcesFileSchema = z.strictObject({
-  keys: z.record(z.string().regex(KEY_NAME_PATTERN, 'key names match [a-zA-Z0-9._-]{1,64}'), SourceSchema).default({}),
-  tokens: z.record(TokenNameSchema, SourceSchema).default({}),
-})
+// Names are checked here rather than as record keys, so the error names the entry.
+export const SourcesFileSchema = z
+  .strictObject({
+    keys: z.record(z.string(), SourceSchema).default({}),
+    tokens: z.record(z.string(), SourceSchema).default({}),
+  })
+  .superRefine((value, ctx) => {
+    for (const name of Object.keys(value.keys)) {
+      if (!KEY_NAME_PATTERN.test(name)) ctx.addIssue({ code: 'custom', path: ['keys', name], message: 'key names match [a-zA-Z0-9._-]{1,64}' })
+    }
+    for (const name of Object.keys(value.tokens)) {
+      if (!isTokenName(name)) ctx.addIssue({ code: 'custom', path: ['tokens', name], message: 'token sources are named provider/bucket' })
+    }
+  })
 
 export type SourceSpec = z.infer<typeof SourceSchema>
 export type SourcesFile = z.infer<typeof SourcesFileSchema>
