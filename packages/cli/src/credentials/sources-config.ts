@@ -77,7 +77,7 @@ export function sourcesFilePath(paths: CredproxyPaths): string {
 }
 
 /** What a listing may show of a source: the kind and the program's name, never its arguments. */
-export function describeSource(source: SourceSpec): string {
+export function describeSource(source: { command?: readonly string[] | undefined; env?: string | undefined; file?: string | undefined }): string {
   if (source.command !== undefined) return `command ${programName(source.command[0] ?? '')}`
   if (source.env !== undefined) return `env ${source.env}`
   return `file ${source.file ?? ''}`
@@ -136,7 +136,9 @@ function parseSourcesFile(text: string, file: string): SourcesFile {
 export async function writeSourceEntry(paths: CredproxyPaths, kind: 'key' | 'token', name: string, spec: Record<string, unknown>): Promise<string> {
   const file = sourcesFilePath(paths)
   const text = await readSourcesText(file)
-  const raw: Record<string, unknown> = text === null ? {} : (JSON.parse(JSON.stringify(parseSourcesFile(text, file))) as Record<string, unknown>)
+  // The other entries are kept as written (no defaults filled in), once they are known to be valid.
+  if (text !== null) parseSourcesFile(text, file)
+  const raw: Record<string, unknown> = text === null ? {} : (JSON.parse(text) as Record<string, unknown>)
   const section = kind === 'key' ? 'keys' : 'tokens'
   const entries = { ...((raw[section] as Record<string, unknown> | undefined) ?? {}), [name]: spec }
   const next = { ...raw, [section]: entries }
