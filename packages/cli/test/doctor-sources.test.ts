@@ -54,7 +54,7 @@ describe('credproxy doctor and sources', () => {
     expect(result.code).toBe(1)
     expect(runs()).toBe(2)
     expect(result.stdout).toMatch(/✓ source GOOD command ok\.sh: a value of 19 characters in \d+ ms, expires \d{4}-/)
-    expect(result.stdout).toMatch(/✗ source BAD  command bad\.sh: exited with 2 after \d+ ms; stderr: vault: token expired/)
+    expect(result.stdout).toMatch(/✗ source BAD {2}command bad\.sh: exited with 2 after \d+ ms; stderr: vault: token expired/)
     expect(result.stdout + result.stderr).not.toContain('doctor-secret-value')
   })
 
