@@ -6,7 +6,8 @@ import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
-import { auditLogPath } from '../src/audit/audit-log.js'
+import { AuditLineSchema, auditLogPath } from '../src/audit/audit-log.js'
+import { formatAuditLine } from '../src/commands/audit.js'
 import { SourceCache, SOURCE_FAILURE_CACHE_MS } from '../src/credentials/source-cache.js'
 import { MAX_SOURCE_OUTPUT_BYTES, SourceError, type SourceRun } from '../src/credentials/source-runner.js'
 import { parseSourcesConfig, sourcesFilePath, type SourceConfig } from '../src/credentials/sources-config.js'
@@ -249,6 +250,8 @@ describe('sources through a host session', () => {
     const run = lines.find((l) => l['event'] === 'source_run')
     expect(run).toMatchObject({ key: 'F', outcome: 'REFRESH_FAILED', source: { program: 'fails.sh', exitCode: 3 } })
     expect(typeof run?.['durationMs']).toBe('number')
+    // `credproxy audit` shows which program ran and how it ended.
+    expect(formatAuditLine(AuditLineSchema.parse(run))).toContain('source_run  key F via fails.sh exit 3  REFRESH_FAILED')
     expect(JSON.stringify(lines)).not.toContain('s3cr3t')
   })
 
