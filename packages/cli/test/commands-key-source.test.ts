@@ -32,6 +32,12 @@ describe('credproxy key source', () => {
     const json = JSON.parse((await runCli(['key', 'list', '--json'], { env, cwd })).stdout) as { keys: string[]; sources: Record<string, string> }
     expect(json.keys).toContain('STORED')
     expect(json.sources['OPENAI_API_KEY']).toBe('command op')
+
+    // On the host, key get reads the store only: a sourced name says where it comes from.
+    const get = await runCli(['key', 'get', 'OPENAI_API_KEY'], { env, cwd })
+    expect(get.code).toBe(3)
+    expect(get.stderr).toContain('OPENAI_API_KEY comes from a source (command op)')
+    expect(get.stderr).toContain('credproxy doctor --run-sources')
   })
 
   test('a bad entry is refused before anything is written, naming the field', async () => {

@@ -122,7 +122,14 @@ async function run(args: string[], io: CliIO): Promise<number> {
   const stores = await openCommandStores(io)
   if (sub === 'get') {
     const value = await stores.keys.getKey(name)
-    if (value === null) throw notFound(name, 'get', stores.backend)
+    if (value === null) {
+      // A sourced name is served by sessions, which run its source: say so rather than "no key".
+      const sourced = stores.backend === 'broker' ? undefined : (await declaredSources(io)).get(name)
+      if (sourced !== undefined) {
+        throw new CliError(`${name} comes from a source (${sourced}), which sessions run; it is not stored`, 'Check the source with: credproxy doctor --run-sources', EXIT.NOT_FOUND)
+      }
+      throw notFound(name, 'get', stores.backend)
+    }
     writeLine(io.stdout, value)
     return EXIT.OK
   }
