@@ -150,6 +150,17 @@ describe('a command source', () => {
     expect((error as Error).message).toContain(`printed more than ${MAX_SOURCE_OUTPUT_BYTES} bytes (killed)`)
   })
 
+  test('fails: the exit code is reported; the host log gets the first line of stderr only', async () => {
+    const dir = await tempDir()
+    const s = await script(dir, 'fail', 'echo "op: not signed in" >&2\necho "second line with more detail" >&2\nexit 4')
+    const lines: string[] = []
+    const error = await new SourceCache({ env: ENV, log: (line) => lines.push(line) }).get(keySource('A', { command: [s.path] })).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(SourceError)
+    expect(error).toMatchObject({ exitCode: 4, message: 'source A (fail.sh) exited with 4' })
+    expect(lines.join('\n')).toContain('source A (fail.sh) stderr: op: not signed in')
+    expect(lines.join('\n')).not.toContain('second line')
+  })
+
   test('a clean environment plus the named variables; stdin is /dev/null', async () => {
     const dir = await tempDir()
     const s = await script(dir, 'env', 'read line || true\nprintf "%s|%s|%s" "${PASSED:-unset}" "${NOT_PASSED:-unset}" "${line:-empty}"')

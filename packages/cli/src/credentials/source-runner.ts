@@ -193,7 +193,9 @@ function runCommand(source: SourceConfig, options: RunSourceOptions): Promise<st
       clearTimeout(timer)
       // Whatever it left running in its group goes too.
       killGroup('SIGKILL')
-      if (stderr.trim() !== '') options.log?.(`${label} stderr: ${stderr.trim().replace(/\s+/g, ' ')}`)
+      // One short line: enough to diagnose ("not signed in"), little room for anything else.
+      const firstLine = stderr.trim().split('\n')[0]?.slice(0, 200) ?? ''
+      if (firstLine !== '') options.log?.(`${label} stderr: ${firstLine}`)
       if (failure !== null) return reject(failure)
       if (code !== 0) return reject(new SourceError(`${label} exited with ${code ?? signal ?? 'an error'}`, code, stderr.trim()))
       resolve(Buffer.concat(chunks).toString('utf8'))

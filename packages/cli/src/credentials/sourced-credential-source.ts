@@ -128,6 +128,10 @@ export async function withCredentialSources(inner: CredentialSource, options: Wi
   const config = options.sources !== undefined ? options.sources : await loadSourcesConfig(options.paths)
   if (config === null || (config.keys.size === 0 && config.tokens.size === 0)) return inner
   const { audit, session } = options
+  // env sources are the variables as the session starts: a missing one is worth a line now, not at first use.
+  for (const source of [...config.keys.values(), ...config.tokens.values()]) {
+    if (source.env !== undefined && options.env[source.env] === undefined) options.log(`credential source ${source.name}: host variable ${source.env} is not set`)
+  }
   return new SourcedCredentialSource(inner, config, {
     // A copy: env sources are the host variables as they were when the session started.
     env: { ...options.env },
