@@ -1,7 +1,7 @@
 // Credential sources (sources.json) with real commands: shell scripts written into a
 // fresh mkdtemp directory, run on the host by the source runner, cached by the source
 // cache, and served through a real host session's broker socket.
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -264,6 +264,26 @@ describe('sources through a host session', () => {
     // `credproxy audit` shows which program ran and how it ended.
     expect(formatAuditLine(AuditLineSchema.parse(run))).toContain('source_run  key F via fails.sh exit 3  REFRESH_FAILED')
     expect(JSON.stringify(lines)).not.toContain('s3cr3t')
+  })
+
+  test('closing the session kills a source command still running, with its process group', async () => {
+    const dir = await tempDir()
+    const pidFile = join(dir, 'child.pid')
+    const s = await script(dir, 'hang', `sleep 60 &\necho $! > '${pidFile}'\nsleep 60`)
+    const { session } = await sessionWith({ keys: { HANG: { command: [s.path], timeout_ms: 120_000 } } }, ['HANG'])
+    const c = await client(session)
+    const answer = c.request('get_api_key', { name: 'HANG' }).catch(() => null)
+    await expect.poll(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '').toBe(true)
+    const started = Date.now()
+    await session.close()
+    expect(Date.now() - started).toBeLessThan(10_000)
+    const child = Number(readFileSync(pidFile, 'utf8'))
+    await expect.poll(async () => {
+      const stat = await readFile(`/proc/${child}/stat`, 'utf8').catch(() => '')
+      return stat === '' || /^\d+ \(.*\) Z/.test(stat) ? 'gone' : 'alive'
+    }).toBe('gone')
+    await answer
+    c.close()
   })
 
   test('a token source serves get_token as a Bearer token with the minted expiry', async () => {

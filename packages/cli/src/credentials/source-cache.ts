@@ -32,13 +32,21 @@ export interface SourceCacheOptions extends RunSourceOptions {
 export class SourceCache {
   readonly #entries = new Map<string, Entry>()
   readonly #now: () => number
+  readonly #stop = new AbortController()
 
   constructor(private readonly options: SourceCacheOptions) {
     this.#now = options.now ?? Date.now
   }
 
+  /** Kill every running command and forget every value; later reads fail. Idempotent. */
+  stop(): void {
+    this.#stop.abort()
+    this.#entries.clear()
+  }
+
   /** The source's value, from the cache when fresh; throws SourceError when there is none to serve. */
   get(source: SourceConfig, options: { force?: boolean } = {}): Promise<SourceValue> {
+    if (this.#stop.signal.aborted) return Promise.reject(new SourceError(`source ${source.name}: the session closed`))
     const key = `${source.kind}:${source.name}`
     let entry = this.#entries.get(key)
     if (entry === undefined) this.#entries.set(key, (entry = {}))
@@ -69,11 +77,6 @@ export class SourceCache {
     return flight
   }
 
-  /** Forget every value (tests, `close`). */
-  clear(): void {
-    this.#entries.clear()
-  }
-
   #fallback(entry: Entry, error: SourceError, now: number): Promise<SourceValue> {
     if (entry.cached !== undefined && now < entry.cached.validUntil) return Promise.resolve(entry.cached.value)
     return Promise.reject(error)
@@ -95,7 +98,7 @@ export class SourceCache {
     const started = performance.now()
     const read = this.options.read ?? readSource
     try {
-      const value = await read(source, this.options)
+      const value = await read(source, { ...this.options, signal: this.#stop.signal })
       this.#audit(source, started, null, true)
       return value
     } catch (error) {

@@ -50,6 +50,8 @@ export interface RunSourceOptions {
   now?: () => number
   /** Host log; never receives a value. */
   log?: (line: string) => void
+  /** Aborted when the session closes: a running command's process group is killed. */
+  signal?: AbortSignal
 }
 
 const JsonOutputSchema = z.looseObject({
@@ -172,6 +174,9 @@ function runCommand(source: SourceConfig, options: RunSourceOptions): Promise<st
       setTimeout(() => killGroup('SIGKILL'), KILL_GRACE_MS).unref()
     }
     const timer = setTimeout(() => stop(new SourceError(`${label} timed out after ${source.timeout_ms} ms (killed)`)), source.timeout_ms)
+    // The command runs in a session of its own: without this it would outlive a closed credproxy session.
+    const onAbort = (): void => stop(new SourceError(`${label} stopped: the session closed`))
+    options.signal?.addEventListener('abort', onAbort, { once: true })
     child.stdout.on('data', (chunk: Buffer) => {
       if (failure !== null) return
       size += chunk.length
@@ -187,10 +192,12 @@ function runCommand(source: SourceConfig, options: RunSourceOptions): Promise<st
     })
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer)
+      options.signal?.removeEventListener('abort', onAbort)
       reject(new SourceError(`${label} could not start: ${error.code ?? error.message}`))
     })
     child.on('close', (code, signal) => {
       clearTimeout(timer)
+      options.signal?.removeEventListener('abort', onAbort)
       // Whatever it left running in its group goes too.
       killGroup('SIGKILL')
       // One short line: enough to diagnose ("not signed in"), little room for anything else.

@@ -86,8 +86,13 @@ export class SourcedCredentialSource implements CredentialSource {
     return this.inner.removeToken(provider, bucket)
   }
 
+  /** Kill running source commands and forget cached values (the session's clean-up). Idempotent. */
+  stopSources(): void {
+    this.cache.stop()
+  }
+
   async close(): Promise<void> {
-    this.cache.clear()
+    this.stopSources()
     await this.inner.close()
   }
 
