@@ -115,6 +115,23 @@ describe('a command source', () => {
     expect(await s.runs()).toBe(4)
   })
 
+  test('a value living less than the margin is reused for a few seconds; an expired one is a failure', async () => {
+    const dir = await tempDir()
+    const s = await script(dir, 'short', `printf '{"value":"short","expires_in":30}'`)
+    let now = 1_000_000
+    const cache = new SourceCache({ env: ENV, now: () => now })
+    const short = keySource('S', { command: [s.path], output: 'json', expiry_margin_seconds: 60 })
+    await cache.get(short)
+    now += SOURCE_FAILURE_CACHE_MS - 1
+    await cache.get(short)
+    expect(await s.runs()).toBe(1)
+    now += 2
+    await cache.get(short)
+    expect(await s.runs()).toBe(2)
+    const old = await script(dir, 'old', `printf '{"value":"old","expires_at":1000}'`)
+    await expect(cache.get(keySource('O', { command: [old.path], output: 'json' }))).rejects.toThrow('already expired')
+  })
+
   test('an expires_at date is honoured', async () => {
     const dir = await tempDir()
     const s = await script(dir, 'at', `printf '{"value":"v","expires_at":"2030-01-01T00:00:00Z"}'`)

@@ -90,7 +90,9 @@ export class SourceCache {
     // Without an expiry, a value is served for one more TTL when the next read fails.
     if (read.expiresAt === undefined) return { value: read, readAt: now, freshUntil: ttlEnd, validUntil: now + 2 * ttlSeconds * 1000 }
     const marginEnd = read.expiresAt - source.expiry_margin_seconds * 1000
-    return { value: read, readAt: now, freshUntil: Math.min(ttlEnd, marginEnd), validUntil: read.expiresAt }
+    // A value that lives less than the margin is still reused briefly: not one run per request.
+    const freshUntil = Math.max(Math.min(ttlEnd, marginEnd), Math.min(now + SOURCE_FAILURE_CACHE_MS, read.expiresAt))
+    return { value: read, readAt: now, freshUntil, validUntil: read.expiresAt }
   }
 
   async #read(source: SourceConfig): Promise<SourceValue> {

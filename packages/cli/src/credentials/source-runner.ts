@@ -100,6 +100,7 @@ export function parseOutput(source: SourceConfig, output: string, nowMs: number)
     expiresAt = Date.parse(at)
     if (Number.isNaN(expiresAt)) throw new SourceError("the source's JSON: expires_at is not a date")
   } else if (inSeconds !== undefined) expiresAt = nowMs + inSeconds * 1000
+  if (expiresAt !== undefined && expiresAt <= nowMs) throw new SourceError('the source printed a value that has already expired')
   return expiresAt === undefined ? { value } : { value, expiresAt }
 }
 
