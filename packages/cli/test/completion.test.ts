@@ -44,7 +44,7 @@ describe('credproxy completion', () => {
     expect(bashComplete(generated, 'credproxy ke')).toEqual(['key'])
     expect(bashComplete(generated, 'credproxy ')).toEqual(expect.arrayContaining(Object.keys(COMMANDS)))
     expect(bashComplete(generated, 'credproxy key mi')).toEqual(['migrate'])
-    expect(bashComplete(generated, 'credproxy key migrate --t')).toEqual(['--to'])
+    expect(bashComplete(generated, 'credproxy key migrate --to')).toEqual(['--to'])
     expect(bashComplete(generated, 'credproxy run --grant')).toEqual(['--grant', '--grant-all', '--grant-key'])
     expect(bashComplete(generated, 'credproxy auth login github --fl')).toEqual(['--flow'])
     // Option values spelled out in --help (`--to keyring|file`, `--flow device|pkce`).

@@ -25,6 +25,7 @@ const EVENTS: ReadonlySet<string> = new Set<AuditEntry['event']>([
   'handshake_ok',
   'grant_changed',
   'egress',
+  'source_run',
 ])
 /** Written in place of a peer-supplied value that breaks its name rule (too long, odd characters). */
 export const AUDIT_INVALID_VALUE = '<invalid>'
@@ -71,10 +72,15 @@ export function formatAuditLine(entry: AuditEntry, now: Date = new Date()): stri
     protocolVersion: checkedInt(entry.protocolVersion),
     count: checkedInt(entry.count),
     egress: formatEgress(entry.egress),
+    source:
+      entry.source === undefined
+        ? undefined
+        : { program: checked(entry.source.program, SOURCE_PROGRAM_PATTERN), exitCode: entry.source.exitCode === null ? null : checkedInt(entry.source.exitCode) },
   }
   return JSON.stringify(line)
 }
 
+const SOURCE_PROGRAM_PATTERN = /^[A-Za-z0-9._+-]{1,128}$/
 const EGRESS_METHOD_PATTERN = /^[A-Z]{1,16}$/
 const EGRESS_HOST_PATTERN = /^[A-Za-z0-9.:*_-]{0,253}$/
 /** A path is printable ASCII without quotes or backslashes (the proxy strips the query before). */

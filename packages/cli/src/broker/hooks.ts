@@ -25,7 +25,7 @@ export interface AuditEntry {
   /** ISO time; filled in by the writer when absent. */
   time?: string
   session: string
-  event: 'request' | 'connection_refused' | 'connection_evicted' | 'handshake_failed' | 'handshake_ok' | 'grant_changed' | 'egress'
+  event: 'request' | 'connection_refused' | 'connection_evicted' | 'handshake_failed' | 'handshake_ok' | 'grant_changed' | 'egress' | 'source_run'
   peer?: PeerInfo | null
   op?: string
   provider?: string
@@ -41,6 +41,15 @@ export interface AuditEntry {
   count?: number
   /** event 'egress': one request through the egress proxy (path without query, never a value). */
   egress?: EgressAuditFields
+  /** event 'source_run': one credential source command run on the host (never its arguments or output). */
+  source?: SourceRunAuditFields
+}
+
+export interface SourceRunAuditFields {
+  /** The program's file name (argv[0] without its directory). */
+  program: string
+  /** null when it did not exit by itself (timeout, output cap, could not start). */
+  exitCode: number | null
 }
 
 export interface EgressAuditFields {

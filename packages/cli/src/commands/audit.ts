@@ -33,8 +33,13 @@ function target(line: AuditLine): string {
     const rule = typeof egress.rule === 'string' ? ` rule ${egress.rule}` : ''
     return `${String(egress.method)} ${String(egress.host)}${String(egress.path ?? '')} ${String(egress.status)}${rule}${egress.injected === true ? ' injected' : ''}`
   }
-  if (line.provider !== undefined) return line.bucket === undefined ? line.provider : `${line.provider}:${line.bucket}`
-  if (line.key !== undefined) return `key ${line.key}`
+  const name = line.provider !== undefined ? (line.bucket === undefined ? line.provider : `${line.provider}:${line.bucket}`) : line.key !== undefined ? `key ${line.key}` : undefined
+  const source = (line as { source?: Record<string, unknown> }).source
+  if (line.event === 'source_run' && source !== undefined) {
+    // One credential source command run: `key GH_TOKEN via gh exit 0`.
+    return `${name ?? '-'} via ${String(source.program)} exit ${source.exitCode === null ? 'none' : String(source.exitCode)}`
+  }
+  if (name !== undefined) return name
   if (line.reason?.startsWith('capability:') === true) return line.reason
   return '-'
 }

@@ -5,6 +5,8 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { statusMark, useColor, writeLine, type CliIO, type Command } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
+import { readSource, SourceError } from '../credentials/source-runner.js'
+import { describeSource, loadSourcesConfig } from '../credentials/sources-config.js'
 import { loadProvidersConfig } from '../oauth/provider-config.js'
 import { resolvePaths, type CredproxyPaths } from '../paths.js'
 import { probeBwrap } from '../sandbox/bwrap.js'
@@ -22,7 +24,7 @@ import { CredproxyError } from '../errors.js'
 import { safeParseJson } from '../json-file.js'
 import { parseOptions } from './parse-options.js'
 
-const help = `Usage: credproxy doctor [--json]
+const help = `Usage: credproxy doctor [--json] [--run-sources]
 
 Check this host, read-only, and print each problem with its fix:
   storage        which backend holds your credentials, and why
@@ -30,6 +32,8 @@ Check this host, read-only, and print each problem with its fix:
   bubblewrap     whether bwrap is installed and can create user namespaces
   seccomp        whether this architecture has credproxy's keyring filter
   providers      whether providers.json (OAuth) parses
+  sources        whether sources.json parses; with --run-sources, each source
+                 is run once and its timing reported (never its value)
   credentials    stored key and token names (never values), and any the
                  backend in use cannot see
   sessions       stale session leftovers (reported; \`credproxy sessions\` prunes)
@@ -37,7 +41,9 @@ Check this host, read-only, and print each problem with its fix:
 Exits 0 when nothing is wrong, 1 when a problem was found.
 
 Options:
-  --json   print {"ok","checks":[{"name","ok","detail","fix"}],"credentials"}
+  --json          print {"ok","checks":[{"name","ok","detail","fix"}],"credentials"}
+  --run-sources   run each credential source once (commands may prompt, e.g.
+                  a biometric unlock); without it sources are only parsed
 
 Examples:
   credproxy doctor
@@ -179,6 +185,40 @@ async function providersCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   }
 }
 
+/** sources.json parses; with run, each source is read once: timing and outcome, never the value. */
+async function sourcesChecks(io: CliIO, paths: CredproxyPaths, run: boolean): Promise<DoctorCheck[]> {
+  let config
+  try {
+    config = await loadSourcesConfig(paths)
+  } catch (error) {
+    const { detail, fix } = message(error)
+    return [check('sources', false, detail, fix)]
+  }
+  // Most hosts have no sources.json: no line for it.
+  if (config === null) return []
+  const all = [...config.keys.values(), ...config.tokens.values()]
+  const listed = all.map((s) => `${s.name} (${describeSource(s)})`).join(', ')
+  const checks = [check('sources', true, `${config.file}: ${all.length === 0 ? 'no sources' : listed}${run || all.length === 0 ? '' : '; run them once with --run-sources'}`)]
+  if (!run) return checks
+  for (const source of all) {
+    const started = performance.now()
+    try {
+      const read = await readSource(source, { env: io.env })
+      const ms = Math.round(performance.now() - started)
+      const expiry = read.expiresAt === undefined ? '' : `, expires ${new Date(read.expiresAt).toISOString()}`
+      checks.push(check(`source ${source.name}`, true, `${describeSource(source)}: a value of ${read.value.length} characters in ${ms} ms${expiry}`))
+    } catch (error) {
+      const ms = Math.round(performance.now() - started)
+      // The runner's messages start with "source NAME (program)": the check's name and prefix say that already.
+      const detail = (error instanceof SourceError ? error.message : String(error)).replace(/^source \S+ \([^)]*\) /, '')
+      // The command's stderr is for the user at this terminal (the host), cut to one line.
+      const stderr = error instanceof SourceError && error.stderr !== '' ? `; stderr: ${error.stderr.split('\n')[0]?.slice(0, 200) ?? ''}` : ''
+      checks.push(check(`source ${source.name}`, false, `${describeSource(source)}: ${detail} after ${ms} ms${stderr}`, `Run the command by hand on the host, or fix its entry in ${config.file}`))
+    }
+  }
+  return checks
+}
+
 /** Stale registry entries and session directories, found without removing any. */
 async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
   const stale: string[] = []
@@ -207,13 +247,16 @@ async function sessionsCheck(paths: CredproxyPaths): Promise<DoctorCheck> {
 }
 
 async function run(args: string[], io: CliIO): Promise<number> {
-  const json = parseOptions('doctor', args, { json: { type: 'boolean' } }).json === true
+  const values = parseOptions('doctor', args, { json: { type: 'boolean' }, 'run-sources': { type: 'boolean' } })
+  const json = values.json === true
+  const runSources = values['run-sources'] === true
   const paths = resolvePaths(io.env)
   const checks: DoctorCheck[] = []
   const creds = await storageChecks(io, paths, checks)
   checks.push(credentialCheck(creds))
   checks.push(...sandboxChecks(io))
   checks.push(await providersCheck(paths))
+  checks.push(...(await sourcesChecks(io, paths, runSources)))
   checks.push(await sessionsCheck(paths))
   const problems = checks.filter((c) => !c.ok).length
   if (json) {

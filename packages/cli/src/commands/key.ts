@@ -7,7 +7,7 @@ import { openCommandStores } from './stores.js'
 import { CredproxyError, UsageError } from '../errors.js'
 import { parseCommandLine, parseOptions } from './parse-options.js'
 
-const help = `Usage: credproxy key <set|get|list|delete|migrate> [NAME] [options]
+const help = `Usage: credproxy key <set|get|list|delete|source|migrate> [NAME] [options]
 
 Store API keys on the host (OS keyring, or encrypted files without one).
 
@@ -15,8 +15,16 @@ Subcommands:
   set NAME        store a key; the value is read from stdin when piped, else
                   from a prompt that does not echo (never from the command line)
   get NAME        print the key's value (exit 3 when there is none)
-  list [--json]   print the stored key names, never their values
+  list [--json]   print the key names, never their values; a name served by a
+                  source shows the source's kind and program name (not its
+                  arguments)
   delete NAME     remove a key (exit 3 when there was none)
+  source NAME [--json-output] [--ttl SECONDS] [--timeout MS] [--pass-env VAR]... -- PROGRAM [ARG...]
+  source NAME --env VAR | --file PATH
+                  serve NAME from a host command (run without a shell), a host
+                  variable or a file, declared in <config>/sources.json; NAME
+                  may be PROVIDER/BUCKET for an OAuth-style token. See
+                  dev-docs/sources.md
   migrate --to keyring|file
                   move every API key and OAuth token to the other backend and
                   make it the saved choice (host only); each credential is
@@ -31,9 +39,10 @@ Examples:
   OPENAI_API_KEY=$(credproxy key get OPENAI_API_KEY) my-tool
   credproxy key list --json
   credproxy key delete NPM_TOKEN
+  credproxy key source GH_TOKEN --ttl 600 -- gh auth token
   credproxy key migrate --to keyring                # after a keyring became available`
 
-const SUBCOMMANDS = ['set', 'get', 'list', 'delete', 'migrate'] as const
+const SUBCOMMANDS = ['set', 'get', 'list', 'delete', 'source', 'migrate'] as const
 
 function validName(name: string | undefined, sub: string): string {
   if (name === undefined) throw new UsageError(`key ${sub} needs a NAME`, `Example: credproxy key ${sub} OPENAI_API_KEY`)
@@ -71,7 +80,7 @@ async function run(args: string[], io: CliIO): Promise<number> {
   if (sub === undefined || !(SUBCOMMANDS as readonly string[]).includes(sub)) {
     throw new UsageError(
       sub === undefined ? 'key needs a subcommand' : `unknown key subcommand '${sub}'`,
-      'Run `credproxy key --help`: set, get, list, delete, migrate.',
+      'Run `credproxy key --help`: set, get, list, delete, source, migrate.',
     )
   }
   if (sub === 'set') {
@@ -91,13 +100,16 @@ async function run(args: string[], io: CliIO): Promise<number> {
     return EXIT.OK
   }
   if (sub === 'migrate') return migrate(rest, io)
+  if (sub === 'source') return source(rest, io)
   const { values, positionals } = parseCommandLine('key', rest, { json: { type: 'boolean' } })
   if (sub === 'list') {
     if (positionals.length > 0) throw new UsageError('key list takes no NAME', 'Run `credproxy key list`.')
-    const keys = await (await openCommandStores(io)).keys.listKeys()
-    if (values.json === true) writeLine(io.stdout, JSON.stringify({ keys }))
+    const stores = await openCommandStores(io)
+    const sourced = stores.backend === 'broker' ? new Map<string, string>() : await declaredSources(io)
+    const keys = [...new Set([...(await stores.keys.listKeys()), ...sourced.keys()])].sort()
+    if (values.json === true) writeLine(io.stdout, JSON.stringify(sourced.size === 0 ? { keys } : { keys, sources: Object.fromEntries(sourced) }))
     else if (keys.length === 0) writeLine(io.stderr, 'No API keys stored. Add one with: credproxy key set NAME')
-    else for (const key of keys) writeLine(io.stdout, key)
+    else for (const key of keys) writeLine(io.stdout, sourced.has(key) ? `${key}  (source: ${sourced.get(key) ?? ''})` : key)
     return EXIT.OK
   }
   if (positionals.length > 1) throw new UsageError(`key ${sub} takes one NAME`, `Example: credproxy key ${sub} OPENAI_API_KEY`)
@@ -105,7 +117,14 @@ async function run(args: string[], io: CliIO): Promise<number> {
   const stores = await openCommandStores(io)
   if (sub === 'get') {
     const value = await stores.keys.getKey(name)
-    if (value === null) throw notFound(name, 'get', stores.backend)
+    if (value === null) {
+      // A sourced name is served by sessions, which run its source: say so rather than "no key".
+      const sourced = stores.backend === 'broker' ? undefined : (await declaredSources(io)).get(name)
+      if (sourced !== undefined) {
+        throw new CredproxyError('NOT_FOUND', `${name} comes from a source (${sourced}), which sessions run; it is not stored`, { hint: 'Check the source with: credproxy doctor --run-sources' })
+      }
+      throw notFound(name, 'get', stores.backend)
+    }
     writeLine(io.stdout, value)
     return EXIT.OK
   }
@@ -145,3 +164,65 @@ async function migrate(args: string[], io: CliIO): Promise<number> {
 }
 
 export const command: Command = { name: 'key', help, run }
+
+/** Key names declared in sources.json, each with what a listing may show of its source. */
+async function declaredSources(io: CliIO): Promise<Map<string, string>> {
+  const [{ resolvePaths }, { describeSource, loadSourcesConfig }] = await Promise.all([import('../paths.js'), import('../credentials/sources-config.js')])
+  const config = await loadSourcesConfig(resolvePaths(io.env))
+  const out = new Map<string, string>()
+  for (const [name, spec] of config?.keys ?? []) out.set(name, describeSource(spec))
+  for (const [name, spec] of config?.tokens ?? []) out.set(name, describeSource(spec))
+  return out
+}
+
+/** `key source NAME ... -- PROGRAM ARGS`: write one sources.json entry (the arguments stay on the host). */
+async function source(args: string[], io: CliIO): Promise<number> {
+  if (isProxyMode(io.env)) {
+    throw new UsageError('`credproxy key source` works on the host only, not inside a sandbox', 'Run it in a terminal on the host.')
+  }
+  const dash = args.indexOf('--')
+  const own = dash === -1 ? args : args.slice(0, dash)
+  const command = dash === -1 ? [] : args.slice(dash + 1)
+  const { values, positionals } = parseCommandLine(
+    'key source',
+    own,
+    {
+      env: { type: 'string' },
+      file: { type: 'string' },
+      'json-output': { type: 'boolean' },
+      ttl: { type: 'string' },
+      timeout: { type: 'string' },
+      'pass-env': { type: 'string', multiple: true },
+    },
+    { hint: 'Example: credproxy key source GH_TOKEN --ttl 600 -- gh auth token' },
+  )
+  const [name, ...extra] = positionals
+  if (name === undefined || extra.length > 0) {
+    throw new UsageError('key source takes one NAME (or PROVIDER/BUCKET), then the command after --', 'Example: credproxy key source GH_TOKEN --ttl 600 -- gh auth token')
+  }
+  const kinds = [command.length > 0, values.env !== undefined, values.file !== undefined].filter(Boolean).length
+  if (kinds !== 1) {
+    throw new UsageError('give exactly one source: a command after --, --env VAR or --file PATH', 'Example: credproxy key source GH_TOKEN -- gh auth token')
+  }
+  const spec: Record<string, unknown> = {}
+  if (command.length > 0) spec['command'] = command
+  if (values.env !== undefined) spec['env'] = values.env
+  if (values.file !== undefined) spec['file'] = values.file
+  if (values['json-output'] === true) spec['output'] = 'json'
+  const integer = (flag: string, value: string | undefined): number | undefined => {
+    if (value === undefined) return undefined
+    if (!/^\d+$/.test(value)) throw new UsageError(`--${flag} needs a whole number`, 'Example: --ttl 600')
+    return Number(value)
+  }
+  const ttl = integer('ttl', values.ttl)
+  if (ttl !== undefined) spec['ttl_seconds'] = ttl
+  const timeout = integer('timeout', values.timeout)
+  if (timeout !== undefined) spec['timeout_ms'] = timeout
+  if (values['pass-env'] !== undefined) spec['pass_env'] = values['pass-env']
+  const kind = name.includes('/') ? 'token' : 'key'
+  if (kind === 'key') validName(name, 'source')
+  const [{ resolvePaths }, { describeSource, writeSourceEntry }] = await Promise.all([import('../paths.js'), import('../credentials/sources-config.js')])
+  const file = await writeSourceEntry(resolvePaths(io.env), kind, name, spec)
+  writeLine(io.stderr, `${name} is now served from ${describeSource(spec as { command?: string[]; env?: string; file?: string })} (${file}); sessions started from now on use it.`)
+  return EXIT.OK
+}

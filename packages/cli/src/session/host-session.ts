@@ -21,6 +21,7 @@ import type { HostStores } from '../storage/types.js'
 import { NO_SANDBOX_PID } from '../sandbox/launch.js'
 import type { CredentialSource } from '../credentials/credential-source.js'
 import { StoredCredentialSource } from '../credentials/stored-credential-source.js'
+import { SourcedCredentialSource, withCredentialSources } from '../credentials/sourced-credential-source.js'
 
 export interface HostSessionOptions {
   env: NodeJS.ProcessEnv
@@ -112,11 +113,15 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
       log,
     )
     if (oauth !== null) cleanups.push(() => oauth.close())
-    const credentials: CredentialSource = oauth?.credentials ?? new StoredCredentialSource(stores)
+    const stored: CredentialSource = oauth?.credentials ?? new StoredCredentialSource(stores)
     const auditLog = await AuditLog.open(auditLogPath(paths), { log })
     cleanups.push(() => auditLog.close())
     let sessionId = ''
     const audit = options.wrapAudit === undefined ? auditLog : options.wrapAudit(auditLog, () => sessionId)
+    // sources.json: names served by host commands, variables or files (credentials/sources-config.ts).
+    const credentials = await withCredentialSources(stored, { paths, env: options.env, log, audit: auditLog, session: () => sessionId })
+    // After the server stops: a source command still running is killed (the inner source closes with OAuth).
+    if (credentials instanceof SourcedCredentialSource) cleanups.push(async () => credentials.stopSources())
     const server = new CredentialProxyServer({
       stores,
       credentials,
