@@ -63,7 +63,7 @@ describe('sources.json', () => {
     expect(bad({ keys: { 'bad name': { env: 'X' } } })).toMatch(/invalid field keys\.bad name: key names match/)
     expect(bad({ tokens: { github: { env: 'X' } } })).toMatch(/invalid field tokens\.github: token sources are named provider\/bucket/)
     expect(bad({ keys: { A: { file: 'relative/path' } } })).toMatch(/invalid field keys\.A\.file: an absolute path/)
-    expect(() => parseSourcesConfig('{"keys": {"A": {"command": ["op", "read", "op://s3cr3t"]', '/cfg/sources.json')).toThrow(/^\/cfg\/sources\.json is not valid JSON$/)
+    expect(() => parseSourcesConfig('{"keys": {"A": {"command": ["op", "read", "op://s3cr3t"]', '/cfg/sources.json')).toThrow(/^\/cfg\/sources\.json is not valid JSON \(line 1, column \d+\)$/)
   })
 })
 
