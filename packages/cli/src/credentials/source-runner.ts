@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import { open } from 'node:fs/promises'
 import { isAbsolute } from 'node:path'
 import * as z from 'zod'
+import { safeParseJson } from '../json-file.js'
 import { findOnPath } from '../system-deps.js'
 import { programName, type SourceConfig } from './sources-config.js'
 
@@ -82,18 +83,13 @@ export function parseOutput(source: SourceConfig, output: string, nowMs: number)
     if (value === '') throw new SourceError('the source printed nothing')
     return { value }
   }
-  let json: unknown
-  try {
-    json = JSON.parse(output)
-  } catch {
-    throw new SourceError('the source did not print JSON (output "json")')
+  // The output may be the secret itself: the message gives the position or the field, never the text.
+  const parsed = safeParseJson(output, JsonOutputSchema)
+  if (!parsed.ok) {
+    const { problem } = parsed
+    throw new SourceError(problem.kind === 'syntax' ? 'the source did not print JSON (output "json")' : `the source's JSON: invalid field ${problem.field || '(top level)'}`)
   }
-  const parsed = JsonOutputSchema.safeParse(json)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    throw new SourceError(`the source's JSON: invalid field ${issue?.path.map(String).join('.') || '(top level)'}`)
-  }
-  const { value, expires_at: at, expires_in: inSeconds } = parsed.data
+  const { value, expires_at: at, expires_in: inSeconds } = parsed.value
   let expiresAt: number | undefined
   if (typeof at === 'number') expiresAt = at * 1000
   else if (typeof at === 'string') {
