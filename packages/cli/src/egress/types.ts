@@ -1,4 +1,5 @@
 // The egress proxy's public types (the contract with its callers and tests).
+import type { EgressAuditFields } from '../broker/hooks.js'
 import type { EgressRule } from './rules.js'
 
 export interface EgressCredentials {
@@ -9,17 +10,9 @@ export interface EgressCredentials {
 }
 
 /** One per proxied request or refusal; never a secret, a placeholder or a query string. */
-export interface EgressAuditEvent {
+export interface EgressAuditEvent extends EgressAuditFields {
   session: string
-  rule?: string
-  method: string
-  host: string
-  path: string
-  status: number
-  bytesIn: number
-  bytesOut: number
   durationMs: number
-  injected: boolean
   reason?: string
 }
 
