@@ -9,7 +9,11 @@ import { resolvePaths } from '../paths.js'
 import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../broker/grants.js'
 import type { AuditEntry, AuditSink } from '../broker/hooks.js'
 import type { HostStores } from '../storage/index.js'
-import { spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import { createPeerCheck } from '../broker/peer-credentials.js'
+import { pickForwarder } from '../sandbox/egress-bridge.js'
+import { SANDBOX_SOCKET_DIR, type SandboxName } from '../sandbox/types.js'
+import { SANDBOX_EGRESS_PORT, startSessionEgress, type SessionEgress } from '../session/session-egress.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
@@ -32,6 +36,10 @@ Options:
   --grant P[:BUCKET]    grant OAuth provider P (all buckets, or only BUCKET); repeatable
   --grant-key NAME      grant the API key NAME; repeatable
   --allow-save          let the sandbox save and remove tokens (default: read and login only)
+  --egress RULE         start the egress proxy with RULE granted (a preset such as github or
+                        anthropic, or one from egress.json): inside, HTTPS_PROXY, the CA
+                        trust variables and placeholder variables (e.g. GH_TOKEN) are set;
+                        the real secret is injected on the host; repeatable
   --allow-network       keep network access (default: none; bwrap then shares the host
                         network namespace, abstract Unix sockets included)
   --legacy-clients      also serve protocol v1/v2 clients (llxprt-code's inner client); they
@@ -46,6 +54,7 @@ Every request is written to the audit log (\`credproxy audit\`).
 Examples:
   credproxy run --grant-key OPENAI_API_KEY -- credproxy key get OPENAI_API_KEY
   credproxy run --grant anthropic -- my-agent --model opus
+  credproxy run --egress anthropic --egress github -- my-agent
   credproxy run --grant gemini:work --grant-key GITHUB_TOKEN --allow-network -- npm test
   credproxy run --sandbox none --grant-key K -- ./script.sh`
 
@@ -55,6 +64,8 @@ export interface RunOptions {
   allowNetwork: boolean
   legacyClients: boolean
   binds: string[]
+  /** Egress rules granted to the session's egress proxy (none: no proxy). */
+  egressRules?: string[]
   image: string | undefined
   verbose: boolean
   command: string[]
@@ -73,6 +84,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
     'allow-network': { type: 'boolean' },
     'legacy-clients': { type: 'boolean' },
     bind: { type: 'string', multiple: true },
+    egress: { type: 'string', multiple: true },
     image: { type: 'string' },
     verbose: { type: 'boolean' },
   })
@@ -97,6 +109,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
     allowNetwork: values['allow-network'] === true,
     legacyClients: values['legacy-clients'] === true,
     binds: values.bind ?? [],
+    egressRules: values.egress ?? [],
     image: values.image,
     verbose: values.verbose === true,
     command,
@@ -162,6 +175,8 @@ export async function runCommand(
   const cleanups: Array<() => Promise<unknown>> = []
   let sandbox: SandboxProcess | undefined
   const handlers = new Map<NodeJS.Signals, () => void>()
+  // The egress proxy's peer check admits only this sandbox's processes (none before launch).
+  let sandboxPidsOf: (() => readonly number[]) | undefined
   try {
     session = await startHostSession({
       env: io.env,
@@ -179,6 +194,8 @@ export async function runCommand(
       writeLine(io.stderr, 'credproxy: --legacy-clients: protocol v1/v2 clients are admitted by the peer check alone (any process in this sandbox)')
     }
     onStarted?.({ sessionId: session.sessionId, socketPath: session.socketPath, secret: session.secret })
+    const egress = await startRunEgress(options, backend, session, () => sandboxPidsOf?.() ?? [NO_SANDBOX_PID])
+    if (egress !== undefined) cleanups.push(() => egress.close())
 
     const tty = io.stdin.isTTY === true && io.stdout.isTTY === true
     const prepared: PreparedLaunch = await prepareLaunch(
@@ -192,6 +209,7 @@ export async function runCommand(
         binds: options.binds,
         allowNetwork: options.allowNetwork,
         hiddenPaths: hiddenPaths(io.env, paths),
+        ...(egress === undefined ? {} : { egress: { socketName: egress.socketName, port: SANDBOX_EGRESS_PORT, env: egress.env, forwarder: pickForwarder(io.env) } }),
         ...(options.image === undefined ? {} : { image: options.image }),
       },
       session.secret.toString('hex'),
@@ -202,6 +220,7 @@ export async function runCommand(
     const running = spawnSandbox(prepared, io)
     sandbox = running
     session.attachSandbox(() => running.sandboxPids())
+    sandboxPidsOf = () => running.sandboxPids()
     for (const signal of FORWARDED_SIGNALS) {
       // With --sandbox none on a terminal, Ctrl-C already reached the command (same process group).
       const skip = backend === 'none' && signal === 'SIGINT' && io.stdin.isTTY === true
@@ -222,6 +241,31 @@ export async function runCommand(
     }
     await session?.close()
   }
+}
+
+/**
+ * The session's egress proxy when --egress was given. Without a network the sandbox
+ * reaches it through the forwarder and the Unix socket (peer-checked); with one (or no
+ * sandbox) through a token-guarded loopback listener.
+ */
+async function startRunEgress(
+  options: RunOptions,
+  backend: SandboxName,
+  session: HostSession,
+  sandboxPids: () => readonly number[],
+): Promise<SessionEgress | undefined> {
+  const rules = options.egressRules ?? []
+  if (rules.length === 0) return undefined
+  if (backend === 'docker' || backend === 'podman') {
+    throw new UsageError(`--egress is not supported with --sandbox ${backend} yet`, 'Use --sandbox bwrap (Linux) for --egress.')
+  }
+  return startSessionEgress({
+    session,
+    rules,
+    tcp: options.allowNetwork || backend === 'none',
+    insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,
+    ...(backend === 'none' ? {} : { peerCheck: createPeerCheck({ sandboxPids }) }),
+  })
 }
 
 /** Everything of credproxy's own that a sandbox must not see. */

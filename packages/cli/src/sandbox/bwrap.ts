@@ -9,6 +9,7 @@ import { CliError } from '../cli-io.js'
 import { EXIT } from '../exit-codes.js'
 import { buildKeyringSeccompFilter } from './seccomp.js'
 import { buildSandboxEnv } from './sandbox-env.js'
+import { bridgeInitArgv } from './egress-bridge.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SOCKET_DIR, SECCOMP_FD, type LaunchPlan, type SandboxRequest } from './types.js'
 
 /** HOME inside when the host HOME is unusable (unset, relative or /). */
@@ -272,8 +273,11 @@ export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
   args.push('--chdir', cwd)
   const seccomp = buildKeyringSeccompFilter()
   if (seccomp !== null) args.push('--seccomp', String(SECCOMP_FD))
-  args.push('--', ...request.command)
-  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName })
+  // With --egress and no network, a small init starts the forwarder to the proxy socket first.
+  const egress = request.egress
+  const command = egress === undefined || request.allowNetwork ? request.command : bridgeInitArgv(request.command, `${SANDBOX_SOCKET_DIR}/${egress.socketName}`, egress)
+  args.push('--', ...command)
+  const env = { ...buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName }), ...egress?.env }
   return { args, env, seccomp, created: protectedFiles.created }
 }
 

@@ -109,6 +109,10 @@ export async function prepareLaunch(
       env['PATH'] = `${shim.dir}:${input.hostEnv['PATH'] ?? ''}`
       env['CREDPROXY_SOCKET'] = `${input.socketDir}/${input.socketName}`
       env['CREDPROXY_SECRET_FD'] = sandboxEnv['CREDPROXY_SECRET_FD'] ?? '3'
+      for (const [name, value] of Object.entries(input.egress?.env ?? {})) {
+        // The user's own NODE_OPTIONS stay, after the proxy preload.
+        env[name] = name === 'NODE_OPTIONS' && env[name] !== undefined ? `${value} ${env[name]}` : value
+      }
       const [file, ...args] = input.command
       if (file === undefined) throw new CliError('no command given', 'Example: credproxy run -- my-agent', EXIT.USAGE)
       return {
