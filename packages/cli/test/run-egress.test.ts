@@ -1,14 +1,22 @@
 // `credproxy run --egress RULE` in real bubblewrap without a network: real clients
 // inside reach a local HTTPS upstream through the forwarder and the session's egress
 // proxy, holding only the placeholder; the host injects the real secret.
-import { mkdir, writeFile } from 'node:fs/promises'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { auditLogPath } from '../src/audit/audit-log.js'
+import { descendants, isAlive } from '../src/sandbox/process-tree.js'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { makeCliHome, removeCliHomes, runCli, type CliHome } from './helpers/cli-runner.js'
 import { startTestUpstream, type TestUpstream } from './helpers/egress-test-upstream.js'
 import { resolvePaths } from '../src/paths.js'
 
 const SECRET = 'egress-run-real-secret-0123456789'
+const BIN = fileURLToPath(new URL('../bin/credproxy.js', import.meta.url))
+const exec = promisify(execFile)
 const cleanups: Array<() => Promise<unknown>> = []
 let upstream: TestUpstream
 let scratch: CliHome
@@ -80,4 +88,94 @@ describe('credproxy run --egress in bubblewrap', () => {
       ['/route', `Bearer ${SECRET}`],
     ])
   })
+
+  /** credproxy run as a child process, its command printing `started` and sleeping. */
+  async function startSleeping(home: CliHome): Promise<{ child: ChildProcess; tree: number[]; exited: Promise<number | null> }> {
+    const child = spawn(process.execPath, [BIN, 'run', '--sandbox', 'bwrap', '--egress', 'example', '--', 'sh', '-c', 'echo started; exec sleep 600'], {
+      env: home.env,
+      cwd: home.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal === null ? null : 128 + 9))))
+    await new Promise<void>((resolve, reject) => {
+      let out = ''
+      child.stdout?.on('data', (chunk: Buffer) => {
+        out += chunk.toString()
+        if (out.includes('started')) resolve()
+      })
+      void exited.then(() => reject(new Error(`credproxy exited before the command started: ${out}`)))
+    })
+    const tree = descendants(child.pid ?? 0)
+    return { child, tree, exited }
+  }
+
+  const comm = (pid: number): string => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+    } catch {
+      return ''
+    }
+  }
+
+  async function allGone(pids: readonly number[]): Promise<number[]> {
+    for (let i = 0; i < 100; i += 1) {
+      if (pids.every((pid) => !isAlive(pid))) return []
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    return pids.filter((pid) => isAlive(pid))
+  }
+
+  test('SIGKILL of credproxy takes the whole sandbox down, the forwarder included', async () => {
+    const home = await egressHome()
+    const { child, tree } = await startSleeping(home)
+    expect(tree.map(comm)).toContain('socat')
+    child.kill('SIGKILL')
+    expect(await allGone(tree)).toEqual([])
+  }, 30_000)
+
+  test('SIGKILL of the command ends the run (137) and leaves no forwarder behind', async () => {
+    const home = await egressHome()
+    const { child, exited } = await startSleeping(home)
+    let tree: number[] = []
+    let sleeper: number | undefined
+    // `started` comes just before the exec: wait for the sleep itself.
+    for (let i = 0; i < 100 && sleeper === undefined; i += 1) {
+      tree = descendants(child.pid ?? 0)
+      sleeper = tree.find((pid) => comm(pid) === 'sleep')
+      if (sleeper === undefined) await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(sleeper).toBeDefined()
+    process.kill(sleeper ?? 0, 'SIGKILL')
+    expect(await exited).toBe(137)
+    expect(await allGone(tree)).toEqual([])
+  }, 30_000)
+
+  test('a host process cannot use the session egress socket: the peer check refuses it before any request', async () => {
+    const home = await egressHome()
+    const { child, exited } = await startSleeping(home)
+    try {
+      const runtimeDir = resolvePaths(home.env).runtimeDir
+      const sessions = (await readdir(runtimeDir, { withFileTypes: true })).filter((entry) => entry.isDirectory())
+      const socket = sessions.map((entry) => join(runtimeDir, entry.name, 'egress.sock')).find((path) => {
+        try {
+          readFileSync(path)
+          return false
+        } catch (error) {
+          return (error as NodeJS.ErrnoException).code !== 'ENOENT'
+        }
+      })
+      expect(socket).toBeDefined()
+      const before = upstream.received.length
+      const result = await exec('curl', ['-sS', '--max-time', '10', '--unix-socket', socket ?? '', 'http://localhost/example/from-host']).catch((error: { code: number }) => error)
+      // Refused at accept: curl sees a reset (56), an empty reply (52) or a failed connect (7), never an answer.
+      expect([7, 52, 56]).toContain((result as { code?: number }).code)
+      expect(upstream.received.length).toBe(before)
+    } finally {
+      child.kill('SIGTERM')
+      await exited
+    }
+    // Read once credproxy closed its audit log.
+    const audit = await readFile(auditLogPath(resolvePaths(home.env)), 'utf8')
+    expect(audit).toContain('"reason":"peer-outside-sandbox"')
+  }, 30_000)
 })
