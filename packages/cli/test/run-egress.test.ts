@@ -178,4 +178,37 @@ describe('credproxy run --egress in bubblewrap', () => {
     const audit = await readFile(auditLogPath(resolvePaths(home.env)), 'utf8')
     expect(audit).toContain('"reason":"peer-outside-sandbox"')
   }, 30_000)
+
+  test('sessions shows the egress rules; revoke --egress stops injection on the next request, grant --egress brings it back', async () => {
+    const home = await egressHome()
+    const step = (n: number): string => `curl -s -o /dev/null -w "step${n} %{http_code}%{http_connect}\\n" --max-time 20 https://api.example.test/step${n}; while [ ! -f go${n} ]; do sleep 0.05; done`
+    const script = `${step(1)}; ${step(2)}; curl -s -o /dev/null -w "step3 %{http_code}\\n" --max-time 20 https://api.example.test/step3`
+    let out = ''
+    const waiters: Array<{ text: string; resolve: () => void }> = []
+    const child = spawn(process.execPath, [BIN, 'run', '--sandbox', 'bwrap', '--egress', 'example', '--', 'sh', '-c', script], { env: home.env, cwd: home.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+      for (const waiter of waiters) if (out.includes(waiter.text)) waiter.resolve()
+    })
+    const seen = (text: string): Promise<void> => new Promise((resolve) => (out.includes(text) ? resolve() : waiters.push({ text, resolve })))
+    await seen('step1 ')
+    const listed = await runCli(['sessions', '--json'], { env: home.env })
+    const [view] = JSON.parse(listed.stdout) as Array<{ id: string; grants: { egress?: string[] } }>
+    expect(view?.grants.egress).toEqual(['example'])
+    const id = view?.id ?? ''
+    expect((await runCli(['sessions'], { env: home.env })).stdout).toContain('egress:       example')
+    const revoked = await runCli(['revoke', '--session', id, '--egress', 'example'], { env: home.env })
+    expect(revoked.code).toBe(0)
+    await writeFile(join(home.cwd, 'go1'), '')
+    await seen('step2 ')
+    expect((await runCli(['grant', '--session', id, '--egress', 'example'], { env: home.env })).code).toBe(0)
+    await writeFile(join(home.cwd, 'go2'), '')
+    expect(await exited).toBe(0)
+    // Granted: 200 through the tunnel; revoked: the CONNECT itself is refused (403).
+    expect(out).toContain('step1 200200')
+    expect(out).toContain('step2 000403')
+    expect(out).toContain('step3 200')
+    expect(upstream.received.map((r) => r.url)).toEqual(['/step1', '/step3'])
+  }, 30_000)
 })

@@ -105,7 +105,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
   if (values['allow-save'] === true) capabilities.push('save')
   return {
     sandbox: values.sandbox,
-    grants: { providers, keys, capabilities },
+    grants: { providers, keys, capabilities, ...(values.egress === undefined ? {} : { egress: values.egress }) },
     allowNetwork: values['allow-network'] === true,
     legacyClients: values['legacy-clients'] === true,
     binds: values.bind ?? [],
@@ -265,6 +265,8 @@ async function startRunEgress(
     tcp: options.allowNetwork || backend === 'none',
     insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,
     ...(backend === 'none' ? {} : { peerCheck: createPeerCheck({ sandboxPids }) }),
+    // `credproxy grant|revoke --egress` change these while the session runs.
+    grantedRules: () => session.grants.egressRules(),
   })
 }
 
