@@ -167,4 +167,42 @@ echo "placeholder $API_TOKEN"
     expect(audit).toMatch(/"reason":"foreign-placeholder-in-header"/)
     for (const secret of Object.values(SECRETS)) expect(audit).not.toContain(secret)
   }, 120_000)
+
+  test('--egress kube:CONTEXT: kubectl inside uses a kubeconfig whose server is the route; the host presents the client certificate and token from its own kubeconfig', async () => {
+    const hostKubeconfig = join(home.home, 'host-kubeconfig.json')
+    const b64 = (text: string): string => Buffer.from(text).toString('base64')
+    await writeFile(
+      hostKubeconfig,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'lab', cluster: { server: `https://127.0.0.1:${kube.port}`, 'certificate-authority-data': b64(pki.caPem) } }],
+        users: [{ name: 'lab-admin', user: { token: SECRETS.KUBE_TOKEN, 'client-certificate-data': b64(pki.clientCertPem), 'client-key-data': b64(pki.clientKeyPem) } }],
+        contexts: [{ name: 'lab', context: { cluster: 'lab', user: 'lab-admin' } }],
+        'current-context': 'lab',
+      }),
+    )
+    const before = kube.requests.length
+    const script = 'kubectl get namespaces -o name --request-timeout=20s && echo "kubeconfig=$KUBECONFIG" && cat "$KUBECONFIG"'
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--egress', 'kube:lab', '--', 'sh', '-c', script], { env: { ...home.env, KUBECONFIG: hostKubeconfig }, cwd: home.cwd })
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain(kube.namespaces.map((n) => `namespace/${n}`).join('\n'))
+    expect(result.stdout).toContain('kubeconfig=/run/credproxy/kube-lab.kubeconfig')
+    expect(result.stdout).toContain('"server": "http://127.0.0.1:3128/kube-lab"')
+    expect(result.stdout).not.toContain(SECRETS.KUBE_TOKEN)
+    expect(result.stdout).not.toContain(pki.clientKeyPem.split('\n')[1])
+    const seen = kube.requests.slice(before)
+    expect(seen.length).toBeGreaterThan(0)
+    for (const r of seen) {
+      expect(r.clientCommonName).toBe(pki.clientCommonName)
+      expect(r.headers.authorization).toBe(`Bearer ${SECRETS.KUBE_TOKEN}`)
+    }
+  }, 60_000)
+
+  test('--egress kube:CONTEXT for a context that does not exist is a usage error naming it', async () => {
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--egress', 'kube:nope', '--', 'true'], { env: { ...home.env, KUBECONFIG: join(home.home, 'host-kubeconfig.json') }, cwd: home.cwd })
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('--egress kube:nope: cannot read that context from your kubeconfig')
+  })
 })

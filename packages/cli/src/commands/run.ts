@@ -13,7 +13,7 @@ import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/la
 import { createPeerCheck } from '../broker/peer-credentials.js'
 import { pickForwarder } from '../sandbox/egress-bridge.js'
 import { SANDBOX_SOCKET_DIR, type SandboxName } from '../sandbox/types.js'
-import { SANDBOX_EGRESS_PORT, startSessionEgress, type SessionEgress } from '../session/session-egress.js'
+import { egressGrantName, SANDBOX_EGRESS_PORT, startSessionEgress, type SessionEgress } from '../session/session-egress.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
 import { parseOptions, splitAtDashDash } from './parse-options.js'
@@ -105,7 +105,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
   if (values['allow-save'] === true) capabilities.push('save')
   return {
     sandbox: values.sandbox,
-    grants: { providers, keys, capabilities, ...(values.egress === undefined ? {} : { egress: values.egress }) },
+    grants: { providers, keys, capabilities, ...(values.egress === undefined ? {} : { egress: values.egress.map(egressGrantName) }) },
     allowNetwork: values['allow-network'] === true,
     legacyClients: values['legacy-clients'] === true,
     binds: values.bind ?? [],
@@ -194,7 +194,7 @@ export async function runCommand(
       writeLine(io.stderr, 'credproxy: --legacy-clients: protocol v1/v2 clients are admitted by the peer check alone (any process in this sandbox)')
     }
     onStarted?.({ sessionId: session.sessionId, socketPath: session.socketPath, secret: session.secret })
-    const egress = await startRunEgress(options, backend, session, () => sandboxPidsOf?.() ?? [NO_SANDBOX_PID])
+    const egress = await startRunEgress(options, backend, session, io.env, () => sandboxPidsOf?.() ?? [NO_SANDBOX_PID])
     if (egress !== undefined) cleanups.push(() => egress.close())
 
     const tty = io.stdin.isTTY === true && io.stdout.isTTY === true
@@ -252,6 +252,7 @@ async function startRunEgress(
   options: RunOptions,
   backend: SandboxName,
   session: HostSession,
+  hostEnv: NodeJS.ProcessEnv,
   sandboxPids: () => readonly number[],
 ): Promise<SessionEgress | undefined> {
   const rules = options.egressRules ?? []
@@ -263,6 +264,7 @@ async function startRunEgress(
     session,
     rules,
     tcp: options.allowNetwork || backend === 'none',
+    hostEnv,
     insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,
     ...(backend === 'none' ? {} : { peerCheck: createPeerCheck({ sandboxPids }) }),
     // `credproxy grant|revoke --egress` change these while the session runs.

@@ -5,12 +5,18 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { readFile, unlink, writeFile } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { rootCertificates } from 'node:tls'
 import { UsageError } from '../cli-io.js'
 import { EGRESS_FILE_NAME, egressAuditSink, hostEgressCredentials, loadEgressRules, startEgressProxy, type EgressProxy, type EgressRule } from '../egress/index.js'
 import { nodeProxyOptions } from '../sandbox/egress-bridge.js'
 import type { HostSession } from './host-session.js'
+import { KUBE_PREFIX, kubeEgressFor, kubeRuleName } from './kube-egress.js'
+
+/** The grant name of an --egress value: `kube:CONTEXT` is granted as rule kube-CONTEXT. */
+export function egressGrantName(name: string): string {
+  return name.startsWith(KUBE_PREFIX) ? kubeRuleName(name.slice(KUBE_PREFIX.length)) : name
+}
 
 /** The port the in-sandbox forwarder listens on (a private network namespace: always free). */
 export const SANDBOX_EGRESS_PORT = 3128
@@ -25,7 +31,7 @@ export const CA_BUNDLE_VARS = ['SSL_CERT_FILE', 'REQUESTS_CA_BUNDLE', 'CURL_CA_B
 
 export interface SessionEgressOptions {
   session: HostSession
-  /** Rule names granted at start. */
+  /** Rule names granted at start; `kube:CONTEXT` makes a rule from the host kubeconfig (kube-egress.ts). */
   rules: readonly string[]
   /**
    * true: a loopback TCP listener with a proxy token on the host (sandbox shares the
@@ -36,6 +42,8 @@ export interface SessionEgressOptions {
   peerCheck?: (socket: import('node:net').Socket) => { ok: boolean; reason?: string }
   /** Where the sandbox sees the session directory (bwrap: /run/credproxy; --sandbox none: the host path). */
   insideDir: string
+  /** The host environment (kubectl reads the user's kubeconfig with it). */
+  hostEnv?: NodeJS.ProcessEnv
   /** Live grant set (the proxy reads it per request); default: the start rules, fixed. */
   grantedRules?: () => ReadonlySet<string>
 }
@@ -90,21 +98,31 @@ export function ruleEnv(rules: readonly EgressRule[], granted: readonly string[]
 export async function startSessionEgress(options: SessionEgressOptions): Promise<SessionEgress> {
   const { session } = options
   const rules = await loadEgressRules(session.paths.configDir)
-  checkRuleNames(rules, options.rules, session.paths.configDir)
   const dir = dirname(session.socketPath)
-  const fixed: ReadonlySet<string> = new Set(options.rules)
+  const kubes = []
+  for (const name of options.rules.filter((n) => n.startsWith(KUBE_PREFIX))) {
+    const kube = await kubeEgressFor(name.slice(KUBE_PREFIX.length), options.hostEnv ?? process.env, dir)
+    // First in the list: a kube rule pins its own server and wins over any rule on that host.
+    rules.unshift(kube.rule)
+    kubes.push(kube)
+  }
+  const granted = options.rules.map(egressGrantName)
+  checkRuleNames(rules, granted, session.paths.configDir)
+  const fixed: ReadonlySet<string> = new Set(granted)
+  const secrets = new Map(kubes.flatMap((kube) => [...kube.secrets]))
+  const credentials = hostEgressCredentials(session.credentials)
   const proxyToken = options.tcp ? randomBytes(24).toString('hex') : undefined
   const proxy = await startEgressProxy({
     session: session.sessionId,
     rules,
     grantedRules: options.grantedRules ?? (() => fixed),
-    credentials: hostEgressCredentials(session.credentials),
+    credentials: secrets.size === 0 ? credentials : { ...credentials, apiKey: (name) => (secrets.has(name) ? Promise.resolve(secrets.get(name) ?? null) : credentials.apiKey(name)) },
     audit: egressAuditSink(session.audit),
     socketPath: join(dir, EGRESS_SOCKET_NAME),
     ...(options.peerCheck === undefined ? {} : { peerCheck: options.peerCheck }),
     ...(proxyToken === undefined ? {} : { tcp: { host: '127.0.0.1' as const, port: 0 }, proxyToken }),
   })
-  const files = [join(dir, EGRESS_CA_NAME), join(dir, EGRESS_BUNDLE_NAME)]
+  const files = [join(dir, EGRESS_CA_NAME), join(dir, EGRESS_BUNDLE_NAME), ...kubes.map((kube) => kube.rule.ca).filter((ca) => ca !== undefined)]
   const close = async (): Promise<void> => {
     await proxy.close()
     for (const file of files) await unlink(file).catch(() => undefined)
@@ -123,13 +141,20 @@ export async function startSessionEgress(options: SessionEgressOptions): Promise
       : `http://credproxy:${proxyToken}@127.0.0.1:${proxy.tcpAddress.port}`
   const routeBase = proxy.tcpAddress === null ? `http://127.0.0.1:${SANDBOX_EGRESS_PORT}` : `http://127.0.0.1:${proxy.tcpAddress.port}`
   const { insideDir } = options
+  const kubeconfigs: string[] = []
+  for (const kube of kubes) {
+    const file = await kube.writeInsideConfig(dir, routeBase, proxy.placeholders.get(kube.rule.name))
+    files.push(file)
+    kubeconfigs.push(join(insideDir, basename(file)))
+  }
   const env: Record<string, string> = {
+    ...(kubeconfigs.length === 0 ? {} : { KUBECONFIG: kubeconfigs.join(':') }),
     ...proxyEnv(proxyUrl),
     NODE_EXTRA_CA_CERTS: join(insideDir, EGRESS_CA_NAME),
     // Node 20's fetch and https ignore HTTPS_PROXY: the preload routes them through it.
     NODE_OPTIONS: nodeProxyOptions(),
     ...Object.fromEntries(CA_BUNDLE_VARS.map((name) => [name, join(insideDir, EGRESS_BUNDLE_NAME)])),
-    ...ruleEnv(rules, options.rules, proxy.placeholders, routeBase),
+    ...ruleEnv(rules, granted, proxy.placeholders, routeBase),
   }
   return { proxy, rules, socketName: EGRESS_SOCKET_NAME, env, close }
 }
