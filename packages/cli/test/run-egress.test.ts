@@ -211,4 +211,13 @@ describe('credproxy run --egress in bubblewrap', () => {
     expect(out).toContain('step3 200')
     expect(upstream.received.map((r) => r.url)).toEqual(['/step1', '/step3'])
   }, 30_000)
+
+  test('--allow-network keeps the proxy env (a token-guarded loopback listener on the host, no forwarder): injection still works', async () => {
+    const home = await egressHome()
+    const script = 'curl -sS --max-time 20 https://api.example.test/net; echo; echo "proxy=$HTTPS_PROXY"; pgrep -x socat >/dev/null && echo forwarder-running || echo no-forwarder'
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--allow-network', '--egress', 'example', '--', 'sh', '-c', script], { env: home.env, cwd: home.cwd })
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/^hello \/net\nproxy=http:\/\/credproxy:[0-9a-f]{48}@127\.0\.0\.1:\d+\nno-forwarder\n$/)
+    expect(upstream.received.map((r) => [r.url, r.headers.authorization])).toEqual([['/net', `Bearer ${SECRET}`]])
+  }, 30_000)
 })
