@@ -11,6 +11,7 @@ import type { AuditEntry, AuditSink } from '../broker/hooks.js'
 import type { HostStores } from '../storage/index.js'
 import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
 import { createPeerCheck } from '../broker/peer-credentials.js'
+import type { EgressRule } from '../egress/index.js'
 import { pickForwarder } from '../sandbox/egress-bridge.js'
 import { SANDBOX_SOCKET_DIR, type SandboxName } from '../sandbox/types.js'
 import { egressGrantName, SANDBOX_EGRESS_PORT, startSessionEgress, type SessionEgress } from '../session/session-egress.js'
@@ -66,6 +67,8 @@ export interface RunOptions {
   binds: string[]
   /** Egress rules granted to the session's egress proxy (none: no proxy). */
   egressRules?: string[]
+  /** Rules besides presets and egress.json (the demo's throwaway upstream); no flag sets them. */
+  extraEgressRules?: EgressRule[]
   image: string | undefined
   verbose: boolean
   command: string[]
@@ -105,7 +108,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
   if (values['allow-save'] === true) capabilities.push('save')
   return {
     sandbox: values.sandbox,
-    grants: { providers, keys, capabilities, ...(values.egress === undefined ? {} : { egress: values.egress.map(egressGrantName) }) },
+    grants: { providers, keys, capabilities },
     allowNetwork: values['allow-network'] === true,
     legacyClients: values['legacy-clients'] === true,
     binds: values.bind ?? [],
@@ -181,7 +184,7 @@ export async function runCommand(
     session = await startHostSession({
       env: io.env,
       paths,
-      grants: options.grants,
+      grants: withEgressGrants(options),
       command: options.command,
       log: brokerLog,
       storeLog: logLineTo(io.stderr),
@@ -243,6 +246,13 @@ export async function runCommand(
   }
 }
 
+/** The start grants with the --egress rules in them (callers such as the demo set only egressRules). */
+function withEgressGrants(options: RunOptions): GrantSet {
+  const rules = (options.egressRules ?? []).map(egressGrantName)
+  if (rules.length === 0) return options.grants
+  return { ...options.grants, egress: [...new Set([...(options.grants.egress ?? []), ...rules])] }
+}
+
 /**
  * The session's egress proxy when --egress was given. Without a network the sandbox
  * reaches it through the forwarder and the Unix socket (peer-checked); with one (or no
@@ -265,6 +275,7 @@ async function startRunEgress(
     rules,
     tcp: options.allowNetwork || backend === 'none',
     hostEnv,
+    ...(options.extraEgressRules === undefined ? {} : { extraRules: options.extraEgressRules }),
     insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,
     ...(backend === 'none' ? {} : { peerCheck: createPeerCheck({ sandboxPids }) }),
     // `credproxy grant|revoke --egress` change these while the session runs.

@@ -42,6 +42,8 @@ export interface SessionEgressOptions {
   peerCheck?: (socket: import('node:net').Socket) => { ok: boolean; reason?: string }
   /** Where the sandbox sees the session directory (bwrap: /run/credproxy; --sandbox none: the host path). */
   insideDir: string
+  /** Rules besides presets and egress.json (the demo's throwaway rule); they come first. */
+  extraRules?: readonly EgressRule[]
   /** The host environment (kubectl reads the user's kubeconfig with it). */
   hostEnv?: NodeJS.ProcessEnv
   /** Live grant set (the proxy reads it per request); default: the start rules, fixed. */
@@ -97,7 +99,7 @@ export function ruleEnv(rules: readonly EgressRule[], granted: readonly string[]
 
 export async function startSessionEgress(options: SessionEgressOptions): Promise<SessionEgress> {
   const { session } = options
-  const rules = await loadEgressRules(session.paths.configDir)
+  const rules = [...(options.extraRules ?? []), ...(await loadEgressRules(session.paths.configDir))]
   const dir = dirname(session.socketPath)
   const kubes = []
   for (const name of options.rules.filter((n) => n.startsWith(KUBE_PREFIX))) {
