@@ -49,7 +49,9 @@ const help = `Usage: credproxy demo [--json]
 Show what credproxy does, on this machine, in a few seconds:
   1. store a throwaway API key, a second (ungranted) key and a throwaway OAuth
      token with a refresh token in your default store (keyring or encrypted files)
-  2. run a bubblewrap sandbox granted only the first key and the token
+  2. run a bubblewrap sandbox granted only the first key and the token, and
+     egress to a throwaway local HTTPS upstream (a placeholder inside, the
+     real third key injected on the host)
   3. inside: fetch both through the socket, then read every file, process
      command line and environment the sandbox can see, and try the network
   4. on the host: check that the key arrived, and that the ungranted key, the
