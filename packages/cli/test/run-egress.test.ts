@@ -220,4 +220,16 @@ describe('credproxy run --egress in bubblewrap', () => {
     expect(result.stdout).toMatch(/^hello \/net\nproxy=http:\/\/credproxy:[0-9a-f]{48}@127\.0\.0\.1:\d+\nno-forwarder\n$/)
     expect(upstream.received.map((r) => [r.url, r.headers.authorization])).toEqual([['/net', `Bearer ${SECRET}`]])
   }, 30_000)
+
+  test('--sandbox none --egress: the host environment plus the proxy variables, through the token-guarded listener', async () => {
+    const home = await egressHome()
+    const script = 'curl -sS --max-time 20 -H "authorization: Bearer $EXAMPLE_TOKEN" https://api.example.test/none; echo; echo "$NODE_OPTIONS"'
+    const result = await runCli(['run', '--sandbox', 'none', '--egress', 'example', '--', 'sh', '-c', script], { env: { ...home.env, NODE_OPTIONS: '--max-old-space-size=512' }, cwd: home.cwd })
+    expect(result.code).toBe(0)
+    const [body, nodeOptions] = result.stdout.split('\n')
+    expect(body).toBe('hello /none')
+    // The user's own NODE_OPTIONS stay, after the preload.
+    expect(nodeOptions).toMatch(/^--import \S+node-proxy-preload\.mjs --max-old-space-size=512$/)
+    expect(upstream.received.map((r) => r.headers.authorization)).toEqual([`Bearer ${SECRET}`])
+  }, 30_000)
 })
