@@ -26,6 +26,8 @@ for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
     if (/^Name:\s+socat$/m.test(status) || cmdline.includes('egress-forwarder.mjs')) forwarderRssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1])
-  } catch {}
+  } catch {
+    // Gone meanwhile, or not ours to read.
+  }
 }
 console.log(JSON.stringify({ p50: samples[Math.floor(samples.length / 2)], p90: samples[Math.floor(samples.length * 0.9)], forwarderRssKiB }))
