@@ -232,4 +232,13 @@ describe('credproxy run --egress in bubblewrap', () => {
     expect(nodeOptions).toMatch(/^--import \S+node-proxy-preload\.mjs --max-old-space-size=512$/)
     expect(upstream.received.map((r) => r.headers.authorization)).toEqual([`Bearer ${SECRET}`])
   }, 30_000)
+
+  test('without socat the Node forwarder shipped in the package bridges the same way', async () => {
+    const home = await egressHome()
+    const script = 'curl -sS --max-time 20 https://api.example.test/node-forwarder; echo; pgrep -x socat >/dev/null && echo socat || echo no-socat'
+    const result = await runCli(['run', '--sandbox', 'bwrap', '--egress', 'example', '--', 'sh', '-c', script], { env: { ...home.env, CREDPROXY_EGRESS_FORWARDER: 'node' }, cwd: home.cwd })
+    expect(result.stderr).toBe('')
+    expect(result.stdout).toBe('hello /node-forwarder\nno-socat\n')
+    expect(upstream.received.map((r) => r.headers.authorization)).toEqual([`Bearer ${SECRET}`])
+  }, 30_000)
 })
