@@ -30,6 +30,11 @@ describe('credproxy demo', () => {
     const report = JSON.parse(out) as { ok: boolean; checks: Array<{ ok: boolean; label: string }> }
     expect(report.checks.filter((c) => !c.ok)).toEqual([])
     expect(report.checks.map((c) => c.label).join('\n')).toMatch(/refresh token: not in/)
+    // The egress part: the placeholder got through with the real key injected on the host; a host without a rule was refused.
+    const labels = report.checks.map((c) => c.label).join('\n')
+    expect(labels).toMatch(/egress: fetch to https:\/\/api\.credproxy-demo\.test\/ with the placeholder -> 200; the upstream got the real key/)
+    expect(labels).toMatch(/egress: https:\/\/other\.credproxy-demo\.test\/ \(no rule\) refused/)
+    expect(labels).toMatch(/the egress key \(injected on the host only\): not in/)
     expect(code).toBe(0)
     const stores = await openHostStores({ env, log: () => undefined })
     expect(await stores.keys.listKeys()).toEqual([])

@@ -36,6 +36,13 @@ describe('parse errors name the file and the field', () => {
     [{ rules: [{ ...valid, placeholder: { prefix: 'ghp_', length: 20 } }] }, 'rules.0.placeholder.length'],
     [{ rules: [{ ...valid, extra: 1 }] }, 'rules.0'],
     [{ rules: [valid, valid] }, 'rules.1.name'],
+    // run --egress sets these itself: a rule must not replace the proxy, the trust or what programs load.
+    [{ rules: [{ ...valid, env: ['HTTPS_PROXY'] }] }, 'rules.0.env.0'],
+    [{ rules: [{ ...valid, env: ['NODE_OPTIONS'] }] }, 'rules.0.env.0'],
+    [{ rules: [{ ...valid, env: ['LD_PRELOAD'] }] }, 'rules.0.env.0'],
+    [{ rules: [{ ...valid, env: ['CREDPROXY_SOCKET'] }] }, 'rules.0.env.0'],
+    [{ rules: [{ ...valid, env: ['has-dash'] }] }, 'rules.0.env.0'],
+    [{ rules: [{ ...valid, baseUrlEnv: 'SVC_BASE_URL' }] }, 'rules.0.baseUrlEnv'],
   ])('%j -> %s', (json, field) => {
     const error = errorOf(json)
     expect(error.message).toContain(FILE)

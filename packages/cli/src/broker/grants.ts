@@ -21,6 +21,8 @@ export interface GrantSet {
   providers: ProviderGrant[]
   keys: string[]
   capabilities: Capability[]
+  /** Egress proxy rules (`credproxy run --egress`); absent when none. */
+  egress?: string[]
 }
 
 /** A partial GrantSet to add or remove. */
@@ -28,11 +30,14 @@ export interface GrantChange {
   providers?: ProviderGrant[]
   keys?: string[]
   capabilities?: Capability[]
+  egress?: string[] | undefined
 }
 
 export type GrantDecision = { ok: true } | { ok: false; message: string }
 
 const Wild = z.literal(WILDCARD)
+/** An egress rule name (egress/rules.ts RULE_NAME_PATTERN; not imported: grants sit below egress). */
+const EgressRuleName = z.string().regex(/^[a-zA-Z0-9._-]{1,64}$/)
 export const ProviderGrantSchema = z.strictObject({
   provider: z.union([ProviderName, Wild]),
   buckets: z.array(z.union([BucketName, Wild])).max(256).optional(),
@@ -41,11 +46,13 @@ export const GrantChangeSchema = z.strictObject({
   providers: z.array(ProviderGrantSchema).max(256).optional(),
   keys: z.array(z.union([KeyName, Wild])).max(1024).optional(),
   capabilities: z.array(z.enum(['read', 'login', 'save'])).optional(),
+  egress: z.array(EgressRuleName).max(256).optional(),
 })
 export const GrantSetSchema = z.strictObject({
   providers: z.array(ProviderGrantSchema).max(256),
   keys: z.array(z.union([KeyName, Wild])).max(1024),
   capabilities: z.array(z.enum(['read', 'login', 'save'])),
+  egress: z.array(EgressRuleName).max(256).optional(),
 })
 
 /** The capability each operation needs. */
@@ -79,6 +86,7 @@ export class SessionGrants {
   #providers = new Map<string, Set<string> | 'all'>()
   #keys = new Set<string>()
   #capabilities = new Set<Capability>()
+  #egress = new Set<string>()
 
   constructor(
     readonly sessionId: string,
@@ -145,6 +153,12 @@ export class SessionGrants {
     }
     for (const key of parsed.keys ?? []) this.#keys.add(key)
     for (const cap of parsed.capabilities ?? []) this.#capabilities.add(cap)
+    for (const rule of parsed.egress ?? []) this.#egress.add(rule)
+  }
+
+  /** Egress rules live right now: the egress proxy reads this per request. */
+  egressRules(): ReadonlySet<string> {
+    return this.#egress
   }
 
   /** Throws when asked to take single buckets out of an all-buckets grant (revoke the provider instead). */
@@ -167,13 +181,19 @@ export class SessionGrants {
     }
     for (const key of parsed.keys ?? []) this.#keys.delete(key)
     for (const cap of parsed.capabilities ?? []) this.#capabilities.delete(cap)
+    for (const rule of parsed.egress ?? []) this.#egress.delete(rule)
   }
 
   snapshot(): GrantSet {
     const providers: ProviderGrant[] = [...this.#providers].map(([provider, buckets]) =>
       buckets === 'all' ? { provider } : { provider, buckets: [...buckets].sort() },
     )
-    return { providers, keys: [...this.#keys].sort(), capabilities: CAPABILITIES.filter((c) => this.#capabilities.has(c)) }
+    return {
+      providers,
+      keys: [...this.#keys].sort(),
+      capabilities: CAPABILITIES.filter((c) => this.#capabilities.has(c)),
+      ...(this.#egress.size === 0 ? {} : { egress: [...this.#egress].sort() }),
+    }
   }
 
   #entriesFor(provider: string): Array<Set<string> | 'all'> {

@@ -5,8 +5,9 @@
 // the sandbox can read. The throwaway credentials are removed on every path.
 import { randomBytes } from 'node:crypto'
 import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { connect } from 'node:net'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer as createHttpsServer } from 'node:https'
+import { connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -20,6 +21,7 @@ import { SANDBOX_SECRET_FILE } from '../sandbox/types.js'
 import { openHostStores } from '../storage/index.js'
 import { canInstallDebianPackages, findOnPath, installCommand, installDebianPackages } from '../system-deps.js'
 import { runCommand, type StartedSession } from './run.js'
+import { EgressRuleSchema } from '../egress/index.js'
 import { logLineTo } from '../escape.js'
 import { CredproxyError, UsageError } from '../errors.js'
 import { parseOptions } from './parse-options.js'
@@ -35,6 +37,12 @@ export const PROBE_PORT = 9
 /** A connect that neither fails nor succeeds by then counts as "no network". */
 export const PROBE_CONNECT_TIMEOUT_MS = 2_000
 export const DEMO_PROVIDER = 'credproxy-demo'
+/** The egress part: a throwaway local HTTPS upstream under this name, reached only through the proxy. */
+export const DEMO_EGRESS_HOST = 'api.credproxy-demo.test'
+/** A host with no rule: the proxy refuses it. */
+export const DEMO_EGRESS_OTHER_HOST = 'other.credproxy-demo.test'
+export const DEMO_EGRESS_RULE = 'credproxy-demo'
+export const DEMO_EGRESS_ENV = 'DEMO_EGRESS_TOKEN'
 /** What the demo installs on a fresh Debian/Ubuntu machine (as scripts/install-system-deps.sh does). */
 export const DEMO_PACKAGES = ['bubblewrap'] as const
 
@@ -43,7 +51,9 @@ const help = `Usage: credproxy demo [--json]
 Show what credproxy does, on this machine, in a few seconds:
   1. store a throwaway API key, a second (ungranted) key and a throwaway OAuth
      token with a refresh token in your default store (keyring or encrypted files)
-  2. run a bubblewrap sandbox granted only the first key and the token
+  2. run a bubblewrap sandbox granted only the first key and the token, and
+     egress to a throwaway local HTTPS upstream (a placeholder inside, the
+     real third key injected on the host)
   3. inside: fetch both through the socket, then read every file, process
      command line and environment the sandbox can see, and try the network
   4. on the host: check that the key arrived, and that the ungranted key, the
@@ -81,6 +91,7 @@ const ProbeReportSchema = z.object({
   interfaces: z.array(z.string()),
   connect: z.string(),
   visibleHidden: z.array(z.string()),
+  egress: z.object({ placeholder: z.string(), status: z.number(), body: z.string(), other: z.string() }).optional(),
 })
 type ProbeReport = z.infer<typeof ProbeReportSchema>
 
@@ -174,6 +185,31 @@ function tryConnect(): Promise<string> {
 }
 
 /** The inside half: runs in the sandbox as `credproxy demo --probe ...`. */
+/** Inside: one request to the demo upstream with the placeholder, one to a host with no rule. */
+async function probeEgress(env: NodeJS.ProcessEnv): Promise<ProbeReport['egress']> {
+  const placeholder = env[DEMO_EGRESS_ENV] ?? ''
+  let status = 0
+  let body = ''
+  try {
+    // Plain fetch: the credproxy preload sends it through HTTPS_PROXY.
+    const res = await fetch(`https://${DEMO_EGRESS_HOST}/`, { headers: { authorization: `Bearer ${placeholder}` } })
+    status = res.status
+    body = (await res.text()).slice(0, 200)
+  } catch (error) {
+    const cause = (error as { cause?: { message?: string; cause?: { message?: string } } }).cause
+    body = String(cause?.cause?.message ?? cause?.message ?? error)
+  }
+  let other: string
+  try {
+    const res = await fetch(`https://${DEMO_EGRESS_OTHER_HOST}/`, { headers: { authorization: `Bearer ${placeholder}` } })
+    other = `answered ${res.status}`
+  } catch (error) {
+    const cause = (error as { cause?: { message?: string; cause?: { message?: string } } }).cause
+    other = `refused (${String(cause?.cause?.message ?? cause?.message ?? error).slice(0, 120)})`
+  }
+  return { placeholder, status, body, other }
+}
+
 async function probe(options: { key: string; decoy: string; hidden: string[] }, io: CliIO): Promise<number> {
   if (!isProxyMode(io.env)) throw new CredproxyError('FAILED', '--probe runs only inside the demo sandbox', { hint: 'Run: credproxy demo' })
   const env: Record<string, string> = {}
@@ -206,6 +242,7 @@ async function probe(options: { key: string; decoy: string; hidden: string[] }, 
     interfaces,
     connect: await tryConnect(),
     visibleHidden: options.hidden.filter((path) => existsSync(path) && collectFiles([path]).files.length > 0),
+    ...(io.env[DEMO_EGRESS_ENV] === undefined ? {} : { egress: await probeEgress(io.env) }),
   }
   writeLine(io.stdout, JSON.stringify(report))
   return EXIT.OK
@@ -226,7 +263,7 @@ function occurrences(report: ProbeReport, needle: string): string[] {
 /** The host half's verdict on a probe report. */
 export function judge(
   report: ProbeReport,
-  secrets: { key: string; keyName: string; decoy: string; decoyName: string; accessToken: string; refreshToken: string; sessionSecret: string },
+  secrets: { key: string; keyName: string; decoy: string; decoyName: string; accessToken: string; refreshToken: string; sessionSecret: string; egressKey?: string; egressReceived?: string[] },
 ): Check[] {
   const checks: Check[] = []
   // The session secret's one sanctioned place inside is its hand-off file (dev-docs/protocol.md 3.3).
@@ -255,12 +292,22 @@ export function judge(
     ok: report.visibleHidden.length === 0,
     label: `credproxy's own files are not visible${report.visibleHidden.length === 0 ? '' : `: ${report.visibleHidden.join(', ')} IS visible`}`,
   })
+  if (secrets.egressKey !== undefined) {
+    const egress = report.egress
+    const injected = secrets.egressReceived?.includes(`Bearer ${secrets.egressKey}`) === true
+    checks.push({
+      ok: egress !== undefined && egress.status === 200 && injected && egress.placeholder !== '' && egress.placeholder !== secrets.egressKey,
+      label: `egress: fetch to https://${DEMO_EGRESS_HOST}/ with the placeholder -> ${egress?.status ?? '?'}${egress !== undefined && egress.status === 0 ? ` (${egress.body})` : ''}; the upstream ${injected ? 'got the real key (injected on the host)' : 'did NOT get the real key'}`,
+    })
+    checks.push({ ok: egress !== undefined && egress.other.startsWith('refused'), label: `egress: https://${DEMO_EGRESS_OTHER_HOST}/ (no rule) ${egress?.other ?? 'not tried'}` })
+  }
   const scanned = `${report.files.length} files, ${report.processes.length} processes (cmdline + environ), ${Object.keys(report.env).length} env vars`
   for (const [label, needle] of [
     ['the ungranted key', secrets.decoy],
     ['the refresh token', secrets.refreshToken],
     [`the session secret (besides its hand-off file ${SANDBOX_SECRET_FILE})`, secrets.sessionSecret],
     [`${secrets.keyName} (outside the fetch)`, secrets.key],
+    ...(secrets.egressKey === undefined ? [] : ([['the egress key (injected on the host only)', secrets.egressKey]] as const)),
   ] as const) {
     const found = leaks(needle, needle === secrets.sessionSecret ? SANDBOX_SECRET_FILE : undefined)
     checks.push({ ok: found === '', label: `${label}: not in ${scanned}${found}` })
@@ -322,12 +369,16 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
   const workdir = await mkdtemp(join(tmpdir(), 'credproxy-demo-'))
   const checks: Check[] = []
   let removedAll = false
+  const egressKeyName = `DEMO_EGRESS_KEY_${suffix}`
+  const egressKey = randomSecret('demo-egress')
+  const upstream = await startDemoUpstream()
   try {
+    await stores.keys.saveKey(egressKeyName, egressKey)
     await stores.keys.saveKey(keyName, secrets.key)
     await stores.keys.saveKey(decoyName, secrets.decoy)
     const expiry = Math.floor(Date.now() / 1000) + 3600
     await stores.tokens.saveToken(DEMO_PROVIDER, { access_token: secrets.accessToken, refresh_token: secrets.refreshToken, token_type: 'Bearer', expiry }, DEFAULT_BUCKET)
-    say(`  stored ${keyName} (granted), ${decoyName} (not granted) and a ${DEMO_PROVIDER} token with a refresh token`)
+    say(`  stored ${keyName} (granted), ${decoyName} (not granted), a ${DEMO_PROVIDER} token with a refresh token, and ${egressKeyName} (egress only)`)
     const stdout = new PassThrough()
     const chunks: Buffer[] = []
     stdout.on('data', (chunk: Buffer) => chunks.push(chunk))
@@ -343,6 +394,18 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
         binds: [],
         image: undefined,
         verbose: false,
+        egressRules: [DEMO_EGRESS_RULE],
+        extraEgressRules: [
+          EgressRuleSchema.parse({
+            name: DEMO_EGRESS_RULE,
+            hosts: [DEMO_EGRESS_HOST],
+            credential: { key: egressKeyName },
+            inject: { header: 'authorization', format: 'Bearer {}' },
+            upstream: `127.0.0.1:${upstream.port}`,
+            ca: upstream.caFile,
+            env: [DEMO_EGRESS_ENV],
+          }),
+        ],
         command: ['credproxy', 'demo', '--probe', '--key', keyName, '--decoy', decoyName, ...hidden.flatMap((h) => ['--hidden', h])],
       },
       // The decoy refusal is expected: its hint would only confuse, so the sandbox's stderr is kept.
@@ -353,15 +416,17 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
       // One opening of the store (keyring probe, key derivation) serves both halves.
       stores,
     )
-    say(`  ran: credproxy run --sandbox bwrap --grant ${DEMO_PROVIDER} --grant-key ${keyName} -- credproxy demo --probe ...`)
+    say(`  ran: credproxy run --sandbox bwrap --grant ${DEMO_PROVIDER} --grant-key ${keyName} --egress ${DEMO_EGRESS_RULE} -- credproxy demo --probe ...`)
     const parsed = ProbeReportSchema.safeParse(safeJson(Buffer.concat(chunks).toString('utf8')))
     if (code !== 0 || !parsed.success) {
       checks.push({ ok: false, label: `the sandboxed probe failed (exit ${code}); run \`credproxy run --sandbox bwrap -- true\` to see why` })
     } else {
-      checks.push(...judge(parsed.data, secrets))
+      checks.push(...judge(parsed.data, { ...secrets, egressKey, egressReceived: upstream.received }))
     }
   } finally {
+    await upstream.close()
     const removed = await Promise.allSettled([
+      stores.keys.deleteKey(egressKeyName),
       stores.keys.deleteKey(keyName),
       stores.keys.deleteKey(decoyName),
       stores.tokens.removeToken(DEMO_PROVIDER, DEFAULT_BUCKET),
@@ -376,6 +441,33 @@ async function demo(json: boolean, io: CliIO): Promise<number> {
   if (json) writeLine(io.stdout, JSON.stringify({ ok: passed, store: stores.backend, checks }))
   else say(passed ? 'credproxy demo: all checks passed' : 'credproxy demo: a check FAILED (see above)')
   return passed ? EXIT.OK : EXIT.FAILURE
+}
+
+/** The egress part's throwaway HTTPS upstream: its own CA, records the Authorization header, never echoes it. */
+async function startDemoUpstream(): Promise<{ port: number; caFile: string; received: string[]; close(): Promise<void> }> {
+  const { SessionCa } = await import('../egress/ca.js')
+  const ca = await SessionCa.create('credproxy demo upstream')
+  const leaf = await ca.leafFor(DEMO_EGRESS_HOST)
+  const dir = await mkdtemp(join(tmpdir(), 'credproxy-demo-ca-'))
+  const caFile = join(dir, 'upstream-ca.pem')
+  await writeFile(caFile, ca.certPem)
+  const received: string[] = []
+  const server = createHttpsServer({ cert: leaf.certPem, key: leaf.keyPem }, (req, res) => {
+    received.push(req.headers.authorization ?? '')
+    req.resume()
+    res.end('hello from the demo upstream\n')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as AddressInfo).port,
+    caFile,
+    received,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
 }
 
 function safeJson(text: string): unknown {

@@ -15,7 +15,7 @@ type GrantVerb = 'grant' | 'revoke'
 
 /** Usage and options of grant and revoke: the same flags, worded for verb. */
 export function grantUsage(verb: GrantVerb, description: string): string {
-  return `Usage: credproxy ${verb} --session ID [--provider P[:BUCKET]]... [--key NAME]... [--capability C]...
+  return `Usage: credproxy ${verb} --session ID [--provider P[:BUCKET]]... [--key NAME]... [--capability C]... [--egress RULE]...
 
 ${description}
 
@@ -25,6 +25,7 @@ Options:
   --provider P[:B]     ${verb} provider P, or only bucket B of it (repeatable)
   --key NAME           ${verb} the API key NAME (repeatable)
   --capability C       ${verb} read, login or save (repeatable)
+  --egress RULE        ${verb} egress proxy rule RULE (a session started with --egress; repeatable)
   --json               print the session's grants after the change as JSON`
 }
 
@@ -53,6 +54,7 @@ export function parseGrantArgs(verb: GrantVerb, args: string[]): GrantArgs {
     provider: { type: 'string', multiple: true },
     key: { type: 'string', multiple: true },
     capability: { type: 'string', multiple: true },
+    egress: { type: 'string', multiple: true },
     json: { type: 'boolean' },
   })
   const examples = `Run \`credproxy ${verb} --help\` for examples.`
@@ -88,8 +90,14 @@ export function parseGrantArgs(verb: GrantVerb, args: string[]): GrantArgs {
     }
     change.capabilities = values.capability as Capability[]
   }
-  if (change.providers === undefined && change.keys === undefined && change.capabilities === undefined) {
-    throw new UsageError(`nothing to ${verb}: pass --provider, --key or --capability`, examples)
+  if (values.egress !== undefined) {
+    for (const rule of values.egress) {
+      if (!/^[a-zA-Z0-9._-]{1,64}$/.test(rule)) throw new UsageError(`--egress ${JSON.stringify(rule.slice(0, 80))} is not a rule name (letters, digits, . _ -)`, examples)
+    }
+    change.egress = values.egress
+  }
+  if (change.providers === undefined && change.keys === undefined && change.capabilities === undefined && change.egress === undefined) {
+    throw new UsageError(`nothing to ${verb}: pass --provider, --key, --capability or --egress`, examples)
   }
   return { session: values.session, change, json: values.json === true }
 }
@@ -102,6 +110,7 @@ export function formatGrants(grants: GrantSet): string {
     `providers:    ${providers.length > 0 ? providers.join(', ') : 'none'}`,
     `keys:         ${grants.keys.length > 0 ? grants.keys.join(', ') : 'none'}`,
     `capabilities: ${grants.capabilities.length > 0 ? grants.capabilities.join(', ') : 'none'}`,
+    ...(grants.egress === undefined ? [] : [`egress:       ${grants.egress.join(', ')}`]),
   ].join('\n')
 }
 

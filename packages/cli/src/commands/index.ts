@@ -20,6 +20,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   sessions: { hostOnly: true, summary: 'List running sessions with their grants and peers', load: () => import('./sessions.js').then((m) => m.command) },
   grant: { hostOnly: true, summary: 'Add a provider, key or capability to a running session', load: () => import('./grant.js').then((m) => m.command) },
   revoke: { hostOnly: true, summary: 'Take a provider, key or capability away from a running session', load: () => import('./revoke.js').then((m) => m.command) },
+  egress: { hostOnly: true, summary: 'List egress rules and their credentials; test one through the proxy', load: () => import('./egress.js').then((m) => m.command) },
   audit: { hostOnly: true, summary: 'Show the audit log of credential operations', load: () => import('./audit.js').then((m) => m.command) },
   key: { summary: 'Store, read, list and delete API keys', load: () => import('./key.js').then((m) => m.command) },
   auth: { summary: 'Log in, import, inspect and remove OAuth tokens', load: () => import('./auth.js').then((m) => m.command) },

@@ -9,7 +9,12 @@ import { resolvePaths } from '../paths.js'
 import { parseProviderGrant, type Capability, type GrantSet, type ProviderGrant } from '../broker/grants.js'
 import type { AuditEntry, AuditSink } from '../broker/hooks.js'
 import type { HostStores } from '../storage/index.js'
-import { spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import { NO_SANDBOX_PID, spawnSandbox, type SandboxProcess } from '../sandbox/launch.js'
+import { createPeerCheck } from '../broker/peer-credentials.js'
+import type { EgressRule } from '../egress/index.js'
+import { pickForwarder } from '../sandbox/egress-bridge.js'
+import { SANDBOX_SOCKET_DIR, type SandboxName } from '../sandbox/types.js'
+import { egressGrantName, SANDBOX_EGRESS_PORT, startSessionEgress, type SessionEgress } from '../session/session-egress.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
 import { reapOrphanedNamespaceInits, setChildSubreaper } from '../sandbox/reaper.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
@@ -35,6 +40,10 @@ Options:
   --grant-key NAME      grant the API key NAME; repeatable
   --grant-all           grant every provider and every API key (as serve --grant-all)
   --allow-save          let the sandbox save and remove tokens (default: read and login only)
+  --egress RULE         start the egress proxy with RULE granted (a preset such as github or
+                        anthropic, or one from egress.json): inside, HTTPS_PROXY, the CA
+                        trust variables and placeholder variables (e.g. GH_TOKEN) are set;
+                        the real secret is injected on the host; repeatable
   --allow-network       keep network access (default: none; bwrap then shares the host
                         network namespace, abstract Unix sockets included)
   --legacy-clients      also serve protocol v1/v2 clients (llxprt-code's inner client); they
@@ -50,6 +59,7 @@ Every request is written to the audit log (\`credproxy audit\`).
 Examples:
   credproxy run --grant-key OPENAI_API_KEY -- credproxy key get OPENAI_API_KEY
   credproxy run --grant anthropic -- my-agent --model opus
+  credproxy run --egress anthropic --egress github -- my-agent
   credproxy run --grant gemini:work --grant-key GITHUB_TOKEN --allow-network -- npm test
   credproxy run --sandbox none --grant-key K -- ./script.sh`
 
@@ -59,6 +69,10 @@ export interface RunOptions {
   allowNetwork: boolean
   legacyClients: boolean
   binds: string[]
+  /** Egress rules granted to the session's egress proxy (none: no proxy). */
+  egressRules?: string[]
+  /** Rules besides presets and egress.json (the demo's throwaway upstream); no flag sets them. */
+  extraEgressRules?: EgressRule[]
   image: string | undefined
   verbose: boolean
   command: string[]
@@ -73,6 +87,7 @@ const RUN_OPTIONS = {
   'legacy-clients': { type: 'boolean' },
   'grant-all': { type: 'boolean' },
   bind: { type: 'string', multiple: true },
+  egress: { type: 'string', multiple: true },
   image: { type: 'string' },
   verbose: { type: 'boolean' },
 } as const
@@ -106,6 +121,7 @@ export function parseRunArgs(args: readonly string[]): RunOptions {
     allowNetwork: values['allow-network'] === true,
     legacyClients: values['legacy-clients'] === true,
     binds: values.bind ?? [],
+    egressRules: values.egress ?? [],
     image: values.image,
     verbose: values.verbose === true,
     command,
@@ -207,11 +223,13 @@ async function runSession(
   const cleanups: Array<() => Promise<unknown>> = []
   let sandbox: SandboxProcess | undefined
   const handlers = new Map<NodeJS.Signals, () => void>()
+  // The egress proxy's peer check admits only this sandbox's processes (none before launch).
+  let sandboxPidsOf: (() => readonly number[]) | undefined
   try {
     session = await startHostSession({
       env: io.env,
       paths,
-      grants: options.grants,
+      grants: withEgressGrants(options),
       command: options.command,
       log: brokerLog,
       storeLog: logLineTo(io.stderr),
@@ -225,6 +243,8 @@ async function runSession(
       writeLine(io.stderr, 'credproxy: --legacy-clients: protocol v1/v2 clients are admitted by the peer check alone (any process in this sandbox)')
     }
     onStarted?.({ sessionId: session.sessionId, socketPath: session.socketPath, secret: session.secret })
+    const egress = await startRunEgress(options, backend, session, io.env, () => sandboxPidsOf?.() ?? [NO_SANDBOX_PID])
+    if (egress !== undefined) cleanups.push(() => egress.close())
 
     const tty = io.stdin.isTTY === true && io.stdout.isTTY === true
     const prepared: PreparedLaunch = await prepareLaunch(
@@ -239,6 +259,7 @@ async function runSession(
         allowNetwork: options.allowNetwork,
         legacyClients: options.legacyClients,
         hiddenPaths: hiddenPaths(io.env, paths),
+        ...(egress === undefined ? {} : { egress: { socketName: egress.socketName, port: SANDBOX_EGRESS_PORT, env: egress.env, forwarder: pickForwarder(io.env) } }),
         ...(options.image === undefined ? {} : { image: options.image }),
       },
       session.secret.toString('hex'),
@@ -249,6 +270,7 @@ async function runSession(
     const running = spawnSandbox(prepared, io)
     sandbox = running
     session.attachSandbox(() => running.sandboxPids())
+    sandboxPidsOf = () => running.sandboxPids()
     for (const signal of FORWARDED_SIGNALS) {
       // With --sandbox none on a terminal, Ctrl-C already reached the command (same process group).
       const skip = backend === 'none' && signal === 'SIGINT' && io.stdin.isTTY === true
@@ -282,6 +304,43 @@ async function runSession(
     }
     await session?.close()
   }
+}
+
+/** The start grants with the --egress rules in them (callers such as the demo set only egressRules). */
+function withEgressGrants(options: RunOptions): GrantSet {
+  const rules = (options.egressRules ?? []).map(egressGrantName)
+  if (rules.length === 0) return options.grants
+  return { ...options.grants, egress: [...new Set([...(options.grants.egress ?? []), ...rules])] }
+}
+
+/**
+ * The session's egress proxy when --egress was given. Without a network the sandbox
+ * reaches it through the forwarder and the Unix socket (peer-checked); with one (or no
+ * sandbox) through a token-guarded loopback listener.
+ */
+async function startRunEgress(
+  options: RunOptions,
+  backend: SandboxName,
+  session: HostSession,
+  hostEnv: NodeJS.ProcessEnv,
+  sandboxPids: () => readonly number[],
+): Promise<SessionEgress | undefined> {
+  const rules = options.egressRules ?? []
+  if (rules.length === 0) return undefined
+  if (backend === 'docker' || backend === 'podman') {
+    throw new UsageError(`--egress is not supported with --sandbox ${backend} yet`, 'Use --sandbox bwrap (Linux) for --egress.')
+  }
+  return startSessionEgress({
+    session,
+    rules,
+    tcp: options.allowNetwork || backend === 'none',
+    hostEnv,
+    ...(options.extraEgressRules === undefined ? {} : { extraRules: options.extraEgressRules }),
+    insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,
+    ...(backend === 'none' ? {} : { peerCheck: createPeerCheck({ sandboxPids }) }),
+    // `credproxy grant|revoke --egress` change these while the session runs.
+    grantedRules: () => session.grants.egressRules(),
+  })
 }
 
 /** Everything of credproxy's own that a sandbox must not see. */

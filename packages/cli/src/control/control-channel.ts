@@ -101,6 +101,7 @@ function auditChange(audit: AuditSink | undefined, session: string, op: 'grant' 
   }
   for (const key of change.keys ?? []) audit.write({ ...base, key })
   for (const capability of change.capabilities ?? []) audit.write({ ...base, reason: `capability:${capability}` })
+  for (const rule of change.egress ?? []) audit.write({ ...base, reason: `egress:${rule}` })
 }
 
 function serveConnection(socket: Socket, target: ControlTarget, options: ControlChannelOptions): void {

@@ -900,6 +900,16 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   try {
     if (options.socketPath !== undefined) {
       const server = engine.createListener({ tcp: false })
+      const check = options.peerCheck
+      if (check !== undefined) {
+        // Before the HTTP parser sees a byte: a process outside the sandbox gets nothing.
+        server.prependListener('connection', (socket: Socket) => {
+          const decision = check(socket)
+          if (decision.ok) return
+          options.audit({ session: options.session, method: '-', host: '-', path: '-', status: 403, bytesIn: 0, bytesOut: 0, durationMs: 0, injected: false, reason: `peer-${decision.reason ?? 'refused'}` })
+          socket.destroy()
+        })
+      }
       await unlink(options.socketPath).catch(() => undefined)
       await listen(server, options.socketPath)
       servers.push(server)

@@ -66,6 +66,12 @@ const HostPort = z
     return port >= 1 && port <= 65_535
   }, 'the port is 1-65535')
 
+/** An environment variable name (set inside the sandbox: never one that changes how programs load). */
+const EnvName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'env var names match [A-Za-z_][A-Za-z0-9_]*')
+  .refine((name) => !/^(PATH|HOME|LD_.*|NODE_OPTIONS|NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|HTTPS?_PROXY|NO_PROXY|CREDPROXY_.*)$/i.test(name), 'this variable is set by credproxy itself')
+
 export const EgressRuleSchema = z
   .strictObject({
     name: z.string().regex(RULE_NAME_PATTERN, 'rule names match [a-zA-Z0-9._-]{1,64}'),
@@ -92,6 +98,10 @@ export const EgressRuleSchema = z
         length: z.number().int().max(MAX_PLACEHOLDER_LENGTH).optional(),
       })
       .optional(),
+    /** Env vars set to the placeholder inside `credproxy run --egress` (e.g. ANTHROPIC_API_KEY, GH_TOKEN). */
+    env: z.array(EnvName).max(16).optional(),
+    /** Env var set to the reverse route's URL inside `credproxy run --egress` (e.g. ANTHROPIC_BASE_URL); needs `route`. */
+    baseUrlEnv: EnvName.optional(),
     rateLimit: z
       .strictObject({ perSecond: z.number().positive().max(100_000), burst: z.number().int().min(1).max(1_000_000).optional() })
       .optional(),
@@ -106,6 +116,9 @@ export const EgressRuleSchema = z
         path: ['placeholder', 'length'],
         message: `length must be at least ${minimum} (prefix + marker + 128 random bits)`,
       })
+    }
+    if (rule.baseUrlEnv !== undefined && rule.route === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['baseUrlEnv'], message: 'baseUrlEnv needs a route (the URL it names)' })
     }
     if (rule.route !== undefined && rule.hosts[0]?.startsWith('*.')) {
       ctx.addIssue({ code: 'custom', path: ['hosts', 0], message: 'a rule with a route needs an exact first host (the route target)' })

@@ -1,4 +1,5 @@
 // The egress proxy's public types (the contract with its callers and tests).
+import type { Socket } from 'node:net'
 import type { EgressAuditFields } from '../broker/hooks.js'
 import type { EgressRule } from './rules.js'
 
@@ -26,6 +27,11 @@ export interface EgressProxyOptions {
   audit: (event: EgressAuditEvent) => void
   /** Listen on a Unix socket (0600). */
   socketPath?: string
+  /**
+   * Runs right after accept on the Unix socket (run: only processes inside this session's
+   * sandbox); a refused peer is audited (`peer-<reason>`) and disconnected before any byte is read.
+   */
+  peerCheck?: (socket: Socket) => { ok: boolean; reason?: string }
   /** Optional loopback listener (port 0 = any); requires proxyToken. */
   tcp?: { host: '127.0.0.1'; port: number }
   /** Required on tcp as Proxy-Authorization: Basic base64("credproxy:" + token). */

@@ -7,6 +7,7 @@ import { accessSync, constants as fsConstants, existsSync, lstatSync, realpathSy
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { buildKeyringSeccompFilter } from './seccomp.js'
 import { buildSandboxEnv } from './sandbox-env.js'
+import { bridgeInitArgv } from './egress-bridge.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SECRET_FILE, SANDBOX_SOCKET_DIR, SECCOMP_FD, SECRET_FD, type LaunchPlan, type SandboxRequest } from './types.js'
 import { CredproxyError } from '../errors.js'
 
@@ -274,8 +275,11 @@ export function buildBwrapArgs(request: SandboxRequest): BwrapArgs {
   args.push('--chdir', cwd)
   const seccomp = buildKeyringSeccompFilter()
   if (seccomp !== null) args.push('--seccomp', String(SECCOMP_FD))
-  args.push('--', ...request.command)
-  const env = buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName, secretFile: SANDBOX_SECRET_FILE })
+  // With --egress and no network, a small init starts the forwarder to the proxy socket first.
+  const egress = request.egress
+  const command = egress === undefined || request.allowNetwork ? request.command : bridgeInitArgv(request.command, `${SANDBOX_SOCKET_DIR}/${egress.socketName}`, egress)
+  args.push('--', ...command)
+  const env = { ...buildSandboxEnv(request.hostEnv, { home, socketName: request.socketName, secretFile: SANDBOX_SECRET_FILE }), ...egress?.env }
   return { args, env, seccomp, created: protectedFiles.created }
 }
 

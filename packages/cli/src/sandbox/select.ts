@@ -129,6 +129,10 @@ export async function prepareLaunch(
       }
       env['PATH'] = `${shim.dir}:${input.hostEnv['PATH'] ?? ''}`
       env['CREDPROXY_SOCKET'] = `${input.socketDir}/${input.socketName}`
+      for (const [name, value] of Object.entries(input.egress?.env ?? {})) {
+        // The user's own NODE_OPTIONS stay, after the proxy preload.
+        env[name] = name === 'NODE_OPTIONS' && env[name] !== undefined ? `${value} ${env[name]}` : value
+      }
       const [file, ...args] = input.command
       if (file === undefined) throw new CredproxyError('USAGE', 'no command given', { hint: 'Example: credproxy run -- my-agent' })
       // Nothing to hide from without a sandbox: a 0600 file in the session's own 0700

@@ -1,5 +1,6 @@
 // What every sandbox backend receives and returns. Mount table and secret
 // transport per backend: dev-docs/sandbox.md.
+import type { EgressBridge } from './egress-bridge.js'
 
 export type SandboxName = 'bwrap' | 'docker' | 'podman' | 'none'
 export const SANDBOX_CHOICES = ['auto', 'bwrap', 'docker', 'podman', 'none'] as const
@@ -38,6 +39,8 @@ export interface SandboxRequest {
   runtimeDirs: readonly string[]
   /** The host node binary (and a shared libnode): bwrap binds these files read-only when hidden; containers use the image's node. */
   nodeFiles: readonly string[]
+  /** The session's egress proxy: env for inside, and (without a network) the forwarder to start first. */
+  egress?: EgressBridge
   /** Container image (docker/podman only). */
   image?: string
   /** `run --legacy-clients`: also set what llxprt-code's inner client reads (sandbox-env.ts addLegacyClientEnv). */
