@@ -14,7 +14,8 @@ import { createPeerCheck } from '../broker/peer-credentials.js'
 import type { EgressRule } from '../egress/index.js'
 import { pickForwarder } from '../sandbox/egress-bridge.js'
 import { SANDBOX_SOCKET_DIR, type SandboxName } from '../sandbox/types.js'
-import { egressGrantName, SANDBOX_EGRESS_PORT, startSessionEgress, type SessionEgress } from '../session/session-egress.js'
+// Loaded only with --egress: the proxy and its CA code (x509) cost start-up time every other run.
+import type { SessionEgress } from '../session/session-egress.js'
 import { startHostSession, type HostSession } from '../session/host-session.js'
 import { reapOrphanedNamespaceInits, setChildSubreaper } from '../sandbox/reaper.js'
 import { parseSandboxChoice, prepareLaunch, selectSandbox, type PreparedLaunch } from '../sandbox/select.js'
@@ -229,7 +230,7 @@ async function runSession(
     session = await startHostSession({
       env: io.env,
       paths,
-      grants: withEgressGrants(options),
+      grants: await withEgressGrants(options),
       command: options.command,
       log: brokerLog,
       storeLog: logLineTo(io.stderr),
@@ -259,7 +260,7 @@ async function runSession(
         allowNetwork: options.allowNetwork,
         legacyClients: options.legacyClients,
         hiddenPaths: hiddenPaths(io.env, paths),
-        ...(egress === undefined ? {} : { egress: { socketName: egress.socketName, port: SANDBOX_EGRESS_PORT, env: egress.env, forwarder: pickForwarder(io.env) } }),
+        ...(egress === undefined ? {} : { egress: { socketName: egress.socketName, port: egress.port, env: egress.env, forwarder: pickForwarder(io.env) } }),
         ...(options.image === undefined ? {} : { image: options.image }),
       },
       session.secret.toString('hex'),
@@ -307,9 +308,10 @@ async function runSession(
 }
 
 /** The start grants with the --egress rules in them (callers such as the demo set only egressRules). */
-function withEgressGrants(options: RunOptions): GrantSet {
+async function withEgressGrants(options: RunOptions): Promise<GrantSet> {
+  if ((options.egressRules ?? []).length === 0) return options.grants
+  const { egressGrantName } = await import('../session/session-egress.js')
   const rules = (options.egressRules ?? []).map(egressGrantName)
-  if (rules.length === 0) return options.grants
   return { ...options.grants, egress: [...new Set([...(options.grants.egress ?? []), ...rules])] }
 }
 
@@ -324,13 +326,14 @@ async function startRunEgress(
   session: HostSession,
   hostEnv: NodeJS.ProcessEnv,
   sandboxPids: () => readonly number[],
-): Promise<SessionEgress | undefined> {
+): Promise<(SessionEgress & { port: number }) | undefined> {
   const rules = options.egressRules ?? []
   if (rules.length === 0) return undefined
   if (backend === 'docker' || backend === 'podman') {
     throw new UsageError(`--egress is not supported with --sandbox ${backend} yet`, 'Use --sandbox bwrap (Linux) for --egress.')
   }
-  return startSessionEgress({
+  const { SANDBOX_EGRESS_PORT, startSessionEgress } = await import('../session/session-egress.js')
+  const egress = await startSessionEgress({
     session,
     rules,
     tcp: options.allowNetwork || backend === 'none',
@@ -341,6 +344,7 @@ async function startRunEgress(
     // `credproxy grant|revoke --egress` change these while the session runs.
     grantedRules: () => session.grants.egressRules(),
   })
+  return Object.assign(egress, { port: SANDBOX_EGRESS_PORT })
 }
 
 /** Everything of credproxy's own that a sandbox must not see. */
