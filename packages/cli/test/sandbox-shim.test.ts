@@ -49,6 +49,27 @@ describe('nodeFiles', () => {
       rmSync(prefix, { recursive: true, force: true })
     }
   })
+
+  test('two libraries in one directory: each gets only its own links; a plain file with the same stem is no link', () => {
+    const prefix = realpathSync(mkdtempSync(join(tmpdir(), 'cp-node-')))
+    try {
+      mkdirSync(join(prefix, 'bin'))
+      mkdirSync(join(prefix, 'lib'))
+      writeFileSync(join(prefix, 'bin', 'node'), '')
+      const libnode = join(prefix, 'lib', 'libnode.so.127.0.0')
+      const libuv = join(prefix, 'lib', 'libuv.so.1.0.0')
+      for (const lib of [libnode, libuv]) writeFileSync(lib, '')
+      symlinkSync('libnode.so.127.0.0', join(prefix, 'lib', 'libnode.so.127'))
+      symlinkSync('libuv.so.1.0.0', join(prefix, 'lib', 'libuv.so.1'))
+      symlinkSync('libuv.so.1.0.0', join(prefix, 'lib', 'libnode.so.wrong'))
+      writeFileSync(join(prefix, 'lib', 'libnode.so'), '')
+      expect(nodeFiles(join(prefix, 'bin', 'node'), [libnode, libuv]).sort()).toEqual(
+        [join(prefix, 'bin', 'node'), libnode, join(prefix, 'lib', 'libnode.so.127'), libuv, join(prefix, 'lib', 'libuv.so.1')].sort(),
+      )
+    } finally {
+      rmSync(prefix, { recursive: true, force: true })
+    }
+  })
 })
 
 describe('credproxy inside a sandbox that hides the checkout', () => {

@@ -1,6 +1,6 @@
 // The `credproxy` command inside a sandbox: a two-line script in a private host
 // directory, bound read-only first on PATH, that runs this very installation.
-import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs'
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync } from 'node:fs'
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -52,17 +52,32 @@ export function nodeFiles(execPath: string = process.execPath, mapped: readonly 
   const binary = nodeBinary(execPath)
   const prefix = dirname(dirname(binary))
   const files = [binary]
+  // With node in /usr/bin the prefix is /usr: each library's directory holds ~1000 entries.
+  // List each directory once, by name; stat only the names that could be a link to the library.
+  const listings = new Map<string, string[]>()
   for (const lib of new Set(mapped)) {
     if (!isWithin(lib, prefix) || !existsSync(lib)) continue
     files.push(lib)
     // The loader opens libnode.so.N, a symlink; the kernel reports the file by its target's name.
     const stem = basename(lib).slice(0, basename(lib).indexOf('.so') + 3)
-    for (const entry of readdirSync(dirname(lib), { withFileTypes: true })) {
-      const link = join(dirname(lib), entry.name)
-      if (entry.isSymbolicLink() && entry.name.startsWith(stem) && resolvesTo(link, lib)) files.push(link)
+    const dir = dirname(lib)
+    let names = listings.get(dir)
+    if (names === undefined) listings.set(dir, (names = readdirSync(dir)))
+    for (const name of names) {
+      if (!name.startsWith(stem)) continue
+      const link = join(dir, name)
+      if (isSymbolicLink(link) && resolvesTo(link, lib)) files.push(link)
     }
   }
   return files
+}
+
+function isSymbolicLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink()
+  } catch {
+    return false // gone since the listing
+  }
 }
 
 function resolvesTo(link: string, target: string): boolean {
