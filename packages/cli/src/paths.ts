@@ -3,6 +3,9 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 
+/** OAuth providers in <configDir> (oauth/provider-config.ts reads it; here so callers can look without loading the parser). */
+export const PROVIDERS_FILE_NAME = 'providers.json'
+
 export interface CredproxyPaths {
   /** Encrypted credential files, the machine-secret file. */
   dataDir: string

@@ -2,7 +2,7 @@
 // control channel; close() is idempotent, runs in reverse order and attempts every
 // step even when one fails; a sandboxed session admits only the attached sandbox.
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
@@ -93,6 +93,28 @@ describe('startHostSession', () => {
     })
     await expect(failing).rejects.toThrow('providers.json is broken')
     expect(storesClosed).toBe(true)
+  })
+
+  test('the default OAuth: none without providers.json; a providers.json that exists is read, broken or valid', async () => {
+    const e = await env()
+    const paths = resolvePaths(e)
+    const open = (): Promise<HostSession> =>
+      startHostSession({ env: e, grants: GRANTS, command: ['test'], log: () => undefined, stores: memoryStores(), sandboxed: false })
+    const none = await open()
+    sessions.push(none)
+    expect(none.credentials).toBeInstanceOf(StoredCredentialSource)
+    expect(none.credentials.refreshes).toBe(false)
+    await none.close()
+
+    await mkdir(paths.configDir, { recursive: true })
+    const file = join(paths.configDir, 'providers.json')
+    await writeFile(file, '{', { mode: 0o600 })
+    await expect(open()).rejects.toThrow(`${file} is not valid JSON`)
+
+    await writeFile(file, JSON.stringify({ providers: { example: { issuer: 'https://idp.example', client_id: 'c' } } }), { mode: 0o600 })
+    const configured = await open()
+    sessions.push(configured)
+    expect(configured.credentials.refreshes).toBe(true)
   })
 
   test('sandboxed: no peer is admitted before the sandbox is attached, its descendants after', async () => {

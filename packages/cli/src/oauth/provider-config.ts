@@ -5,12 +5,12 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PROVIDER_NAME_PATTERN } from '@credproxy/core'
 import * as z from 'zod'
-import type { CredproxyPaths } from '../paths.js'
+import { PROVIDERS_FILE_NAME, type CredproxyPaths } from '../paths.js'
 import { CredproxyError } from '../errors.js'
 import { parseJsonFile } from '../json-file.js'
 import { exposedError } from './errors.js'
 
-export const PROVIDERS_FILE_NAME = 'providers.json'
+export { PROVIDERS_FILE_NAME }
 /** RFC 8628 default when the server sends no `interval`. */
 export const DEFAULT_DEVICE_POLL_INTERVAL_MS = 5_000
 /** Largest providers.json we read; a config file is a few KiB. */

@@ -3,7 +3,8 @@
 // the secret file (serve) and the control channel. `credproxy run`, `credproxy serve`
 // (and the demo, through run) use it; the egress proxy attaches to the same handle.
 // close() undoes everything in reverse order, attempting every step.
-import { unlink } from 'node:fs/promises'
+import { stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
 import { auditLogPath } from '../audit/audit-format.js'
 import { AuditBudget } from '../audit/audit-budget.js'
 import { AuditLog } from '../audit/audit-writer.js'
@@ -14,8 +15,8 @@ import { createPeerCheck } from '../broker/peer-credentials.js'
 import { writeSessionSecretFile } from '../broker/session-secret-file.js'
 import { startControlChannel } from '../control/control-channel.js'
 import { pruneStaleSessions } from '../control/stale-sessions.js'
-import { createOAuthBroker, type HostOAuth } from '../credentials/host-oauth.js'
-import { resolvePaths, type CredproxyPaths } from '../paths.js'
+import type { HostOAuth } from '../credentials/host-oauth.js'
+import { PROVIDERS_FILE_NAME, resolvePaths, type CredproxyPaths } from '../paths.js'
 import { openHostStores } from '../storage/index.js'
 import type { HostStores } from '../storage/types.js'
 import { NO_SANDBOX_PID } from '../sandbox/launch.js'
@@ -82,6 +83,21 @@ export interface HostSession {
   close(): Promise<void>
 }
 
+/**
+ * Host OAuth when providers.json exists. Without one (most sessions) the OAuth code and
+ * its config parser stay unloaded; a file that exists is read (and its errors raised) as before.
+ */
+async function createOAuthIfConfigured(stores: HostStores, paths: CredproxyPaths, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<HostOAuth | null> {
+  // The one case loadProvidersConfig reads as "no OAuth": nothing at that path.
+  const missing = await stat(join(paths.configDir, PROVIDERS_FILE_NAME)).then(
+    () => false,
+    (error: unknown) => (error as NodeJS.ErrnoException).code === 'ENOENT',
+  )
+  if (missing) return null
+  const { createOAuthBroker } = await import('../credentials/host-oauth.js')
+  return createOAuthBroker({ stores, paths, env, log })
+}
+
 /** Assemble a host session; on failure, whatever was built is closed again before the error propagates. */
 export async function startHostSession(options: HostSessionOptions): Promise<HostSession> {
   const paths = options.paths ?? resolvePaths(options.env)
@@ -107,7 +123,7 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
     // Registered first, so it runs last: after the server stopped, its usage counts are written.
     if (options.stores === undefined) cleanups.push(async () => stores.tokens.close?.())
     // null when no providers.json exists: logins then answer PROVIDER_NOT_CONFIGURED.
-    const oauth = await (options.createOAuth ?? ((s, p, l) => createOAuthBroker({ stores: s, paths: p, env: options.env, log: l })))(
+    const oauth = await (options.createOAuth ?? ((s, p, l) => createOAuthIfConfigured(s, p, options.env, l)))(
       stores,
       paths,
       log,
