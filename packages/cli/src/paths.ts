@@ -5,6 +5,8 @@ import { join } from 'node:path'
 
 /** OAuth providers in <configDir> (oauth/provider-config.ts reads it; here so callers can look without loading the parser). */
 export const PROVIDERS_FILE_NAME = 'providers.json'
+/** Credential sources in <configDir> (credentials/sources-config.ts reads it). */
+export const SOURCES_FILE_NAME = 'sources.json'
 
 export interface CredproxyPaths {
   /** Encrypted credential files, the machine-secret file. */

@@ -117,6 +117,28 @@ describe('startHostSession', () => {
     expect(configured.credentials.refreshes).toBe(true)
   })
 
+  test('sources.json: absent, the stored source; present, it is read (broken: the session fails) and serves its names', async () => {
+    const e = { ...(await env()), HOST_SOURCE_VALUE: 'sk-from-env' }
+    const paths = resolvePaths(e)
+    const open = (): Promise<HostSession> =>
+      startHostSession({ env: e, grants: GRANTS, command: ['test'], log: () => undefined, stores: memoryStores(), sandboxed: false })
+    const plain = await open()
+    sessions.push(plain)
+    expect(plain.credentials).toBeInstanceOf(StoredCredentialSource)
+    expect(await plain.credentials.apiKey('OPENAI_API_KEY')).toBeNull()
+    await plain.close()
+
+    await mkdir(paths.configDir, { recursive: true })
+    const file = join(paths.configDir, 'sources.json')
+    await writeFile(file, '{', { mode: 0o600 })
+    await expect(open()).rejects.toThrow(`${file} is not valid JSON`)
+
+    await writeFile(file, JSON.stringify({ keys: { OPENAI_API_KEY: { env: 'HOST_SOURCE_VALUE' } } }), { mode: 0o600 })
+    const sourced = await open()
+    sessions.push(sourced)
+    expect(await sourced.credentials.apiKey('OPENAI_API_KEY')).toBe('sk-from-env')
+  })
+
   test('sandboxed: no peer is admitted before the sandbox is attached, its descendants after', async () => {
     const e = await env()
     const session = await startHostSession({ env: e, grants: GRANTS, command: ['test'], log: () => undefined, stores: memoryStores(), sandboxed: true })

@@ -7,9 +7,9 @@ import { BUCKET_NAME_PATTERN, KEY_NAME_PATTERN, PROVIDER_NAME_PATTERN } from '@c
 import * as z from 'zod'
 import { CredproxyError } from '../errors.js'
 import { parseJsonFile } from '../json-file.js'
-import type { CredproxyPaths } from '../paths.js'
+import { SOURCES_FILE_NAME, type CredproxyPaths } from '../paths.js'
 
-export const SOURCES_FILE_NAME = 'sources.json'
+export { SOURCES_FILE_NAME }
 /** Largest sources.json we read; a config file is a few KiB. */
 export const MAX_SOURCES_FILE_BYTES = 1_048_576
 export const DEFAULT_SOURCE_TIMEOUT_MS = 10_000

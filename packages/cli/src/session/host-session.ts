@@ -16,13 +16,12 @@ import { writeSessionSecretFile } from '../broker/session-secret-file.js'
 import { startControlChannel } from '../control/control-channel.js'
 import { pruneStaleSessions } from '../control/stale-sessions.js'
 import type { HostOAuth } from '../credentials/host-oauth.js'
-import { PROVIDERS_FILE_NAME, resolvePaths, type CredproxyPaths } from '../paths.js'
+import { PROVIDERS_FILE_NAME, resolvePaths, SOURCES_FILE_NAME, type CredproxyPaths } from '../paths.js'
 import { openHostStores } from '../storage/index.js'
 import type { HostStores } from '../storage/types.js'
 import { NO_SANDBOX_PID } from '../sandbox/launch.js'
 import type { CredentialSource } from '../credentials/credential-source.js'
 import { StoredCredentialSource } from '../credentials/stored-credential-source.js'
-import { SourcedCredentialSource, withCredentialSources } from '../credentials/sourced-credential-source.js'
 
 export interface HostSessionOptions {
   env: NodeJS.ProcessEnv
@@ -83,17 +82,20 @@ export interface HostSession {
   close(): Promise<void>
 }
 
+/** The one case the config loaders read as "not configured": nothing at that path (other errors are theirs to raise). */
+async function configFileMissing(paths: CredproxyPaths, name: string): Promise<boolean> {
+  return stat(join(paths.configDir, name)).then(
+    () => false,
+    (error: unknown) => (error as NodeJS.ErrnoException).code === 'ENOENT',
+  )
+}
+
 /**
  * Host OAuth when providers.json exists. Without one (most sessions) the OAuth code and
  * its config parser stay unloaded; a file that exists is read (and its errors raised) as before.
  */
 async function createOAuthIfConfigured(stores: HostStores, paths: CredproxyPaths, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<HostOAuth | null> {
-  // The one case loadProvidersConfig reads as "no OAuth": nothing at that path.
-  const missing = await stat(join(paths.configDir, PROVIDERS_FILE_NAME)).then(
-    () => false,
-    (error: unknown) => (error as NodeJS.ErrnoException).code === 'ENOENT',
-  )
-  if (missing) return null
+  if (await configFileMissing(paths, PROVIDERS_FILE_NAME)) return null
   const { createOAuthBroker } = await import('../credentials/host-oauth.js')
   return createOAuthBroker({ stores, paths, env, log })
 }
@@ -135,9 +137,15 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
     let sessionId = ''
     const audit = options.wrapAudit === undefined ? auditLog : options.wrapAudit(auditLog, () => sessionId)
     // sources.json: names served by host commands, variables or files (credentials/sources-config.ts).
-    const credentials = await withCredentialSources(stored, { paths, env: options.env, log, audit: auditLog, session: () => sessionId })
-    // After the server stops: a source command still running is killed (the inner source closes with OAuth).
-    if (credentials instanceof SourcedCredentialSource) cleanups.push(async () => credentials.stopSources())
+    // Its code (and parser) loads only when sources.json exists, as OAuth's does.
+    let credentials = stored
+    if (!(await configFileMissing(paths, SOURCES_FILE_NAME))) {
+      const { SourcedCredentialSource, withCredentialSources } = await import('../credentials/sourced-credential-source.js')
+      const sourced = await withCredentialSources(stored, { paths, env: options.env, log, audit: auditLog, session: () => sessionId })
+      // After the server stops: a source command still running is killed (the inner source closes with OAuth).
+      if (sourced instanceof SourcedCredentialSource) cleanups.push(async () => sourced.stopSources())
+      credentials = sourced
+    }
     const server = new CredentialProxyServer({
       stores,
       credentials,
