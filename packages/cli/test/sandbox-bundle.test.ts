@@ -114,3 +114,16 @@ describe('on the host', () => {
     expect(sourcesOf(token.files).some((s) => s.includes('oauth/host-oauth-broker'))).toBe(true)
   })
 })
+
+describe('credproxy run', () => {
+  test('`run -- true` loads no egress proxy (x509), no OAuth or credential-source code without their config files, and only zod\'s English locale', () => {
+    const run = filesLoaded(['run', '--sandbox', 'bwrap', '--', 'true'], {})
+    expect(run.stderr).toBe('')
+    expect(run.status).toBe(0)
+    const sources = sourcesOf(run.files)
+    expect(sources.some((s) => s.endsWith('commands/run.ts'))).toBe(true)
+    const unneeded = /\/(egress|oauth)\/|session-egress|@peculiar|credentials\/(host-oauth|sourced-credential-source|sources-config|source-runner)|zod\/v4\/locales\/(?!en\.js)|openid-client/
+    // oauth/errors.ts maps error codes for every credential source.
+    expect(sources.filter((s) => unneeded.test(s) && !s.endsWith('oauth/errors.ts'))).toEqual([])
+  })
+})
