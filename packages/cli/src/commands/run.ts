@@ -327,13 +327,12 @@ async function startRunEgress(
 ): Promise<SessionEgress | undefined> {
   const rules = options.egressRules ?? []
   if (rules.length === 0) return undefined
-  if (backend === 'docker' || backend === 'podman') {
-    throw new UsageError(`--egress is not supported with --sandbox ${backend} yet`, 'Use --sandbox bwrap (Linux) for --egress.')
-  }
+  // A container never reaches the host's loopback: it always gets the socket and the forwarder.
+  const container = backend === 'docker' || backend === 'podman'
   return startSessionEgress({
     session,
     rules,
-    tcp: options.allowNetwork || backend === 'none',
+    tcp: backend === 'none' || (options.allowNetwork && !container),
     hostEnv,
     ...(options.extraEgressRules === undefined ? {} : { extraRules: options.extraEgressRules }),
     insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,
