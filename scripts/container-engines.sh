@@ -30,6 +30,9 @@ start)
   cat >"$dir/containers.conf" <<CONF
 [containers]
 default_ulimits = []
+# Like dockerd's --bridge=none: a container without --network none gets no bridge, so the
+# tests never add an interface or firewall rule to the host (podman's default would).
+netns = "none"
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
