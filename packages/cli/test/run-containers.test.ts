@@ -218,7 +218,7 @@ describe.each(ENGINES)('credproxy run --sandbox %s', (engine) => {
       'curl -sS --max-time 20 -H "authorization: Bearer $EXAMPLE_TOKEN" https://api.example.test/with-placeholder; echo',
       'curl -sS --max-time 20 "$EXAMPLE_BASE_URL/route"; echo',
       'node -e "fetch(\'https://api.example.test/node\').then(r => r.text()).then(t => console.log(t))"',
-      'echo "forwarder=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -x socat)"',
+      'echo "forwarder=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -x -m1 socat)"',
       'echo "writebundle=$( (echo x >> "$CURL_CA_BUNDLE") 2>/dev/null; echo $?)"',
       // The pattern file sits in the cwd, which is why the cwd itself is not scanned here.
       'echo "holders=$(grep -rlsF -f "$PWD/.probe/pattern" --exclude-dir=.probe /tmp /run /proc/[0-9]*/environ /proc/[0-9]*/cmdline | tr "\\n" " ")"',
@@ -258,7 +258,7 @@ describe.each(ENGINES)('credproxy run --sandbox %s', (engine) => {
 
   test('--allow-network --egress: the container still gets the forwarder and the proxy env (the host loopback listener is out of its reach)', async () => {
     const h = await egressHome()
-    const script = 'curl -sS --max-time 20 https://api.example.test/net; echo; echo "proxy=$HTTPS_PROXY"; echo "forwarder=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -x socat)"'
+    const script = 'curl -sS --max-time 20 https://api.example.test/net; echo; echo "proxy=$HTTPS_PROXY"; echo "forwarder=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -x -m1 socat)"'
     const result = await runCli(['run', '--sandbox', engine, '--image', IMAGE, '--allow-network', '--egress', 'example', '--', '/bin/sh', '-c', script], { env: h.env, cwd: h.cwd })
     expect(result.stderr).toBe('')
     expect(result.stdout).toBe('hello /net\nproxy=http://127.0.0.1:3128\nforwarder=socat\n')
