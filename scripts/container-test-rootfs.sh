@@ -22,6 +22,12 @@ for tool in dash node socat curl cat rm grep sleep ls touch stat env id mkdir tr
 done
 mkdir -p "$root/bin" "$root/usr/bin" "$root/tmp" "$root/run" "$root/etc" "$root/proc" "$root/dev" "$root/sys"
 ln -sf "$(readlink -f "$(command -v dash)")" "$root/bin/sh"
+# node where the official node images keep it, not at the host's path: what runs node inside
+# must find it on PATH (a host path would only work by luck).
+node=$(readlink -f "$(command -v node)")
+mkdir -p "$root/usr/local/bin"
+mv "$root$node" "$root/usr/local/bin/node"
+rm -f "$root$(command -v node)"
 chmod 1777 "$root/tmp"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"

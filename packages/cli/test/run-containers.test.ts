@@ -256,6 +256,18 @@ describe.each(ENGINES)('credproxy run --sandbox %s', (engine) => {
     expect(await ours(engine)).toBe('')
   }, 90_000)
 
+  test('--egress with the Node forwarder (no socat): the image\'s node runs it from the mounted package', async () => {
+    const h = await egressHome()
+    const script = 'curl -sS --max-time 20 https://api.example.test/node-forwarder; echo; echo "socat=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c -x socat)"'
+    const result = await runCli(['run', '--sandbox', engine, '--image', IMAGE, '--egress', 'example', '--', '/bin/sh', '-c', script], {
+      env: { ...h.env, CREDPROXY_EGRESS_FORWARDER: 'node' },
+      cwd: h.cwd,
+    })
+    expect(result.stderr).toBe('')
+    expect(result.stdout).toBe('hello /node-forwarder\nsocat=0\n')
+    expect(upstream.received.map((r) => r.headers.authorization)).toEqual([`Bearer ${EGRESS_SECRET}`])
+  }, 60_000)
+
   test('--allow-network --egress: the container still gets the forwarder and the proxy env (the host loopback listener is out of its reach)', async () => {
     const h = await egressHome()
     const script = 'curl -sS --max-time 20 https://api.example.test/net; echo; echo "proxy=$HTTPS_PROXY"; echo "forwarder=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -x -m1 socat)"'
