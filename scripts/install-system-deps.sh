@@ -18,6 +18,12 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 # run-job-control.test.ts drives Ctrl-Z and fg on a real terminal.
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# run-containers.test.ts: a private dockerd and rootful podman on runc (scripts/container-engines.sh); --init needs docker-init (tini) and catatonit.
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v docker-init >/dev/null 2>&1 || missing+=(tini)
+command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${missing[*]}; install them as root:" >&2

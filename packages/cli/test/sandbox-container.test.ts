@@ -1,16 +1,16 @@
-// docker/podman argv builders and engine detection. No engine can run containers
-// on the test machine, so these check the argv and the "no engine" message only.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+// docker/podman argv builders, engine detection and the container pid watch, without an
+// engine. The same flows on real engines: run-containers.test.ts.
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { describe, expect, test } from 'vitest'
 import { exitCodeFor } from '../src/cli.js'
 import { CredproxyError } from '../src/errors.js'
-import { buildContainerArgs, CONTAINER_SECRET_DIR, probeEngine, watchContainerPid } from '../src/sandbox/container.js'
+import { buildContainerArgs, CONTAINER_LABEL, CONTAINER_READY_FILE, CONTAINER_SECRET_DIR, probeEngine, watchContainerPid } from '../src/sandbox/container.js'
 import { NO_SANDBOX_PID, spawnSandbox } from '../src/sandbox/launch.js'
 import type { PreparedLaunch } from '../src/sandbox/select.js'
-import { NONE_WARNING, parseSandboxChoice, selectSandbox } from '../src/sandbox/select.js'
+import { NONE_WARNING, parseSandboxChoice, prepareLaunch, selectSandbox } from '../src/sandbox/select.js'
 import type { SandboxRequest } from '../src/sandbox/types.js'
 
 const SECRET = 'cd'.repeat(32)
@@ -45,6 +45,35 @@ describe('docker and podman argv', () => {
     expect(buildContainerArgs('podman', request, options)).toContain('--userns=keep-id')
     expect(buildContainerArgs('docker', request, options)).not.toContain('--userns=keep-id')
     expect(value(buildContainerArgs('docker', { ...request, allowNetwork: true }, options), '--network')).toEqual([])
+  })
+
+  test('rootful podman (uid 0) gets no --userns=keep-id, which it refuses; every container carries the label', () => {
+    const root = { ...options, identity: { uid: 0, gid: 0 } }
+    expect(buildContainerArgs('podman', request, root)).not.toContain('--userns=keep-id')
+    expect(value(buildContainerArgs('podman', request, root), '--user')).toEqual(['0:0'])
+    for (const engine of ['docker', 'podman'] as const) expect(value(buildContainerArgs(engine, request, options), '--label')).toEqual([`${CONTAINER_LABEL}=run`])
+  })
+
+  test('the prelude waits for the broker\'s ready file before it takes the secret and runs the command', () => {
+    const args = buildContainerArgs('docker', request, options)
+    const prelude = args[args.indexOf('-c') + 1] ?? ''
+    expect(prelude.indexOf(`${CONTAINER_SECRET_DIR}`)).toBeGreaterThanOrEqual(0)
+    expect(prelude.indexOf(`until [ -e "$d/${CONTAINER_READY_FILE}" ]`)).toBeLessThan(prelude.indexOf('cat "$f"'))
+    expect(prelude.trimEnd().endsWith('exec "$@"')).toBe(true)
+  })
+
+  test('--egress: the proxy env and the forwarder (with or without a network), the Node forwarder run by the image\'s node', () => {
+    const egress = { socketName: 'egress.sock', port: 3128, env: { HTTPS_PROXY: 'http://127.0.0.1:3128', EXAMPLE_TOKEN: 'cpxph0placeholder' }, forwarder: 'node' as const }
+    for (const allowNetwork of [false, true]) {
+      const args = buildContainerArgs('docker', { ...request, allowNetwork, egress }, options)
+      expect(value(args, '-e')).toEqual(expect.arrayContaining(['HTTPS_PROXY=http://127.0.0.1:3128', 'EXAMPLE_TOKEN=cpxph0placeholder']))
+      const init = args.indexOf('credproxy-egress-init')
+      expect(init).toBeGreaterThan(0)
+      expect(args.slice(init + 1)).toEqual(['my-agent', '--model', 'x'])
+      const script = args[init - 1] ?? ''
+      expect(script).toContain(`'node' `)
+      expect(script).toContain(`'/run/credproxy/egress.sock'`)
+    }
   })
 
   test('mount the socket directory read-only and the workdir read-write', () => {
@@ -105,6 +134,24 @@ describe('docker and podman argv', () => {
     expect(() => buildContainerArgs('docker', { ...request, runtimeDirs: ['/home/me'] }, options)).toThrow(/contains your home directory \/home\/me/)
     expect(() => buildContainerArgs('podman', { ...request, runtimeDirs: ['/home'] }, options)).toThrow(CredproxyError)
     expect(() => buildContainerArgs('podman', { ...request, hostEnv: {}, runtimeDirs: ['/home/me'] }, options)).toThrow(/credproxy's own directory \/home\/me\/.cp/)
+  })
+})
+
+describe('container cleanup', () => {
+  test('removes the container through the session\'s engine env (DOCKER_HOST), not credproxy\'s own', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cp-fake-engine-'))
+    try {
+      // A stand-in engine CLI that records how it was called.
+      writeFileSync(join(dir, 'docker'), `#!/bin/sh\necho "$DOCKER_HOST $*" >> ${dir}/calls\n`)
+      chmodSync(join(dir, 'docker'), 0o755)
+      const cwd = mkdtempSync(join(dir, 'cwd-'))
+      const hostEnv = { PATH: `${dir}:/usr/bin:/bin`, HOME: '/nonexistent-home', DOCKER_HOST: 'unix:///private/docker.sock' }
+      const prepared = await prepareLaunch('docker', { ...request, cwd, hostEnv, hiddenPaths: [] }, SECRET, false)
+      await prepared.cleanup()
+      expect(readFileSync(join(dir, 'calls'), 'utf8')).toBe(`unix:///private/docker.sock rm -f ${prepared.containerName ?? ''}\n`)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 

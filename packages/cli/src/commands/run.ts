@@ -329,14 +329,13 @@ async function startRunEgress(
 ): Promise<(SessionEgress & { port: number }) | undefined> {
   const rules = options.egressRules ?? []
   if (rules.length === 0) return undefined
-  if (backend === 'docker' || backend === 'podman') {
-    throw new UsageError(`--egress is not supported with --sandbox ${backend} yet`, 'Use --sandbox bwrap (Linux) for --egress.')
-  }
+  // A container never reaches the host's loopback: it always gets the socket and the forwarder.
+  const container = backend === 'docker' || backend === 'podman'
   const { SANDBOX_EGRESS_PORT, startSessionEgress } = await import('../session/session-egress.js')
   const egress = await startSessionEgress({
     session,
     rules,
-    tcp: options.allowNetwork || backend === 'none',
+    tcp: backend === 'none' || (options.allowNetwork && !container),
     hostEnv,
     ...(options.extraEgressRules === undefined ? {} : { extraRules: options.extraEgressRules }),
     insideDir: backend === 'none' ? dirname(session.socketPath) : SANDBOX_SOCKET_DIR,

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { backoffDelay } from '@credproxy/core/client'
 import { checkBind, checkRuntimePath, EMPTY_FILE_NAME, hostExecutedGuards, realPath, sandboxHome } from './bwrap.js'
+import { bridgeInitArgv } from './egress-bridge.js'
 import { buildSandboxEnv, DEFAULT_PATH } from './sandbox-env.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SECRET_FILE, SANDBOX_SOCKET_DIR, type SandboxRequest } from './types.js'
 
@@ -21,18 +22,35 @@ export const CONTAINER_SECRET_FILE = 'session-secret'
 export const CONTAINER_HOME = '/tmp/home'
 /** How long `docker info` / `podman info` may take before the engine counts as unreachable. */
 export const ENGINE_PROBE_TIMEOUT_MS = 5_000
+/** Every container credproxy starts carries this label (`docker ps -a --filter label=credproxy`). */
+export const CONTAINER_LABEL = 'credproxy'
 
 export interface ContainerIdentity {
   uid: number
   gid: number
 }
 
+/** The broker creates this file in the secret dir once it knows the container's pid (its peer check admits nothing before). */
+export const CONTAINER_READY_FILE = 'ready'
+/** How many times the prelude looks for the ready file (10 ms apart: a little over the pid polling's ~3 minutes). */
+export const CONTAINER_READY_CHECKS = 20_000
+/** The prelude's exit code when the broker never saw the container run. */
+export const CONTAINER_NOT_READY_EXIT = 125
+
 /**
- * Copies the secret to a 0400 file on the container's own tmpfs (where every process
- * inside finds it, as with bwrap) and deletes the host file before the command starts.
+ * Waits until the broker knows the container (else the command's first request would be
+ * refused by the peer check), copies the secret to a 0400 file on the container's own tmpfs
+ * (where every process inside finds it, as with bwrap), deletes the host file, runs the command.
  */
-const SECRET_PRELUDE =
-  `f=${CONTAINER_SECRET_DIR}/${CONTAINER_SECRET_FILE}; umask 0277 && cat "$f" > ${SANDBOX_SECRET_FILE} && rm -f "$f" && exec "$@"`
+const SECRET_PRELUDE = [
+  `d=${CONTAINER_SECRET_DIR}; i=0`,
+  `until [ -e "$d/${CONTAINER_READY_FILE}" ]; do`,
+  '  i=$((i+1))',
+  `  if [ "$i" -gt ${CONTAINER_READY_CHECKS} ]; then echo "credproxy: the broker never saw this container run" >&2; exit ${CONTAINER_NOT_READY_EXIT}; fi`,
+  '  sleep 0.01',
+  'done',
+  `f="$d/${CONTAINER_SECRET_FILE}"; umask 0277 && cat "$f" > ${SANDBOX_SECRET_FILE} && rm -f "$f" "$d/${CONTAINER_READY_FILE}" && exec "$@"`,
+].join('\n')
 
 export function buildContainerArgs(
   engine: Engine,
@@ -43,10 +61,11 @@ export function buildContainerArgs(
   const { hostHome } = sandboxHome(request.hostEnv)
   checkBind(request.cwd, request.hiddenPaths, 'the working directory', hostHome)
   for (const bind of request.binds) checkBind(bind, request.hiddenPaths, '--bind', hostHome)
-  const args = ['run', '--rm', '-i', '--init', '--name', options.name]
+  const args = ['run', '--rm', '-i', '--init', '--name', options.name, '--label', `${CONTAINER_LABEL}=run`]
   if (options.tty) args.push('-t')
   args.push('--cap-drop=ALL', '--security-opt', 'no-new-privileges')
-  if (engine === 'podman') args.push('--userns=keep-id')
+  // Rootless podman maps the host uid with keep-id; rootful podman refuses it (the uid is already the host's).
+  if (engine === 'podman' && options.identity.uid !== 0) args.push('--userns=keep-id')
   args.push('--user', `${options.identity.uid}:${options.identity.gid}`)
   if (!request.allowNetwork) args.push('--network', 'none')
   args.push('--tmpfs', `${CONTAINER_HOME}:rw,mode=1777`)
@@ -70,24 +89,36 @@ export function buildContainerArgs(
     else if (how === 'empty-file') args.push('-v', `${join(request.shimDir, EMPTY_FILE_NAME)}:${path}:ro`)
     else args.push('--tmpfs', `${path}:ro`)
   }
-  const env = buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH, secretFile: SANDBOX_SECRET_FILE })
+  const { egress } = request
+  const env = {
+    ...buildSandboxEnv(request.hostEnv, { home: CONTAINER_HOME, socketName: request.socketName, path: DEFAULT_PATH, secretFile: SANDBOX_SECRET_FILE }),
+    ...egress?.env,
+  }
   // The allowlisted env holds no secret (sandbox-env.ts), so NAME=VALUE on the argv is fine.
   for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) args.push('-e', `${name}=${value}`)
   args.push(request.image ?? DEFAULT_CONTAINER_IMAGE)
-  args.push('/bin/sh', '-c', SECRET_PRELUDE, 'credproxy-sandbox', ...request.command)
+  // With --egress the forwarder starts first, network or not: the host's loopback listener is
+  // out of a container's reach, so the proxy is always its socket, mounted with the session dir.
+  const command = egress === undefined ? request.command : bridgeInitArgv(request.command, `${SANDBOX_SOCKET_DIR}/${egress.socketName}`, egress, 'node')
+  args.push('/bin/sh', '-c', SECRET_PRELUDE, 'credproxy-sandbox', ...command)
   return args
 }
 
 /** A 0700 host directory holding the secret file (0600) until the container's prelude deletes it. */
-export async function writeSecretDir(secret: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+export async function writeSecretDir(secret: string): Promise<{ dir: string; ready: () => Promise<void>; remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'credproxy-secret-'))
   await writeFile(join(dir, CONTAINER_SECRET_FILE), `${secret}\n`, { mode: 0o600 })
-  return { dir, remove: () => rm(dir, { recursive: true, force: true }) }
+  return {
+    dir,
+    ready: () => writeFile(join(dir, CONTAINER_READY_FILE), '', { mode: 0o600 }),
+    remove: () => rm(dir, { recursive: true, force: true }),
+  }
 }
 
 /** null when the engine answers `info`, else a sentence naming what to install or start. */
 export function probeEngine(engine: Engine, env: NodeJS.ProcessEnv = process.env): string | null {
-  const result = spawnSync(engine, ['info', '--format', '{{.ServerVersion}}'], {
+  // podman's info has no ServerVersion: asking for it fails even where podman works.
+  const result = spawnSync(engine, ['info', '--format', engine === 'docker' ? '{{.ServerVersion}}' : '{{.Version.Version}}'], {
     timeout: ENGINE_PROBE_TIMEOUT_MS,
     stdio: 'ignore',
     env,
@@ -108,7 +139,7 @@ export function probeEngine(engine: Engine, env: NodeJS.ProcessEnv = process.env
 /** How many times the broker asks the engine for the container's pid before giving up. */
 export const CONTAINER_PID_TRIES = 100
 /** First pause between two asks; it doubles up to the cap below: about 3 minutes in all (an image pull). */
-export const CONTAINER_PID_INTERVAL_MS = 100
+export const CONTAINER_PID_INTERVAL_MS = 25
 const CONTAINER_PID_MAX_INTERVAL_MS = 2_000
 
 /** Host pid of a container's init, or null while it does not run (yet). */

@@ -54,11 +54,17 @@ export function listeningPattern(port: number): string {
  * forwarder ignores INT/TERM/HUP (Ctrl-C is the command's to handle); it dies when the
  * sandbox's pid namespace does.
  */
-export function bridgeInitArgv(command: readonly string[], socketPath: string, bridge: Pick<EgressBridge, 'port' | 'forwarder'>): string[] {
+export function bridgeInitArgv(
+  command: readonly string[],
+  socketPath: string,
+  bridge: Pick<EgressBridge, 'port' | 'forwarder'>,
+  /** The node that runs the Node forwarder: the host's (bwrap binds it), or the image's `node` (containers). */
+  node: string = nodeBinary(),
+): string[] {
   const forwarder =
     bridge.forwarder === 'socat'
       ? `socat TCP-LISTEN:${bridge.port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${shellQuote(socketPath)}`
-      : `${shellQuote(nodeBinary())} ${shellQuote(sandboxAsset('egress-forwarder.mjs'))} ${bridge.port} ${shellQuote(socketPath)}`
+      : `${shellQuote(node)} ${shellQuote(sandboxAsset('egress-forwarder.mjs'))} ${bridge.port} ${shellQuote(socketPath)}`
   const script = [
     `(trap '' INT TERM HUP TSTP; exec ${forwarder}) </dev/null >/dev/null 2>&1 &`,
     'i=0',

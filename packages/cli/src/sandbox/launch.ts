@@ -87,7 +87,9 @@ export function spawnSandbox(prepared: PreparedLaunch, io: CliIO, options: Spawn
     engine === undefined || containerName === undefined
       ? null
       : watchContainerPid(options.containerPidLookup ?? (() => inspectContainerPid(engine, containerName, plan.env)), options.containerPidPoll)
-  void container?.found.then((found) => {
+  void container?.found.then(async (found) => {
+    // The container may be gone already (its secret dir with it): nothing left to tell.
+    if (found !== null) await prepared.containerReady?.().catch(() => undefined)
     if (found === null && !done) {
       writeLine(io.stderr, `credproxy: the ${engine ?? ''} container ${containerName ?? ''} never reported a running pid: the broker refuses its connections`)
     }

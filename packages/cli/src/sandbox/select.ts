@@ -78,6 +78,8 @@ export interface PreparedLaunch {
   detached: boolean
   containerName?: string
   engine?: Engine
+  /** Containers: tells the prelude inside that the broker knows the container's pid (it waits for that). */
+  containerReady?: () => Promise<void>
   /** Remove the shim and any secret file; remove the container if it still exists. */
   cleanup(): Promise<void>
 }
@@ -160,8 +162,10 @@ export async function prepareLaunch(
       detached: true,
       containerName: name,
       engine: backend,
+      containerReady: secretDir.ready,
       cleanup: async () => {
-        spawnSync(backend, ['rm', '-f', name], { stdio: 'ignore', timeout: ENGINE_PROBE_TIMEOUT_MS })
+        // The same engine env as `run` (DOCKER_HOST, CONTAINERS_CONF ...), not credproxy's own process env.
+        spawnSync(backend, ['rm', '-f', name], { stdio: 'ignore', timeout: ENGINE_PROBE_TIMEOUT_MS, env: engineEnv(input.hostEnv) })
         removeEmptyMountpoints(mountpoints)
         await secretDir.remove()
         await shim.remove()
