@@ -396,6 +396,50 @@ describe('response hygiene', () => {
     expect(result.body).not.toContain(SECRET)
     expect(result.headers['x-echo']).toBe(`Bearer ${placeholder()}`)
   })
+
+  test('an upgrade request the upstream does not switch: the echo is scrubbed, framed and the connection closed', async () => {
+    // Raw bytes, so the test sees the framing the client gets (hop-by-hop headers, chunked over a de-chunked body).
+    const { text, closedByProxy } = await new Promise<{ text: string; closedByProxy: boolean }>((resolve) => {
+      const socket = netConnect(join(dir, 'egress.sock'))
+      let buffer = ''
+      const timer = setTimeout(() => {
+        socket.destroy()
+        resolve({ text: buffer, closedByProxy: false })
+      }, 5_000)
+      socket.on('data', (chunk: Buffer) => (buffer += chunk.toString()))
+      socket.on('close', () => {
+        clearTimeout(timer)
+        resolve({ text: buffer, closedByProxy: true })
+      })
+      socket.write('GET /example/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n')
+    })
+    expect(text).not.toContain(SECRET)
+    expect(text).toContain(`auth=Bearer ${placeholder()}`)
+    expect(text.toLowerCase()).toContain(`x-echo: bearer ${placeholder().toLowerCase()}`)
+    const at = text.indexOf('\r\n\r\n')
+    const head = text.slice(0, at).toLowerCase()
+    const body = text.slice(at + 4)
+    expect(head).not.toContain('keep-alive')
+    expect(head).toContain('connection: close')
+    // The framing announced must match the bytes sent: an exact Content-Length or well-formed chunks.
+    if (head.includes('transfer-encoding: chunked')) {
+      let rest = body
+      let decoded = ''
+      for (;;) {
+        const size = Number.parseInt(rest.slice(0, rest.indexOf('\r\n')), 16)
+        rest = rest.slice(rest.indexOf('\r\n') + 2)
+        if (size === 0) break
+        decoded += rest.slice(0, size)
+        expect(rest.slice(size, size + 2)).toBe('\r\n')
+        rest = rest.slice(size + 2)
+      }
+      expect(decoded).toContain(`auth=Bearer ${placeholder()}`)
+      expect(rest).toBe('\r\n')
+    } else {
+      expect(Number(/content-length: (\d+)/.exec(head)?.[1])).toBe(Buffer.byteLength(body))
+    }
+    expect(closedByProxy).toBe(true)
+  })
 })
 
 describe('streaming', () => {

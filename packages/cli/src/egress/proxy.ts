@@ -10,7 +10,7 @@ import {
   type ClientHttp2Stream,
   type ServerHttp2Stream,
 } from 'node:http2'
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
+import { createServer, ServerResponse, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server } from 'node:http'
 import { connect as netConnect, isIP, type AddressInfo, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
@@ -473,8 +473,6 @@ class Engine {
     const status = upstream.statusCode ?? 502
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
     const forms = secret === null ? [] : secretForms(secret, placeholder)
-    const responseHeaders = stripHopByHop(upstream.headers)
-    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(responseHeaders as IncomingHttpHeaders, forms)
     let bytesOut = 0
     upstream.on('data', (chunk: Buffer) => {
       bytesOut += chunk.length
@@ -498,13 +496,26 @@ class Engine {
     req.once('close', () => {
       if (!req.complete) answer.request.destroy()
     })
-    const noBody = req.method === 'HEAD' || status === 204 || status === 304
+    await this.#writeResponse(res, req.method ?? 'GET', upstream, forms, placeholder.length !== (secret ?? '').length)
+  }
+
+  /**
+   * The upstream's answer to the client: hop-by-hop headers out, headers, status text and body scrubbed of the
+   * secret forms, framing set by Node (Content-Length when exact, else chunked or close). Shared by plain requests
+   * and by upgrade requests the upstream did not switch.
+   */
+  async #writeResponse(res: ServerResponse, method: string, upstream: IncomingMessage, forms: Array<[Buffer, Buffer]>, lengthChanges: boolean): Promise<void> {
+    const status = upstream.statusCode ?? 502
+    const responseHeaders = stripHopByHop(upstream.headers)
+    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(responseHeaders as IncomingHttpHeaders, forms)
+    const statusMessage = forms.length === 0 ? (upstream.statusMessage ?? '') : scrubBuffer(Buffer.from(upstream.statusMessage ?? ''), forms).toString()
+    const noBody = method === 'HEAD' || status === 204 || status === 304
     if (forms.length === 0 || noBody) {
-      res.writeHead(status, upstream.statusMessage, outHeaders)
+      res.writeHead(status, statusMessage, outHeaders)
       upstream.pipe(res)
       return
     }
-    if (placeholder.length !== (secret ?? '').length) {
+    if (lengthChanges) {
       // A swap would change the body length: a small declared body is scrubbed whole (exact Content-Length kept);
       // anything else streams through the scrubber without a Content-Length.
       const declared = Number(upstream.headers['content-length'] ?? Number.NaN)
@@ -517,13 +528,13 @@ class Engine {
           return
         }
         outHeaders['content-length'] = body.length
-        res.writeHead(status, upstream.statusMessage, outHeaders)
+        res.writeHead(status, statusMessage, outHeaders)
         res.end(body)
         return
       }
       delete outHeaders['content-length']
     }
-    res.writeHead(status, upstream.statusMessage, outHeaders)
+    res.writeHead(status, statusMessage, outHeaders)
     upstream.pipe(new SecretScrubber(forms)).pipe(res)
   }
 
@@ -818,15 +829,6 @@ class Engine {
     const { response, upgraded } = answer
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
     const forms = prepared.secret === null ? [] : secretForms(prepared.secret, placeholder)
-    const headers = forms.length === 0 ? response.headers : (scrubHeaders(response.headers, forms) as IncomingHttpHeaders)
-    let headText = `HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ''}\r\n`
-    for (let i = 0; i < response.rawHeaders.length; i += 2) {
-      const name = response.rawHeaders[i] ?? ''
-      const value = headers[name.toLowerCase()]
-      const text = Array.isArray(value) ? value.join(', ') : (value ?? '')
-      headText += `${name}: ${String(text).replace(/[\r\n]/g, ' ')}\r\n`
-    }
-    headText += '\r\n'
     this.#audit({
       ...(rule === undefined ? {} : { rule: rule.name }),
       method: req.method ?? '',
@@ -839,11 +841,24 @@ class Engine {
       injected: prepared.secret !== null,
     })
     if (upgraded === undefined) {
-      // No switch: relay the answer and close.
-      socket.write(headText)
-      response.pipe(socket)
+      // No switch: an ordinary response, written (and scrubbed) like any other, then the connection closes.
+      const res = new ServerResponse(req)
+      res.shouldKeepAlive = false
+      res.assignSocket(socket as Socket)
+      res.once('finish', () => socket.end())
+      response.once('error', () => socket.destroy())
+      await this.#writeResponse(res, req.method ?? 'GET', response, forms, placeholder.length !== prepared.secret?.length)
       return
     }
+    const headers = forms.length === 0 ? response.headers : (scrubHeaders(response.headers, forms) as IncomingHttpHeaders)
+    let headText = `HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ''}\r\n`
+    for (let i = 0; i < response.rawHeaders.length; i += 2) {
+      const name = response.rawHeaders[i] ?? ''
+      const value = headers[name.toLowerCase()]
+      const text = Array.isArray(value) ? value.join(', ') : (value ?? '')
+      headText += `${name}: ${String(text).replace(/[\r\n]/g, ' ')}\r\n`
+    }
+    headText += '\r\n'
     socket.write(headText)
     this.#track(upgraded.socket)
     const rewrite =
