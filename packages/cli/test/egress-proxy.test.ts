@@ -397,6 +397,22 @@ describe('response hygiene', () => {
     expect(result.headers['x-echo']).toBe(`Bearer ${placeholder()}`)
   })
 
+  test('an echo of the injected Basic credentials comes back as Basic of the placeholder, never of the secret', async () => {
+    const result = await curl([...viaProxy(), 'https://basic.example.test/echo'])
+    expect(result.status).toBe(200)
+    const sent = Buffer.from(`x-access-token:${SECRET}`).toString('base64')
+    expect(result.body).not.toContain(sent)
+    expect(result.body).toContain(`auth=Basic ${Buffer.from(`x-access-token:${placeholder('basic')}`).toString('base64')}`)
+  })
+
+  test('the client cannot choose a compressed echo: an injected request asks the upstream for identity', async () => {
+    const from = upstream.received.length
+    const result = await proxyRequest('/example/echo', { headers: { 'x-api-key': placeholder(), 'accept-encoding': 'gzip, br' } })
+    expect(result.status).toBe(200)
+    expect(received(from)[0]?.headers['accept-encoding']).toBe('identity')
+    expect(result.body).not.toContain(SECRET)
+  })
+
   test('an upgrade request the upstream does not switch: the echo is scrubbed, framed and the connection closed', async () => {
     // Raw bytes, so the test sees the framing the client gets (hop-by-hop headers, chunked over a de-chunked body).
     const { text, closedByProxy } = await new Promise<{ text: string; closedByProxy: boolean }>((resolve) => {

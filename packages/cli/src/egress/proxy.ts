@@ -367,6 +367,8 @@ class Engine {
       const secret = await this.#secretFor(rule, forceRefresh)
       if (secret === null) return null
       const injected = injectCredential(rule, dest.host, placeholder, secret, headers, path)
+      // The client must not pick a content coding the scrubber cannot see into (a gzipped echo of the secret).
+      injected.headers['accept-encoding'] = 'identity'
       return { ...injected, secret }
     }
     let first
@@ -472,7 +474,7 @@ class Engine {
     const upstream = answer.response
     const status = upstream.statusCode ?? 502
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
-    const forms = secret === null ? [] : secretForms(secret, placeholder)
+    const forms = secret === null ? [] : secretForms(secret, placeholder, headers)
     let bytesOut = 0
     upstream.on('data', (chunk: Buffer) => {
       bytesOut += chunk.length
@@ -673,6 +675,7 @@ class Engine {
       return upstreamStream
     }
     let secret = prepared.secret
+    let sent = prepared.headers
     let upstreamStream: ClientHttp2Stream
     let response: IncomingHttpHeaders
     try {
@@ -686,6 +689,7 @@ class Engine {
         if (again !== null && again.secret !== secret) {
           upstreamStream.close()
           secret = again.secret
+          sent = again.headers
           upstreamStream = await send(again.headers, again.path)
           response = await waitForResponse(upstreamStream)
         }
@@ -695,7 +699,7 @@ class Engine {
       return
     }
     const placeholder = this.placeholders.byRule.get(rule.name) ?? ''
-    relayH2Response(stream, upstreamStream, response, secret, placeholder, (status, bytesOut) => {
+    relayH2Response(stream, upstreamStream, response, secret, placeholder, sent, (status, bytesOut) => {
       this.#audit({ rule: rule.name, method, host: dest.host, path, status, bytesIn: 0, bytesOut, durationMs: performance.now() - started, injected: secret !== null })
     })
   }
@@ -828,7 +832,7 @@ class Engine {
     }
     const { response, upgraded } = answer
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
-    const forms = prepared.secret === null ? [] : secretForms(prepared.secret, placeholder)
+    const forms = prepared.secret === null ? [] : secretForms(prepared.secret, placeholder, prepared.headers)
     this.#audit({
       ...(rule === undefined ? {} : { rule: rule.name }),
       method: req.method ?? '',
