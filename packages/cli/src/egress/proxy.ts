@@ -638,14 +638,16 @@ class Engine {
     const path = String(headers[':path'] ?? '/')
     const authority = headers[':authority'] ?? headers.host
     const plain: IncomingHttpHeaders = {}
-    for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':')) plain[name] = value
+    // `host` never goes upstream on h2 (`:authority` carries the destination); a differing one is refused below.
+    for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':') && name !== 'host') plain[name] = value
     const respondRefusal = (status: number, reason: string, ruleName?: string): void => {
       if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8' })
       stream.end(`credproxy egress: refused (${reason})\n`)
       this.#audit({ ...(ruleName === undefined ? {} : { rule: ruleName }), method, host: dest.host, path, status, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: false, reason })
     }
     const given = typeof authority === 'string' ? parseAuthority(authority, 443) : null
-    if (given === null || given.host !== dest.host || given.port !== dest.port) {
+    const host = headers.host === undefined ? given : typeof headers.host === 'string' ? parseAuthority(headers.host, 443) : null
+    if (given === null || given.host !== dest.host || given.port !== dest.port || host === null || host.host !== dest.host || host.port !== dest.port) {
       respondRefusal(403, 'host-mismatch')
       return
     }
