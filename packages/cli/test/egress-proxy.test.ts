@@ -535,6 +535,25 @@ describe('fail closed', () => {
     expect(audit.some((event) => event.method === 'CONNECT' && event.host === 'evil.example.test' && event.status === 403 && event.reason === 'host-not-allowed')).toBe(true)
   })
 
+  test('a CONNECT target longer than DNS allows (253 chars, labels 63) is refused 400 and audited without the name', async () => {
+    const refuse = (target: string): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = netConnect(join(dir, 'egress.sock'))
+        let text = ''
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()))
+        socket.on('close', () => resolve(text))
+        socket.write(`CONNECT ${target}:443 HTTP/1.1\r\n\r\n`)
+      })
+    const from = audit.length
+    expect(await refuse(`${'a'.repeat(15_000)}.example.test`)).toMatch(/^HTTP\/1\.1 400 /)
+    expect(await refuse(`${'a'.repeat(64)}.example.test`)).toMatch(/^HTTP\/1\.1 400 /)
+    const lines = audit.slice(from)
+    expect(lines.map((line) => [line.status, line.reason, line.host])).toEqual([
+      [400, 'bad-connect-target', ''],
+      [400, 'bad-connect-target', ''],
+    ])
+  })
+
   test('a Host header naming another host than the CONNECT target is refused', async () => {
     const from = upstream.received.length
     const result = await curl([...viaProxy(), '-H', 'Host: other.example.test', 'https://api.example.test/x'])

@@ -53,13 +53,21 @@ function auditPath(path: string): string {
   return bare.replace(PLACEHOLDER_LOOKALIKE_ALL, '<placeholder>').slice(0, MAX_AUDIT_PATH_CHARS)
 }
 
-/** host and port of an authority (`host:port`, `[v6]:port`), lower-cased; null when malformed. */
+/** Longest host name DNS allows (RFC 1035), in characters; longer ones are refused before any use or audit. */
+export const MAX_HOST_CHARS = 253
+/** Longest DNS label, in characters. */
+export const MAX_HOST_LABEL_CHARS = 63
+
+/** host and port of an authority (`host:port`, `[v6]:port`), lower-cased; null when malformed or longer than DNS allows. */
 export function parseAuthority(authority: string, defaultPort: number): { host: string; port: number } | null {
+  // Checked before the regex: a 16 KiB name must not reach the parser, a cache key or an audit line.
+  if (authority.length > MAX_HOST_CHARS + 8) return null
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(authority.trim())
   if (match === null) return null
   const host = (match[1] ?? match[2] ?? '').toLowerCase().replace(/\.$/, '')
   const port = match[3] === undefined ? defaultPort : Number(match[3])
   if (host === '' || port < 1 || port > 65_535) return null
+  if (host.length > MAX_HOST_CHARS || host.split('.').some((label) => label.length > MAX_HOST_LABEL_CHARS)) return null
   return { host, port }
 }
 
