@@ -21,7 +21,7 @@ import { checkPlaceholders, injectCredential, isSafeHeaderSecret, stripHopByHop,
 import { PLACEHOLDER_LOOKALIKE, PlaceholderSet } from './placeholders.js'
 import { scrubBuffer, scrubHeaders, SecretScrubber, secretForms } from './response-hygiene.js'
 import { findRule, hostMatches, type EgressRule } from './rules.js'
-import type { EgressAuditEvent, EgressProxy, EgressProxyOptions } from './types.js'
+import type { EgressAuditEvent, EgressConnectionLimits, EgressProxy, EgressProxyOptions } from './types.js'
 import { UpstreamPool, upstreamFailureReason, type UpstreamTarget } from './upstream.js'
 import { relayUpgradedSocket } from './websocket-relay.js'
 import { relayH2Response, streamOf, waitForResponse } from './http2-relay.js'
@@ -32,6 +32,12 @@ export const MAX_REPLAY_BODY_BYTES = 64 * 1024
 export const MAX_SCRUB_BUFFER_BYTES = 64 * 1024
 /** Longest path written to the audit log. */
 const MAX_AUDIT_PATH_CHARS = 256
+/** An intercepted CONNECT must finish its TLS handshake within this (ms); the socket has left the HTTP server's timeouts. */
+export const INTERCEPT_HANDSHAKE_TIMEOUT_MS = 10_000
+/** Tunnels, intercepted connections and WebSockets with no byte either way for this long (ms) are closed. */
+export const CONNECTION_IDLE_TIMEOUT_MS = 600_000
+/** Client connections open at once per listener (each tunnel also holds one upstream descriptor). */
+export const MAX_CLIENT_CONNECTIONS = 1024
 /** Upstream targets remembered per rule and destination (a wildcard rule can name many hosts). */
 const MAX_CACHED_TARGETS = 10_000
 const PLACEHOLDER_LOOKALIKE_ALL = new RegExp(PLACEHOLDER_LOOKALIKE.source, 'g')
@@ -111,10 +117,16 @@ class Engine {
   readonly #expectedAuth: Buffer | null
   readonly #intercepted = new WeakMap<Duplex, Destination>()
   readonly #openSockets = new Set<Duplex>()
+  readonly limits: EgressConnectionLimits
   readonly interceptServer: Server
 
   constructor(options: EgressProxyOptions, ca: SessionCa, ruleCa: Map<string, string>) {
     this.#options = options
+    this.limits = {
+      handshakeTimeoutMs: options.limits?.handshakeTimeoutMs ?? INTERCEPT_HANDSHAKE_TIMEOUT_MS,
+      idleTimeoutMs: options.limits?.idleTimeoutMs ?? CONNECTION_IDLE_TIMEOUT_MS,
+      maxConnections: options.limits?.maxConnections ?? MAX_CLIENT_CONNECTIONS,
+    }
     this.ca = ca
     this.placeholders = new PlaceholderSet(options.rules)
     this.#ruleCa = ruleCa
@@ -146,6 +158,7 @@ class Engine {
       server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         socket.on('error', () => socket.destroy())
         this.#track(socket)
+        this.#closeWhenIdle(socket)
         this.#onConnect(req, socket, head, context).catch(() => socket.destroy())
       })
     }
@@ -158,7 +171,19 @@ class Engine {
   }
 
   createListener(context: ListenerContext): Server {
-    return this.#createServer(context)
+    const server = this.#createServer(context)
+    // Tunnels and intercepted connections stay counted until they close: a sandbox cannot exhaust the host's descriptors.
+    server.maxConnections = this.limits.maxConnections
+    server.on('drop', () => {
+      this.#audit({ method: '-', host: '', path: '', status: 503, bytesIn: 0, bytesOut: 0, durationMs: 0, injected: false, reason: 'too-many-connections' })
+    })
+    return server
+  }
+
+  /** Close `socket` after `idleTimeoutMs` without a byte either way (a net.Socket carries every byte of its wrappers). */
+  #closeWhenIdle(socket: Duplex): void {
+    if (socket instanceof TLSSocket || !('setTimeout' in socket) || typeof socket.setTimeout !== 'function') return
+    ;(socket as Socket).setTimeout(this.limits.idleTimeoutMs, () => socket.destroy())
   }
 
   #track(socket: Duplex): void {
@@ -617,6 +642,10 @@ class Engine {
       },
     })
     tlsSocket.on('error', () => tlsSocket.destroy())
+    const handshake = setTimeout(() => tlsSocket.destroy(), this.limits.handshakeTimeoutMs)
+    handshake.unref()
+    tlsSocket.once('secure', () => clearTimeout(handshake))
+    tlsSocket.once('close', () => clearTimeout(handshake))
     this.#intercepted.set(tlsSocket, dest)
     this.#track(tlsSocket)
     if (protocol !== 'h2') {
@@ -875,6 +904,7 @@ class Engine {
     headText += '\r\n'
     socket.write(headText)
     this.#track(upgraded.socket)
+    this.#closeWhenIdle(socket)
     const rewrite =
       rewriteFrames && rule !== undefined && prepared.secret !== null
         ? { rule: rule.name, secret: prepared.secret, placeholder, forms, placeholders: this.placeholders }
