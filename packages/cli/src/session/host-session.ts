@@ -119,7 +119,11 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
     let sessionId = ''
     const audit = options.wrapAudit === undefined ? auditLog : options.wrapAudit(auditLog, () => sessionId)
     // sources.json: names served by host commands, variables or files (credentials/sources-config.ts).
-    const credentials = await withCredentialSources(stored, { paths, env: options.env, log, audit: auditLog, session: () => sessionId })
+    // The session's doors (source runs the sandbox can trigger, the egress proxy) write behind one flood budget.
+    const doorAudit = new AuditBudget(audit)
+    // Runs before the log closes (cleanups run in reverse): the last summaries are written.
+    cleanups.push(async () => doorAudit.flush())
+    const credentials = await withCredentialSources(stored, { paths, env: options.env, log, audit: doorAudit, session: () => sessionId })
     // After the server stops: a source command still running is killed (the inner source closes with OAuth).
     if (credentials instanceof SourcedCredentialSource) cleanups.push(async () => credentials.stopSources())
     const server = new CredentialProxyServer({
@@ -156,9 +160,6 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
       },
     )
     cleanups.push(() => control.stop())
-    const doorAudit = new AuditBudget(audit)
-    // Runs before the log closes (cleanups run in reverse): the last summaries are written.
-    cleanups.push(async () => doorAudit.flush())
     return {
       sessionId,
       socketPath: started.socketPath,
