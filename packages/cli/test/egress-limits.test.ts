@@ -8,6 +8,8 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { startEgressProxy, type EgressAuditEvent, type EgressProxy } from '../src/egress/index.js'
 import { EgressRuleSchema } from '../src/egress/rules.js'
+import { MAX_UPSTREAM_DESTINATIONS, UpstreamPool, type UpstreamTarget } from '../src/egress/upstream.js'
+import { createServer as createHttpServer } from 'node:http'
 import { startTestUpstream, type TestUpstream } from './helpers/egress-test-upstream.js'
 
 const HANDSHAKE_MS = 300
@@ -115,5 +117,31 @@ describe('connection limits', () => {
     const tunnel = await connectThrough(`127.0.0.1:${(echo.address() as AddressInfo).port}`)
     tunnel.destroy()
     for (const socket of held) socket.destroy()
+  })
+})
+
+describe('upstream pool state', () => {
+  test('a wildcard rule naming ever new hosts keeps at most MAX_UPSTREAM_DESTINATIONS agents; an evicted one still works', async () => {
+    const server = createHttpServer((req, res) => res.end(String(req.headers.host)))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const port = (server.address() as AddressInfo).port
+    const pool = new UpstreamPool()
+    const target = (i: number): UpstreamTarget => ({ scheme: 'http', host: `h${i}.example.test`, port: 80, pinned: { host: '127.0.0.1', port }, extraCa: [] })
+    const fetch = async (i: number): Promise<string> => {
+      const { response } = await pool.request(target(i), { method: 'GET', path: '/', headers: {}, body: null })
+      const chunks: Buffer[] = []
+      for await (const chunk of response) chunks.push(chunk as Buffer)
+      return Buffer.concat(chunks).toString()
+    }
+    try {
+      for (let i = 0; i < MAX_UPSTREAM_DESTINATIONS + 20; i++) expect(await fetch(i)).toBe(`h${i}.example.test`)
+      expect(pool.sizes().agents).toBe(MAX_UPSTREAM_DESTINATIONS)
+      expect(await fetch(0)).toBe('h0.example.test')
+      expect(pool.sizes().agents).toBe(MAX_UPSTREAM_DESTINATIONS)
+    } finally {
+      pool.close()
+      server.closeAllConnections()
+      server.close()
+    }
   })
 })
