@@ -889,6 +889,9 @@ class Engine {
       res.shouldKeepAlive = false
       res.assignSocket(socket as Socket)
       res.once('finish', () => socket.end())
+      res.once('close', () => {
+        if (!response.complete) response.destroy()
+      })
       response.once('error', () => socket.destroy())
       await this.#writeResponse(res, req.method ?? 'GET', response, forms, placeholder.length !== prepared.secret?.length)
       return
