@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
 import { AuditLineSchema, auditLogPath } from '../src/audit/audit-format.js'
+import { AUDIT_RECORD_LINES_PER_INTERVAL } from '../src/audit/audit-budget.js'
 import { formatAuditLine } from '../src/commands/audit.js'
-import { SourceCache, SOURCE_FAILURE_CACHE_MS } from '../src/credentials/source-cache.js'
+import { SourceCache, SOURCE_FAILURE_CACHE_MS, SOURCE_FORCED_READ_INTERVAL_MS } from '../src/credentials/source-cache.js'
 import { MAX_SOURCE_OUTPUT_BYTES, SourceError, type SourceRun } from '../src/credentials/source-runner.js'
 import { parseSourcesConfig, sourcesFilePath, type SourceConfig } from '../src/credentials/sources-config.js'
 import { resolvePaths } from '../src/paths.js'
@@ -193,6 +194,25 @@ describe('a command source', () => {
     await expect(cache.get(keySource('B', { command: ['no-such-minter'] }))).rejects.toThrow('no-such-minter is not on the host PATH')
   })
 
+  test('forced reads (refresh_token, an upstream 401) re-run the command at most once per SOURCE_FORCED_READ_INTERVAL_MS', async () => {
+    let now = 1_000_000
+    let reads = 0
+    const cache = new SourceCache({ env: ENV, now: () => now, read: () => Promise.resolve({ value: `v${++reads}` }) })
+    const source = keySource('A', { command: ['/bin/true'], ttl_seconds: 3600 })
+    await cache.get(source)
+    // A sandbox forcing every 5 s for just under the interval: no new run (a prompting command does not prompt).
+    for (let at = 5_001; at < SOURCE_FORCED_READ_INTERVAL_MS; at += 5_001) {
+      now = 1_000_000 + at
+      await cache.get(source, { force: true })
+    }
+    expect(reads).toBe(1)
+    now = 1_000_000 + SOURCE_FORCED_READ_INTERVAL_MS
+    expect((await cache.get(source, { force: true })).value).toBe('v2')
+    now += 5_001
+    await cache.get(source, { force: true })
+    expect(reads).toBe(2)
+  })
+
   test('env and file sources: the variable as the session started, the file on every use', async () => {
     const dir = await tempDir()
     const file = join(dir, 'secret')
@@ -281,6 +301,23 @@ describe('sources through a host session', () => {
     // `credproxy audit` shows which program ran and how it ended.
     expect(formatAuditLine(AuditLineSchema.parse(run))).toContain('source_run  key F via fails.sh exit 3  REFRESH_FAILED')
     expect(JSON.stringify(lines)).not.toContain('s3cr3t')
+  })
+
+  test('source runs the sandbox triggers are written behind the session audit budget (no flood of source_run lines)', async () => {
+    const dir = await tempDir()
+    const s = await script(dir, 'many', 'echo v')
+    // Runs that worked are records (successes keep their own room beside refusals): one more than that room.
+    const names = Array.from({ length: AUDIT_RECORD_LINES_PER_INTERVAL + 10 }, (_, i) => `K${i}`)
+    const { session, home } = await sessionWith({ keys: Object.fromEntries(names.map((name) => [name, { command: [s.path] }])) }, names)
+    const c = await client(session)
+    for (const name of names) expect(await c.request('get_api_key', { name })).toMatchObject({ ok: true })
+    c.close()
+    await session.close()
+    const lines = (await readFile(auditLogPath(resolvePaths({ CREDPROXY_HOME: home })), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+    const runs = lines.filter((l) => l['event'] === 'source_run')
+    // The budget's per-interval lines, then one summary line counting the rest.
+    expect(runs.filter((l) => l['count'] === undefined)).toHaveLength(AUDIT_RECORD_LINES_PER_INTERVAL)
+    expect(runs.find((l) => l['count'] !== undefined)?.['count']).toBe(10)
   })
 
   test('closing the session kills a source command still running, with its process group', async () => {

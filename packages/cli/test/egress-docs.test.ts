@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import * as ca from '../src/egress/ca.js'
+import * as hostAdapters from '../src/egress/host-adapters.js'
 import { EGRESS_PRESETS } from '../src/egress/presets.js'
 import * as proxy from '../src/egress/proxy.js'
 import * as rules from '../src/egress/rules.js'
@@ -18,7 +19,7 @@ const NOT_LIMITS = new Set(['MIN_PLACEHOLDER_RANDOM_CHARS', 'MAX_PLACEHOLDER_LEN
 
 describe('dev-docs/egress.md', () => {
   test('every egress limit in the code has a row with its value', () => {
-    const code = Object.entries({ ...ca, ...proxy, ...rules, ...upstream, ...wsFrames }).filter(
+    const code = Object.entries({ ...ca, ...hostAdapters, ...proxy, ...rules, ...upstream, ...wsFrames }).filter(
       (entry): entry is [string, number] => /^[A-Z0-9_]+$/.test(entry[0]) && typeof entry[1] === 'number' && !NOT_LIMITS.has(entry[0]),
     )
     expect(code.length).toBeGreaterThanOrEqual(8)

@@ -63,6 +63,20 @@ describe('egress audit lines', () => {
     expect(formatForTerminal(lines[1] as Parameters<typeof formatForTerminal>[0])).toMatch(/CONNECT evil\.test 403 +FORBIDDEN \(host-not-allowed\)/)
   })
 
+  test('an attacker-sized host, method, path or reason never makes a large line: each is held and written as <invalid>', async () => {
+    const held: string[] = []
+    const sink = egressAuditSink({ write: (entry) => held.push(JSON.stringify(entry)) })
+    const huge = 'a'.repeat(15_000)
+    sink({ session: 's1', method: huge, host: huge, path: `/${huge}`, status: 400, bytesIn: 0, bytesOut: 0, durationMs: 0, injected: false, reason: huge })
+    expect(held[0]?.length).toBeLessThan(1_000)
+    const log = await AuditLog.open(join(dir, 'audit-huge.log'))
+    egressAuditSink(log)({ session: 's1', method: 'CONNECT', host: huge, path: '', status: 400, bytesIn: 0, bytesOut: 0, durationMs: 0, injected: false, reason: 'bad-connect-target' })
+    await log.close()
+    const written = readFileSync(join(dir, 'audit-huge.log'), 'utf8')
+    expect(written.length).toBeLessThan(1_000)
+    expect(written).toContain('<invalid>')
+  })
+
   test('a path with quotes, spaces or escapes is written as <invalid>, never raw', () => {
     const line = JSON.parse(
       formatAuditLine({ session: 's', event: 'egress', outcome: 'ok', egress: { method: 'GET', host: 'h.test', path: '/a b"\u001b[31m', status: 200, bytesIn: 0, bytesOut: 0, injected: false } }),

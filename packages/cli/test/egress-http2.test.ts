@@ -144,6 +144,29 @@ describe('HTTP/2 (gRPC) through CONNECT', () => {
     expect(seen.at(-1)?.authorization).toBe(`Bearer ${SECRET}`)
   })
 
+  test('a host header that differs from :authority is refused 403 and nothing reaches the upstream; a matching one is dropped', async () => {
+    const session = await h2Session()
+    const call = (host: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const stream = session.request({ ':method': 'GET', ':path': '/whoami', ':authority': 'grpc.example.test', host })
+        stream.on('response', (headers) => resolve(Number(headers[':status'])))
+        stream.on('error', reject)
+        stream.resume()
+        stream.end()
+      })
+    try {
+      const before = seen.length
+      expect(await call('evil.example.org')).toBe(403)
+      expect(seen.length).toBe(before)
+      expect(await call('grpc.example.test')).toBe(200)
+      expect(seen.length).toBe(before + 1)
+      expect(seen.at(-1)?.host).toBeUndefined()
+      expect(seen.at(-1)?.[':authority']).toBe('grpc.example.test')
+    } finally {
+      session.close()
+    }
+  })
+
   test('a client resetting a stream mid-body, then dropping the connection, does not stop the proxy', async () => {
     const session = await h2Session()
     const stream = session.request({ ':method': 'POST', ':path': '/pkg.Service/Upload', 'content-type': 'application/grpc', te: 'trailers' })

@@ -396,6 +396,66 @@ describe('response hygiene', () => {
     expect(result.body).not.toContain(SECRET)
     expect(result.headers['x-echo']).toBe(`Bearer ${placeholder()}`)
   })
+
+  test('an echo of the injected Basic credentials comes back as Basic of the placeholder, never of the secret', async () => {
+    const result = await curl([...viaProxy(), 'https://basic.example.test/echo'])
+    expect(result.status).toBe(200)
+    const sent = Buffer.from(`x-access-token:${SECRET}`).toString('base64')
+    expect(result.body).not.toContain(sent)
+    expect(result.body).toContain(`auth=Basic ${Buffer.from(`x-access-token:${placeholder('basic')}`).toString('base64')}`)
+  })
+
+  test('the client cannot choose a compressed echo: an injected request asks the upstream for identity', async () => {
+    const from = upstream.received.length
+    const result = await proxyRequest('/example/echo', { headers: { 'x-api-key': placeholder(), 'accept-encoding': 'gzip, br' } })
+    expect(result.status).toBe(200)
+    expect(received(from)[0]?.headers['accept-encoding']).toBe('identity')
+    expect(result.body).not.toContain(SECRET)
+  })
+
+  test('an upgrade request the upstream does not switch: the echo is scrubbed, framed and the connection closed', async () => {
+    // Raw bytes, so the test sees the framing the client gets (hop-by-hop headers, chunked over a de-chunked body).
+    const { text, closedByProxy } = await new Promise<{ text: string; closedByProxy: boolean }>((resolve) => {
+      const socket = netConnect(join(dir, 'egress.sock'))
+      let buffer = ''
+      const timer = setTimeout(() => {
+        socket.destroy()
+        resolve({ text: buffer, closedByProxy: false })
+      }, 5_000)
+      socket.on('data', (chunk: Buffer) => (buffer += chunk.toString()))
+      socket.on('close', () => {
+        clearTimeout(timer)
+        resolve({ text: buffer, closedByProxy: true })
+      })
+      socket.write('GET /example/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n')
+    })
+    expect(text).not.toContain(SECRET)
+    expect(text).toContain(`auth=Bearer ${placeholder()}`)
+    expect(text.toLowerCase()).toContain(`x-echo: bearer ${placeholder().toLowerCase()}`)
+    const at = text.indexOf('\r\n\r\n')
+    const head = text.slice(0, at).toLowerCase()
+    const body = text.slice(at + 4)
+    expect(head).not.toContain('keep-alive')
+    expect(head).toContain('connection: close')
+    // The framing announced must match the bytes sent: an exact Content-Length or well-formed chunks.
+    if (head.includes('transfer-encoding: chunked')) {
+      let rest = body
+      let decoded = ''
+      for (;;) {
+        const size = Number.parseInt(rest.slice(0, rest.indexOf('\r\n')), 16)
+        rest = rest.slice(rest.indexOf('\r\n') + 2)
+        if (size === 0) break
+        decoded += rest.slice(0, size)
+        expect(rest.slice(size, size + 2)).toBe('\r\n')
+        rest = rest.slice(size + 2)
+      }
+      expect(decoded).toContain(`auth=Bearer ${placeholder()}`)
+      expect(rest).toBe('\r\n')
+    } else {
+      expect(Number(/content-length: (\d+)/.exec(head)?.[1])).toBe(Buffer.byteLength(body))
+    }
+    expect(closedByProxy).toBe(true)
+  })
 })
 
 describe('streaming', () => {
@@ -473,6 +533,25 @@ describe('fail closed', () => {
     expect(result.status).not.toBe(200)
     expect(result.stderr).toMatch(/403|CONNECT/)
     expect(audit.some((event) => event.method === 'CONNECT' && event.host === 'evil.example.test' && event.status === 403 && event.reason === 'host-not-allowed')).toBe(true)
+  })
+
+  test('a CONNECT target longer than DNS allows (253 chars, labels 63) is refused 400 and audited without the name', async () => {
+    const refuse = (target: string): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = netConnect(join(dir, 'egress.sock'))
+        let text = ''
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()))
+        socket.on('close', () => resolve(text))
+        socket.write(`CONNECT ${target}:443 HTTP/1.1\r\n\r\n`)
+      })
+    const from = audit.length
+    expect(await refuse(`${'a'.repeat(15_000)}.example.test`)).toMatch(/^HTTP\/1\.1 400 /)
+    expect(await refuse(`${'a'.repeat(64)}.example.test`)).toMatch(/^HTTP\/1\.1 400 /)
+    const lines = audit.slice(from)
+    expect(lines.map((line) => [line.status, line.reason, line.host])).toEqual([
+      [400, 'bad-connect-target', ''],
+      [400, 'bad-connect-target', ''],
+    ])
   })
 
   test('a Host header naming another host than the CONNECT target is refused', async () => {

@@ -2,7 +2,7 @@
 // chunking, every length encoding, fragments with control frames in between;
 // other frames byte for byte; compressed text refused.
 import { Readable } from 'node:stream'
-import { describe, expect, test } from 'vitest'
+import { describe, expect, test, vi } from 'vitest'
 import { WsTextRewriter, type TextRewrite } from '../src/egress/ws-frames.js'
 
 function frame(first: number, payload: Buffer, mask: Buffer | null): Buffer {
@@ -45,6 +45,28 @@ describe('WsTextRewriter', () => {
     const input = Buffer.concat([frame(0x01, Buffer.from('ph 1'), MASK), ping, frame(0x80, Buffer.from('ph 2'), MASK), frame(0x82, Buffer.from('ph 3'), MASK)])
     const out = await run([input])
     expect(out).toEqual(Buffer.concat([frame(0x01, Buffer.from('SECRET 1'), MASK), ping, frame(0x80, Buffer.from('SECRET 2'), MASK), frame(0x82, Buffer.from('ph 3'), MASK)]))
+  })
+
+  test('a large text frame arriving in many chunks is joined once, not copied again for every chunk', async () => {
+    const payload = Buffer.alloc(4 * 1024 * 1024, 'a')
+    const input = frame(0x81, payload, MASK)
+    const chunks: Buffer[] = []
+    for (let at = 0; at < input.length; at += 16 * 1024) chunks.push(input.subarray(at, at + 16 * 1024))
+    // Bytes copied by Buffer.concat: quadratic re-joining of 256 chunks copies about 512 MiB.
+    let copied = 0
+    const concat = Buffer.concat.bind(Buffer)
+    const spy = vi.spyOn(Buffer, 'concat').mockImplementation((list, totalLength) => {
+      const joined = concat(list, totalLength)
+      copied += joined.length
+      return joined
+    })
+    try {
+      const out = await run(chunks)
+      expect(out.length).toBe(input.length)
+    } finally {
+      spy.mockRestore()
+    }
+    expect(copied).toBeLessThan(4 * input.length)
   })
 
   test('a compressed text frame, or a refusal from the rewrite, fails the stream', async () => {

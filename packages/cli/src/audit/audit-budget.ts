@@ -35,10 +35,10 @@ interface Folded {
   count: number
 }
 
-/** Successes (a credential read, a request the egress proxy forwarded) are records; every refusal or failure is noise. */
+/** Successes (a credential read, a request the egress proxy forwarded, a source run that worked) are records; every refusal or failure is noise. */
 export function auditKind(entry: AuditEntry): Kind {
   if (entry.event === 'grant_changed' || entry.event === 'handshake_ok') return 'record'
-  return (entry.event === 'request' || entry.event === 'egress') && entry.outcome === 'ok' ? 'record' : 'noise'
+  return (entry.event === 'request' || entry.event === 'egress' || entry.event === 'source_run') && entry.outcome === 'ok' ? 'record' : 'noise'
 }
 
 export class AuditBudget implements AuditSink {

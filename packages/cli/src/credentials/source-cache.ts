@@ -6,6 +6,11 @@ import { DEFAULT_SOURCE_TTL_SECONDS, programName, type SourceConfig } from './so
 
 /** A failed read is not retried for this long (no prompt storms from biometric unlocks). */
 export const SOURCE_FAILURE_CACHE_MS = 5_000
+/**
+ * A forced read (refresh_token, an upstream 401) re-runs the command only when the value is older than this (ms):
+ * the sandbox cannot make a prompting command (Touch ID, a vault unlock) ask more than once a minute.
+ */
+export const SOURCE_FORCED_READ_INTERVAL_MS = 60_000
 
 interface Cached {
   value: SourceValue
@@ -51,8 +56,13 @@ export class SourceCache {
     let entry = this.#entries.get(key)
     if (entry === undefined) this.#entries.set(key, (entry = {}))
     const now = this.#now()
-    // force (a 401 upstream): read again, unless the value was read a moment ago.
-    const freshUntil = entry.cached === undefined ? 0 : options.force === true ? Math.min(entry.cached.freshUntil, entry.cached.readAt + SOURCE_FAILURE_CACHE_MS) : entry.cached.freshUntil
+    // force (a 401 upstream): read again, unless the value was read less than SOURCE_FORCED_READ_INTERVAL_MS ago.
+    const freshUntil =
+      entry.cached === undefined
+        ? 0
+        : options.force === true
+          ? Math.min(entry.cached.freshUntil, entry.cached.readAt + SOURCE_FORCED_READ_INTERVAL_MS)
+          : entry.cached.freshUntil
     if (entry.cached !== undefined && now < freshUntil) return Promise.resolve(entry.cached.value)
     if (entry.inFlight !== undefined) return entry.inFlight
     if (entry.failure !== undefined && now < entry.failure.until) return this.#fallback(entry, entry.failure.error, now)

@@ -29,14 +29,52 @@ BLOCKED.addAddress('::1', 'ipv6')
 BLOCKED.addSubnet('fc00::', 7, 'ipv6')
 BLOCKED.addSubnet('fe80::', 10, 'ipv6')
 BLOCKED.addSubnet('ff00::', 8, 'ipv6')
+// Local-use NAT64 (RFC 8215): the IPv4 position depends on the operator's prefix length, so the whole range.
+BLOCKED.addSubnet('64:ff9b:1::', 48, 'ipv6')
 
-/** true for addresses the proxy never connects to on behalf of a name (IPv4-mapped IPv6 checked as IPv4). */
+/** The eight 16-bit groups of an IPv6 address (isIP() === 6), a trailing dotted quad folded in. */
+function ipv6Groups(address: string): number[] | null {
+  let text = address.split('%')[0] ?? ''
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text)
+  if (dotted !== null) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number]
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
+  }
+  const parse = (part: string | undefined): number[] => (part === undefined || part === '' ? [] : part.split(':').map((group) => Number.parseInt(group, 16)))
+  const [head, tail] = text.split('::')
+  const first = parse(head)
+  const last = parse(tail)
+  const groups = tail === undefined ? first : [...first, ...new Array<number>(8 - first.length - last.length).fill(0), ...last]
+  return groups.length === 8 && groups.every((group) => Number.isInteger(group) && group >= 0 && group <= 0xffff) ? groups : null
+}
+
+/**
+ * IPv4 addresses carried inside an IPv6 one that a translator or tunnel would deliver to: IPv4-compatible (::/96),
+ * IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96), NAT64 (64:ff9b::/96), 6to4 (2002::/16) and
+ * Teredo (2001::/32: server and de-obfuscated client).
+ */
+function embeddedIpv4(groups: number[]): string[] {
+  const g = (i: number): number => groups[i] ?? 0
+  const v4 = (hi: number, lo: number): string => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`
+  const zero = (from: number, to: number): boolean => groups.slice(from, to).every((group) => group === 0)
+  const found: string[] = []
+  if (zero(0, 5) && (g(5) === 0 || g(5) === 0xffff)) found.push(v4(g(6), g(7)))
+  if (zero(0, 4) && g(4) === 0xffff && g(5) === 0) found.push(v4(g(6), g(7)))
+  if (g(0) === 0x64 && g(1) === 0xff9b && zero(2, 6)) found.push(v4(g(6), g(7)))
+  if (g(0) === 0x2002) found.push(v4(g(1), g(2)))
+  if (g(0) === 0x2001 && g(1) === 0) found.push(v4(g(2), g(3)), v4(g(6) ^ 0xffff, g(7) ^ 0xffff))
+  return found
+}
+
+/** true for addresses the proxy never connects to on behalf of a name (an IPv4 embedded in IPv6 is checked as IPv4). */
 export function isBlockedAddress(address: string): boolean {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1]
-  if (mapped !== undefined) return BLOCKED.check(mapped, 'ipv4')
   const family = isIP(address)
   if (family === 0) return true
-  return BLOCKED.check(address, family === 4 ? 'ipv4' : 'ipv6')
+  if (family === 4) return BLOCKED.check(address, 'ipv4')
+  if (BLOCKED.check(address, 'ipv6')) return true
+  const groups = ipv6Groups(address)
+  if (groups === null) return true
+  return embeddedIpv4(groups).some((v4) => BLOCKED.check(v4, 'ipv4'))
 }
 
 export class BlockedAddressError extends Error {

@@ -3,6 +3,7 @@
 // or refreshed token reaches running sessions on the next request), and the audit
 // log as the proxy's audit sink.
 import type { AuditSink } from '../broker/hooks.js'
+import { AUDIT_INVALID_VALUE } from '../audit/audit-format.js'
 import type { CredentialSource } from '../credentials/credential-source.js'
 import type { EgressAuditEvent, EgressCredentials } from './types.js'
 
@@ -27,6 +28,13 @@ function egressOutcome(event: EgressAuditEvent): 'ok' | 'FORBIDDEN' | 'UNAUTHORI
   return 'FORBIDDEN'
 }
 
+/** Longest free-text egress field kept (characters); a longer one is written as <invalid> (the log line stays small). */
+export const MAX_EGRESS_AUDIT_FIELD_CHARS = 256
+
+function capped(value: string): string {
+  return value.length > MAX_EGRESS_AUDIT_FIELD_CHARS ? AUDIT_INVALID_VALUE : value
+}
+
 export function egressAuditSink(sink: AuditSink): (event: EgressAuditEvent) => void {
   return (event) => {
     sink.write({
@@ -34,12 +42,12 @@ export function egressAuditSink(sink: AuditSink): (event: EgressAuditEvent) => v
       event: 'egress',
       outcome: egressOutcome(event),
       durationMs: event.durationMs,
-      ...(event.reason === undefined ? {} : { reason: event.reason }),
+      ...(event.reason === undefined ? {} : { reason: capped(event.reason) }),
       egress: {
         ...(event.rule === undefined ? {} : { rule: event.rule }),
-        method: event.method,
-        host: event.host,
-        path: event.path,
+        method: capped(event.method),
+        host: capped(event.host),
+        path: capped(event.path),
         status: event.status,
         bytesIn: event.bytesIn,
         bytesOut: event.bytesOut,

@@ -62,9 +62,10 @@ export function relayH2Response(
   response: Http2IncomingHeaders,
   secret: string | null,
   placeholder: string,
+  sent: OutgoingHttpHeaders,
   onClose: (status: number, bytesOut: number) => void,
 ): void {
-    const forms = secret === null ? [] : secretForms(secret, placeholder)
+    const forms = secret === null ? [] : secretForms(secret, placeholder, sent)
     const status = Number(response[':status'] ?? 502)
     const outHeaders: OutgoingHttpHeaders = {}
     for (const [name, value] of Object.entries(stripHopByHop(response))) if (!name.startsWith(':')) outHeaders[name] = value

@@ -10,7 +10,7 @@ import {
   type ClientHttp2Stream,
   type ServerHttp2Stream,
 } from 'node:http2'
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
+import { createServer, ServerResponse, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server } from 'node:http'
 import { connect as netConnect, isIP, type AddressInfo, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
@@ -21,7 +21,7 @@ import { checkPlaceholders, injectCredential, isSafeHeaderSecret, stripHopByHop,
 import { PLACEHOLDER_LOOKALIKE, PlaceholderSet } from './placeholders.js'
 import { scrubBuffer, scrubHeaders, SecretScrubber, secretForms } from './response-hygiene.js'
 import { findRule, hostMatches, type EgressRule } from './rules.js'
-import type { EgressAuditEvent, EgressProxy, EgressProxyOptions } from './types.js'
+import type { EgressAuditEvent, EgressConnectionLimits, EgressProxy, EgressProxyOptions } from './types.js'
 import { UpstreamPool, upstreamFailureReason, type UpstreamTarget } from './upstream.js'
 import { relayUpgradedSocket } from './websocket-relay.js'
 import { relayH2Response, streamOf, waitForResponse } from './http2-relay.js'
@@ -32,6 +32,12 @@ export const MAX_REPLAY_BODY_BYTES = 64 * 1024
 export const MAX_SCRUB_BUFFER_BYTES = 64 * 1024
 /** Longest path written to the audit log. */
 const MAX_AUDIT_PATH_CHARS = 256
+/** An intercepted CONNECT must finish its TLS handshake within this (ms); the socket has left the HTTP server's timeouts. */
+export const INTERCEPT_HANDSHAKE_TIMEOUT_MS = 10_000
+/** Tunnels, intercepted connections and WebSockets with no byte either way for this long (ms) are closed. */
+export const CONNECTION_IDLE_TIMEOUT_MS = 600_000
+/** Client connections open at once per listener (each tunnel also holds one upstream descriptor). */
+export const MAX_CLIENT_CONNECTIONS = 1024
 /** Upstream targets remembered per rule and destination (a wildcard rule can name many hosts). */
 const MAX_CACHED_TARGETS = 10_000
 const PLACEHOLDER_LOOKALIKE_ALL = new RegExp(PLACEHOLDER_LOOKALIKE.source, 'g')
@@ -53,13 +59,21 @@ function auditPath(path: string): string {
   return bare.replace(PLACEHOLDER_LOOKALIKE_ALL, '<placeholder>').slice(0, MAX_AUDIT_PATH_CHARS)
 }
 
-/** host and port of an authority (`host:port`, `[v6]:port`), lower-cased; null when malformed. */
+/** Longest host name DNS allows (RFC 1035), in characters; longer ones are refused before any use or audit. */
+export const MAX_HOST_CHARS = 253
+/** Longest DNS label, in characters. */
+export const MAX_HOST_LABEL_CHARS = 63
+
+/** host and port of an authority (`host:port`, `[v6]:port`), lower-cased; null when malformed or longer than DNS allows. */
 export function parseAuthority(authority: string, defaultPort: number): { host: string; port: number } | null {
+  // Checked before the regex: a 16 KiB name must not reach the parser, a cache key or an audit line.
+  if (authority.length > MAX_HOST_CHARS + 8) return null
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(authority.trim())
   if (match === null) return null
   const host = (match[1] ?? match[2] ?? '').toLowerCase().replace(/\.$/, '')
   const port = match[3] === undefined ? defaultPort : Number(match[3])
   if (host === '' || port < 1 || port > 65_535) return null
+  if (host.length > MAX_HOST_CHARS || host.split('.').some((label) => label.length > MAX_HOST_LABEL_CHARS)) return null
   return { host, port }
 }
 
@@ -103,10 +117,16 @@ class Engine {
   readonly #expectedAuth: Buffer | null
   readonly #intercepted = new WeakMap<Duplex, Destination>()
   readonly #openSockets = new Set<Duplex>()
+  readonly limits: EgressConnectionLimits
   readonly interceptServer: Server
 
   constructor(options: EgressProxyOptions, ca: SessionCa, ruleCa: Map<string, string>) {
     this.#options = options
+    this.limits = {
+      handshakeTimeoutMs: options.limits?.handshakeTimeoutMs ?? INTERCEPT_HANDSHAKE_TIMEOUT_MS,
+      idleTimeoutMs: options.limits?.idleTimeoutMs ?? CONNECTION_IDLE_TIMEOUT_MS,
+      maxConnections: options.limits?.maxConnections ?? MAX_CLIENT_CONNECTIONS,
+    }
     this.ca = ca
     this.placeholders = new PlaceholderSet(options.rules)
     this.#ruleCa = ruleCa
@@ -138,6 +158,7 @@ class Engine {
       server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         socket.on('error', () => socket.destroy())
         this.#track(socket)
+        this.#closeWhenIdle(socket)
         this.#onConnect(req, socket, head, context).catch(() => socket.destroy())
       })
     }
@@ -150,7 +171,19 @@ class Engine {
   }
 
   createListener(context: ListenerContext): Server {
-    return this.#createServer(context)
+    const server = this.#createServer(context)
+    // Tunnels and intercepted connections stay counted until they close: a sandbox cannot exhaust the host's descriptors.
+    server.maxConnections = this.limits.maxConnections
+    server.on('drop', () => {
+      this.#audit({ method: '-', host: '', path: '', status: 503, bytesIn: 0, bytesOut: 0, durationMs: 0, injected: false, reason: 'too-many-connections' })
+    })
+    return server
+  }
+
+  /** Close `socket` after `idleTimeoutMs` without a byte either way (a net.Socket carries every byte of its wrappers). */
+  #closeWhenIdle(socket: Duplex): void {
+    if (socket instanceof TLSSocket || !('setTimeout' in socket) || typeof socket.setTimeout !== 'function') return
+    ;(socket as Socket).setTimeout(this.limits.idleTimeoutMs, () => socket.destroy())
   }
 
   #track(socket: Duplex): void {
@@ -367,6 +400,8 @@ class Engine {
       const secret = await this.#secretFor(rule, forceRefresh)
       if (secret === null) return null
       const injected = injectCredential(rule, dest.host, placeholder, secret, headers, path)
+      // The client must not pick a content coding the scrubber cannot see into (a gzipped echo of the secret).
+      injected.headers['accept-encoding'] = 'identity'
       return { ...injected, secret }
     }
     let first
@@ -472,9 +507,7 @@ class Engine {
     const upstream = answer.response
     const status = upstream.statusCode ?? 502
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
-    const forms = secret === null ? [] : secretForms(secret, placeholder)
-    const responseHeaders = stripHopByHop(upstream.headers)
-    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(responseHeaders as IncomingHttpHeaders, forms)
+    const forms = secret === null ? [] : secretForms(secret, placeholder, headers)
     let bytesOut = 0
     upstream.on('data', (chunk: Buffer) => {
       bytesOut += chunk.length
@@ -498,13 +531,26 @@ class Engine {
     req.once('close', () => {
       if (!req.complete) answer.request.destroy()
     })
-    const noBody = req.method === 'HEAD' || status === 204 || status === 304
+    await this.#writeResponse(res, req.method ?? 'GET', upstream, forms, placeholder.length !== (secret ?? '').length)
+  }
+
+  /**
+   * The upstream's answer to the client: hop-by-hop headers out, headers, status text and body scrubbed of the
+   * secret forms, framing set by Node (Content-Length when exact, else chunked or close). Shared by plain requests
+   * and by upgrade requests the upstream did not switch.
+   */
+  async #writeResponse(res: ServerResponse, method: string, upstream: IncomingMessage, forms: Array<[Buffer, Buffer]>, lengthChanges: boolean): Promise<void> {
+    const status = upstream.statusCode ?? 502
+    const responseHeaders = stripHopByHop(upstream.headers)
+    const outHeaders = forms.length === 0 ? responseHeaders : scrubHeaders(responseHeaders as IncomingHttpHeaders, forms)
+    const statusMessage = forms.length === 0 ? (upstream.statusMessage ?? '') : scrubBuffer(Buffer.from(upstream.statusMessage ?? ''), forms).toString()
+    const noBody = method === 'HEAD' || status === 204 || status === 304
     if (forms.length === 0 || noBody) {
-      res.writeHead(status, upstream.statusMessage, outHeaders)
+      res.writeHead(status, statusMessage, outHeaders)
       upstream.pipe(res)
       return
     }
-    if (placeholder.length !== (secret ?? '').length) {
+    if (lengthChanges) {
       // A swap would change the body length: a small declared body is scrubbed whole (exact Content-Length kept);
       // anything else streams through the scrubber without a Content-Length.
       const declared = Number(upstream.headers['content-length'] ?? Number.NaN)
@@ -517,13 +563,13 @@ class Engine {
           return
         }
         outHeaders['content-length'] = body.length
-        res.writeHead(status, upstream.statusMessage, outHeaders)
+        res.writeHead(status, statusMessage, outHeaders)
         res.end(body)
         return
       }
       delete outHeaders['content-length']
     }
-    res.writeHead(status, upstream.statusMessage, outHeaders)
+    res.writeHead(status, statusMessage, outHeaders)
     upstream.pipe(new SecretScrubber(forms)).pipe(res)
   }
 
@@ -596,6 +642,10 @@ class Engine {
       },
     })
     tlsSocket.on('error', () => tlsSocket.destroy())
+    const handshake = setTimeout(() => tlsSocket.destroy(), this.limits.handshakeTimeoutMs)
+    handshake.unref()
+    tlsSocket.once('secure', () => clearTimeout(handshake))
+    tlsSocket.once('close', () => clearTimeout(handshake))
     this.#intercepted.set(tlsSocket, dest)
     this.#track(tlsSocket)
     if (protocol !== 'h2') {
@@ -625,14 +675,16 @@ class Engine {
     const path = String(headers[':path'] ?? '/')
     const authority = headers[':authority'] ?? headers.host
     const plain: IncomingHttpHeaders = {}
-    for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':')) plain[name] = value
+    // `host` never goes upstream on h2 (`:authority` carries the destination); a differing one is refused below.
+    for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':') && name !== 'host') plain[name] = value
     const respondRefusal = (status: number, reason: string, ruleName?: string): void => {
       if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8' })
       stream.end(`credproxy egress: refused (${reason})\n`)
       this.#audit({ ...(ruleName === undefined ? {} : { rule: ruleName }), method, host: dest.host, path, status, bytesIn: 0, bytesOut: 0, durationMs: performance.now() - started, injected: false, reason })
     }
     const given = typeof authority === 'string' ? parseAuthority(authority, 443) : null
-    if (given === null || given.host !== dest.host || given.port !== dest.port) {
+    const host = headers.host === undefined ? given : typeof headers.host === 'string' ? parseAuthority(headers.host, 443) : null
+    if (given === null || given.host !== dest.host || given.port !== dest.port || host === null || host.host !== dest.host || host.port !== dest.port) {
       respondRefusal(403, 'host-mismatch')
       return
     }
@@ -662,6 +714,7 @@ class Engine {
       return upstreamStream
     }
     let secret = prepared.secret
+    let sent = prepared.headers
     let upstreamStream: ClientHttp2Stream
     let response: IncomingHttpHeaders
     try {
@@ -675,6 +728,7 @@ class Engine {
         if (again !== null && again.secret !== secret) {
           upstreamStream.close()
           secret = again.secret
+          sent = again.headers
           upstreamStream = await send(again.headers, again.path)
           response = await waitForResponse(upstreamStream)
         }
@@ -684,7 +738,7 @@ class Engine {
       return
     }
     const placeholder = this.placeholders.byRule.get(rule.name) ?? ''
-    relayH2Response(stream, upstreamStream, response, secret, placeholder, (status, bytesOut) => {
+    relayH2Response(stream, upstreamStream, response, secret, placeholder, sent, (status, bytesOut) => {
       this.#audit({ rule: rule.name, method, host: dest.host, path, status, bytesIn: 0, bytesOut, durationMs: performance.now() - started, injected: secret !== null })
     })
   }
@@ -817,16 +871,7 @@ class Engine {
     }
     const { response, upgraded } = answer
     const placeholder = rule === undefined ? '' : (this.placeholders.byRule.get(rule.name) ?? '')
-    const forms = prepared.secret === null ? [] : secretForms(prepared.secret, placeholder)
-    const headers = forms.length === 0 ? response.headers : (scrubHeaders(response.headers, forms) as IncomingHttpHeaders)
-    let headText = `HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ''}\r\n`
-    for (let i = 0; i < response.rawHeaders.length; i += 2) {
-      const name = response.rawHeaders[i] ?? ''
-      const value = headers[name.toLowerCase()]
-      const text = Array.isArray(value) ? value.join(', ') : (value ?? '')
-      headText += `${name}: ${String(text).replace(/[\r\n]/g, ' ')}\r\n`
-    }
-    headText += '\r\n'
+    const forms = prepared.secret === null ? [] : secretForms(prepared.secret, placeholder, prepared.headers)
     this.#audit({
       ...(rule === undefined ? {} : { rule: rule.name }),
       method: req.method ?? '',
@@ -839,13 +884,30 @@ class Engine {
       injected: prepared.secret !== null,
     })
     if (upgraded === undefined) {
-      // No switch: relay the answer and close.
-      socket.write(headText)
-      response.pipe(socket)
+      // No switch: an ordinary response, written (and scrubbed) like any other, then the connection closes.
+      const res = new ServerResponse(req)
+      res.shouldKeepAlive = false
+      res.assignSocket(socket as Socket)
+      res.once('finish', () => socket.end())
+      res.once('close', () => {
+        if (!response.complete) response.destroy()
+      })
+      response.once('error', () => socket.destroy())
+      await this.#writeResponse(res, req.method ?? 'GET', response, forms, placeholder.length !== prepared.secret?.length)
       return
     }
+    const headers = forms.length === 0 ? response.headers : (scrubHeaders(response.headers, forms) as IncomingHttpHeaders)
+    let headText = `HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ''}\r\n`
+    for (let i = 0; i < response.rawHeaders.length; i += 2) {
+      const name = response.rawHeaders[i] ?? ''
+      const value = headers[name.toLowerCase()]
+      const text = Array.isArray(value) ? value.join(', ') : (value ?? '')
+      headText += `${name}: ${String(text).replace(/[\r\n]/g, ' ')}\r\n`
+    }
+    headText += '\r\n'
     socket.write(headText)
     this.#track(upgraded.socket)
+    this.#closeWhenIdle(socket)
     const rewrite =
       rewriteFrames && rule !== undefined && prepared.secret !== null
         ? { rule: rule.name, secret: prepared.secret, placeholder, forms, placeholders: this.placeholders }

@@ -5,11 +5,30 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 
-/** The forms of a secret worth scrubbing: raw and percent-encoded (when they differ). */
-export function secretForms(secret: string, placeholder: string): Array<[Buffer, Buffer]> {
+/**
+ * The forms of a secret worth scrubbing: raw, percent-encoded, base64 and base64url, and the exact Basic
+ * credentials the proxy sent (`sent`: the injected request headers), each mapped to the same form of the placeholder.
+ */
+export function secretForms(secret: string, placeholder: string, sent: OutgoingHttpHeaders = {}): Array<[Buffer, Buffer]> {
   const forms: Array<[Buffer, Buffer]> = [[Buffer.from(secret), Buffer.from(placeholder)]]
-  const encoded = encodeURIComponent(secret)
-  if (encoded !== secret) forms.push([Buffer.from(encoded), Buffer.from(encodeURIComponent(placeholder))])
+  const add = (from: string, to: string): void => {
+    if (from !== secret && from !== '' && !forms.some(([known]) => known.toString() === from)) forms.push([Buffer.from(from), Buffer.from(to)])
+  }
+  add(encodeURIComponent(secret), encodeURIComponent(placeholder))
+  const base64 = (text: string): string => Buffer.from(text, 'utf8').toString('base64')
+  const base64url = (text: string): string => Buffer.from(text, 'utf8').toString('base64url')
+  // The Basic tokens go before base64(secret): a shorter form replaced first could break a longer match.
+  for (const value of Object.values(sent).flatMap((v) => (Array.isArray(v) ? v : [v]))) {
+    const match = /^basic[ \t]+([A-Za-z0-9+/=_-]+)/i.exec(String(value ?? ''))
+    if (match?.[1] === undefined) continue
+    const decoded = Buffer.from(match[1], 'base64').toString('utf8')
+    if (!decoded.includes(secret)) continue
+    const swapped = decoded.split(secret).join(placeholder)
+    add(base64(decoded), base64(swapped))
+    add(base64url(decoded), base64url(swapped))
+  }
+  add(base64(secret), base64(placeholder))
+  add(base64url(secret), base64url(placeholder))
   return forms
 }
 

@@ -40,6 +40,17 @@ export interface EgressProxyOptions {
   allowedHosts?: string[]
   /** PEM, trusted for upstream verification in addition to system roots. */
   extraCaCerts?: string[]
+  /** Overrides of the connection limits (tests use short ones); defaults are the constants in proxy.ts. */
+  limits?: Partial<EgressConnectionLimits>
+}
+
+export interface EgressConnectionLimits {
+  /** An intercepted CONNECT whose client has not finished the TLS handshake in this time is closed. */
+  handshakeTimeoutMs: number
+  /** A tunnel, intercepted connection or switched (WebSocket) connection with no byte either way for this long is closed. */
+  idleTimeoutMs: number
+  /** Client connections open at once per listener; more are dropped at accept (and audited). */
+  maxConnections: number
 }
 
 export interface EgressProxy {

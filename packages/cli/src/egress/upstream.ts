@@ -19,6 +19,32 @@ export const UPSTREAM_MAX_FREE_SOCKETS = 64
 export const MAX_STALE_RETRIES = 2
 /** No answer (headers) from an upstream in this time fails the request. */
 export const UPSTREAM_HEADERS_TIMEOUT_MS = 120_000
+/** Destinations with pooled state (agent, ALPN answer, HTTP/2 session) kept at once; the least recently used go first. */
+export const MAX_UPSTREAM_DESTINATIONS = 256
+
+/** `map.get(key)`, marking it most recently used (a Map iterates in insertion order). */
+function touch<V>(map: Map<string, V>, key: string): V | undefined {
+  const value = map.get(key)
+  if (value !== undefined) {
+    map.delete(key)
+    map.set(key, value)
+  }
+  return value
+}
+
+/** Remove least recently used entries beyond the cap, handing each to `release`. */
+function evict<V>(map: Map<string, V>, release: (value: V) => void = () => undefined): void {
+  for (const [key, value] of map) {
+    if (map.size <= MAX_UPSTREAM_DESTINATIONS) return
+    map.delete(key)
+    release(value)
+  }
+}
+
+/** An evicted agent: its idle sockets close now; requests still running finish, then its idle timeout closes them. */
+function releaseAgent(agent: HttpAgent): void {
+  for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy()
+}
 
 export interface UpstreamTarget {
   scheme: 'https' | 'http'
@@ -140,7 +166,7 @@ export class UpstreamPool {
    */
   async protocolOf(target: UpstreamTarget): Promise<'h2' | 'http/1.1'> {
     const key = targetKey(target)
-    const known = this.#alpn.get(key)
+    const known = touch(this.#alpn, key)
     if (known !== undefined && Date.now() - known.at < ALPN_CACHE_MS) return known.protocol === 'h2' ? 'h2' : 'http/1.1'
     let protocol = 'http/1.1'
     try {
@@ -151,13 +177,14 @@ export class UpstreamPool {
       return 'http/1.1'
     }
     this.#alpn.set(key, { protocol, at: Date.now() })
+    evict(this.#alpn)
     return protocol === 'h2' ? 'h2' : 'http/1.1'
   }
 
   /** A shared HTTP/2 session to `target` (one connection, many streams), opened on first use. */
   h2Session(target: UpstreamTarget): Promise<ClientHttp2Session> {
     const key = targetKey(target)
-    const existing = this.#sessions.get(key)
+    const existing = touch(this.#sessions, key)
     if (existing !== undefined) return existing
     const opening = connectVerified(target, ['h2']).then((socket) => {
       if (socket.alpnProtocol !== 'h2') {
@@ -176,13 +203,15 @@ export class UpstreamPool {
       return session
     })
     this.#sessions.set(key, opening)
+    // An evicted session takes no new streams; the ones running finish (close() is graceful).
+    evict(this.#sessions, (evicted) => void evicted.then((session) => session.close(), () => undefined))
     opening.catch(() => this.#sessions.delete(key))
     return opening
   }
 
   #agentFor(target: UpstreamTarget): HttpAgent {
     const key = targetKey(target)
-    let agent = this.#agents.get(key)
+    let agent = touch(this.#agents, key)
     if (agent === undefined) {
       // noDelay: a request head and body are separate writes; Nagle + delayed ACK would stall each by ~40 ms.
       const common = { noDelay: true, keepAlive: true, maxFreeSockets: UPSTREAM_MAX_FREE_SOCKETS, timeout: UPSTREAM_IDLE_TIMEOUT_MS, scheduling: 'lifo' as const }
@@ -199,6 +228,7 @@ export class UpstreamPool {
             })
           : new HttpAgent({ ...common, ...lookup })
       this.#agents.set(key, agent)
+      evict(this.#agents, releaseAgent)
     }
     return agent
   }
@@ -257,6 +287,11 @@ export class UpstreamPool {
         else upstream.body.pipe(request)
       })
     return send(0)
+  }
+
+  /** Destinations with pooled state right now (tests: the maps stay bounded). */
+  sizes(): { agents: number; alpn: number; sessions: number } {
+    return { agents: this.#agents.size, alpn: this.#alpn.size, sessions: this.#sessions.size }
   }
 
   /** Close every pooled connection. */

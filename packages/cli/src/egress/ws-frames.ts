@@ -55,6 +55,9 @@ export class WsTextRewriter extends Transform {
   readonly #rewrite: TextRewrite
   #state: State = 'READ_HEADER'
   #buffer: Buffer = Buffer.alloc(0)
+  /** Chunks of a text frame still short of its length: joined once, when the frame is complete (no quadratic copying). */
+  #pending: Buffer[] = []
+  #pendingBytes = 0
   #inText = false
   #first = 0
   #mask: Buffer | null = null
@@ -66,7 +69,16 @@ export class WsTextRewriter extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk])
+    this.#pending.push(chunk)
+    this.#pendingBytes += chunk.length
+    if (this.#state === 'READ_TEXT_PAYLOAD' && this.#buffer.length + this.#pendingBytes < this.#remaining) {
+      callback()
+      return
+    }
+    this.#buffer =
+      this.#buffer.length === 0 && this.#pending.length === 1 ? chunk : Buffer.concat([this.#buffer, ...this.#pending], this.#buffer.length + this.#pendingBytes)
+    this.#pending = []
+    this.#pendingBytes = 0
     try {
       this.#drain()
     } catch (error) {

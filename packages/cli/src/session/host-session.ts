@@ -137,11 +137,15 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
     let sessionId = ''
     const audit = options.wrapAudit === undefined ? auditLog : options.wrapAudit(auditLog, () => sessionId)
     // sources.json: names served by host commands, variables or files (credentials/sources-config.ts).
+    // The session's doors (source runs the sandbox can trigger, the egress proxy) write behind one flood budget.
+    const doorAudit = new AuditBudget(audit)
+    // Runs before the log closes (cleanups run in reverse): the last summaries are written.
+    cleanups.push(async () => doorAudit.flush())
     // Its code (and parser) loads only when sources.json exists, as OAuth's does.
     let credentials = stored
     if (!(await configFileMissing(paths, SOURCES_FILE_NAME))) {
       const { SourcedCredentialSource, withCredentialSources } = await import('../credentials/sourced-credential-source.js')
-      const sourced = await withCredentialSources(stored, { paths, env: options.env, log, audit: auditLog, session: () => sessionId })
+      const sourced = await withCredentialSources(stored, { paths, env: options.env, log, audit: doorAudit, session: () => sessionId })
       // After the server stops: a source command still running is killed (the inner source closes with OAuth).
       if (sourced instanceof SourcedCredentialSource) cleanups.push(async () => sourced.stopSources())
       credentials = sourced
@@ -180,9 +184,6 @@ export async function startHostSession(options: HostSessionOptions): Promise<Hos
       },
     )
     cleanups.push(() => control.stop())
-    const doorAudit = new AuditBudget(audit)
-    // Runs before the log closes (cleanups run in reverse): the last summaries are written.
-    cleanups.push(async () => doorAudit.flush())
     return {
       sessionId,
       socketPath: started.socketPath,
