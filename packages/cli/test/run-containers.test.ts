@@ -2,6 +2,7 @@
 // and a private podman setup (scripts/container-engines.sh), an image imported from a
 // root filesystem this file assembles (scripts/container-test-rootfs.sh; no registry).
 // An engine that cannot start fails these tests (beforeAll throws): never a silent skip.
+import { randomBytes } from 'node:crypto'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -21,8 +22,10 @@ const exec = promisify(execFile)
 const SCRIPTS = fileURLToPath(new URL('../../../scripts/', import.meta.url))
 const BIN = fileURLToPath(new URL('../bin/credproxy.js', import.meta.url))
 const IMAGE = 'localhost/credproxy-test-rootfs:latest'
-const KEY = 'container-real-key-0123456789abcdef'
-const EGRESS_SECRET = 'container-egress-secret-0123456789'
+// Random per run: the scans inside would otherwise find the literal in this very file when the checkout lies
+// under a directory they read (a clone in /tmp is bound at its own path as the working directory).
+const KEY = `container-real-key-${randomBytes(16).toString('hex')}`
+const EGRESS_SECRET = `container-egress-secret-${randomBytes(16).toString('hex')}`
 const ENGINES: Engine[] = ['docker', 'podman']
 
 let scratch: string
