@@ -1,7 +1,7 @@
 // Who is on the other end of an accepted Unix socket, as the host kernel reports it,
 // and the PeerCheck the server runs right after accept. Threat model: dev-docs/security.md.
 import { readlinkSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { openLibc } from '../libc.js'
 import type { Socket } from 'node:net'
 import { readProcStat } from '../proc-stat.js'
 import type { PeerCheck, PeerDecision, PeerInfo } from './hooks.js'
@@ -43,9 +43,8 @@ function loadBinding(): Binding | null {
   const platform = process.platform
   if (platform !== 'linux' && platform !== 'darwin') return binding
   try {
-    const require = createRequire(import.meta.url)
-    const koffi = require('koffi') as typeof import('koffi')
-    const lib = koffi.load(platform === 'linux' ? 'libc.so.6' : '/usr/lib/libSystem.B.dylib')
+    const lib = openLibc()?.lib
+    if (lib === undefined) return binding
     const getsockopt = lib.func(
       'int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)',
     ) as unknown as GetSockOpt

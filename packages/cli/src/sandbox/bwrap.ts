@@ -4,10 +4,12 @@
 // directory (read-write) bound in. Mount table: dev-docs/sandbox.md.
 import { spawnSync } from 'node:child_process'
 import { accessSync, constants as fsConstants, existsSync, lstatSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs'
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { buildKeyringSeccompFilter } from './seccomp.js'
 import { buildSandboxEnv } from './sandbox-env.js'
 import { bridgeInitArgv } from './egress-bridge.js'
+import { EMPTY_FILE_NAME } from './shim.js'
+import { isWithin } from './within.js'
 import { SANDBOX_BIN_DIR, SANDBOX_SECRET_FILE, SANDBOX_SOCKET_DIR, SECCOMP_FD, SECRET_FD, type LaunchPlan, type SandboxRequest } from './types.js'
 import { CredproxyError } from '../errors.js'
 
@@ -15,14 +17,11 @@ import { CredproxyError } from '../errors.js'
 export const FALLBACK_SANDBOX_HOME = '/tmp/home'
 /** Host directories replaced by an empty tmpfs: temporary files and runtime sockets of the host. */
 export const HOST_SCRATCH_DIRS = ['/tmp', '/var/tmp', '/run'] as const
+export { EMPTY_FILE_NAME, isWithin }
+
 /** How long `bwrap --version` may take before bwrap counts as missing. */
 export const BWRAP_PROBE_TIMEOUT_MS = 2_000
 
-/** true when `inner` is `outer` or lies below it. */
-export function isWithin(inner: string, outer: string): boolean {
-  const rel = relative(outer, inner)
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))
-}
 
 /** The path with every symlink resolved; the lexical absolute path when it does not exist (yet). */
 export function realPath(path: string): string {
@@ -124,8 +123,6 @@ export const HOST_EXECUTED_FILES = [
 export const HOST_EXECUTED_DIRS = ['.vscode', '.idea', '.claude', '.devcontainer', '.husky'] as const
 /** In a `.git` directory: what makes host git run code. */
 const GIT_HOST_EXECUTED = { dirs: ['hooks'], files: ['config'] } as const
-/** The empty read-only file in the shim directory that a missing host-executed file is replaced with. */
-export const EMPTY_FILE_NAME = '.empty'
 
 type Kind = 'missing' | 'symlink' | 'dir' | 'other'
 

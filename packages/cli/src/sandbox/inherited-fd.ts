@@ -4,7 +4,7 @@
 // private file can be read again (positional reads) by every process that inherits
 // the descriptor, and has no path anyone can open later.
 import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync, constants as fsConstants } from 'node:fs'
-import { createRequire } from 'node:module'
+import { openLibc } from '../libc.js'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -33,8 +33,8 @@ function loadLibc(): Libc | null {
   libc = null
   if (process.platform !== 'linux' && process.platform !== 'darwin') return libc
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi')
-    const lib = koffi.load(process.platform === 'linux' ? 'libc.so.6' : '/usr/lib/libSystem.B.dylib')
+    const lib = openLibc()?.lib
+    if (lib === undefined) return libc
     const fcntl = lib.func('int fcntl(int fd, int cmd, ...)') as unknown as Libc['fcntl']
     const memfdCreate =
       process.platform === 'linux' ? (lib.func('int memfd_create(const char *name, unsigned int flags)') as unknown as Libc['memfdCreate']) : null

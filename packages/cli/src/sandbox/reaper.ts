@@ -4,7 +4,7 @@
 // agent), `<defunct>` bwrap processes pile up in the caller's session. `run` makes itself
 // a child subreaper, so those inits become its children, and reaps them before it returns.
 import { readdirSync, readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { openLibc } from '../libc.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { readProcStat } from '../proc-stat.js'
 
@@ -24,8 +24,8 @@ function loadLibc(): Libc | null {
   libc = null
   if (process.platform !== 'linux') return libc
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi')
-    const lib = koffi.load('libc.so.6')
+    const lib = openLibc()?.lib
+    if (lib === undefined) return libc
     libc = {
       prctl: lib.func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)') as unknown as Libc['prctl'],
       waitpid: lib.func('int waitpid(int pid, void *status, int options)') as unknown as Libc['waitpid'],

@@ -6,7 +6,10 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { EMPTY_FILE_NAME, isWithin } from './bwrap.js'
+import { isWithin } from './within.js'
+
+/** The empty read-only file in the shim directory that a missing host-executed file is replaced with. */
+export const EMPTY_FILE_NAME = '.empty'
 
 /** packages/cli/bin/credproxy.js of this installation (src/ and dist/ sit at the same depth). */
 export function credproxyBinPath(): string {

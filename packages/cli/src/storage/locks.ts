@@ -3,7 +3,7 @@
 // holder (SIGSTOP, a VM freeze) is never "taken over" by a clock. See dev-docs/storage.md "Locking".
 import { constants } from 'node:fs'
 import { open, stat, type FileHandle } from 'node:fs/promises'
-import { createRequire } from 'node:module'
+import { openLibc } from '../libc.js'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { backoffDelay, ProxyError, type ErrorCode } from '@credproxy/core/client'
@@ -62,9 +62,11 @@ function loadFlock(): { flock: Flock; errno: () => number } {
   if (process.platform !== 'linux' && process.platform !== 'darwin') {
     throw new CredproxyError('FAILED', `credproxy's cross-process locks need flock(2), which ${process.platform} does not have`, { hint: 'Run credproxy on Linux or macOS.' })
   }
-  const require = createRequire(import.meta.url)
-  const koffi = require('koffi') as typeof import('koffi')
-  const lib = koffi.load(process.platform === 'linux' ? 'libc.so.6' : '/usr/lib/libSystem.B.dylib')
+  const libc = openLibc()
+  if (libc === null) {
+    throw new CredproxyError('FAILED', 'credproxy cannot load its FFI (koffi) to call flock(2)', { hint: 'Reinstall credproxy (npm ci) so the koffi package is present.' })
+  }
+  const { koffi, lib } = libc
   flockBinding = { flock: lib.func('int flock(int fd, int operation)') as unknown as Flock, errno: () => koffi.errno() }
   return flockBinding
 }
